@@ -1,0 +1,52 @@
+# The command surface of the project. Every target sets itself up on a fresh machine
+# (only Python 3.11, pip and make are assumed).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOTSTRAP ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+# Project-local state (git-ignored): MLflow store, BentoML home, build output.
+export BENTOML_HOME := $(CURDIR)/state/bentoml
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/state/mlflow/mlflow.db
+export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
+export BENTOML_DO_NOT_TRACK := True
+
+.PHONY: help venv train serve test lint lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(INSTALLED): requirements.txt requirements-dev.txt constraints.txt
+	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	@touch $@
+
+venv: $(INSTALLED) ## Create .venv and install the pinned dependencies
+
+train: $(INSTALLED) ## Train the candidates, track them in MLflow, import the best into BentoML
+	$(PY) train.py
+
+serve: $(INSTALLED) ## Train if no model is in the store, then serve on $(HOST):$(PORT)
+	$(PY) train.py --if-missing
+	$(BIN)/bentoml serve service:IrisClassifier --host $(HOST) --port $(PORT)
+
+test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(INSTALLED) ## ruff
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+lock: ## Re-pin every transitive dependency into constraints.txt
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean: ## Remove generated state (MLflow store, BentoML home, reports)
+	rm -rf state reports build
