@@ -18,7 +18,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/state/mlflow/mlflow.db
 export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: help venv train serve test lint lock clean
+.PHONY: help venv train serve test lint lock clean finops
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
 
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+finops: $(INSTALLED) ## Cost simulation: reports/finops.md, finops.json and PNGs (uses reports/bench.json if present)
+	$(PY) -m iris_service.finops --out-dir reports
 
 lock: ## Re-pin every transitive dependency into constraints.txt
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

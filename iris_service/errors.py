@@ -1,0 +1,100 @@
+"""The one error shape of the API: {"error": code, "detail": text, "request_id": id}.
+
+Every error answer, whoever produced it (Pydantic validation in BentoML, our API code, the
+middleware itself), leaves the service in this shape, without stack traces or internals.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from .settings import RETRY_AFTER_SECONDS
+
+ERROR_CODES: dict[int, str] = {
+    400: "validation_error",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "timeout",
+}
+GENERIC_DETAIL: dict[int, str] = {
+    500: "An internal error occurred; it has been logged with this request id.",
+    503: "The model is not ready to answer; retry shortly.",
+    504: "The prediction took too long.",
+}
+RETRYABLE_STATUSES = frozenset({429, 503})
+
+
+def error_code(status: int) -> str:
+    return ERROR_CODES.get(status, "client_error" if status < 500 else "internal_error")
+
+
+def error_body(status: int, detail: str, request_id: str, code: str | None = None) -> bytes:
+    payload = {"error": code or error_code(status), "detail": detail, "request_id": request_id}
+    return json.dumps(payload).encode()
+
+
+def error_headers(status: int, body: bytes, request_id: str) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if status in RETRYABLE_STATUSES:
+        headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
+    return headers
+
+
+def error_response(status: int, detail: str, code: str | None = None) -> JSONResponse:
+    """An error answer made inside the API service; the middleware adds the request id."""
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status in RETRYABLE_STATUSES else None
+    content = {"error": code or error_code(status), "detail": detail, "request_id": ""}
+    return JSONResponse(content, status_code=status, headers=headers)
+
+
+def _describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> str:
+    parts = []
+    for item in errors:
+        location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        message = str(item.get("msg", "invalid value"))
+        parts.append(f"{location}: {message}" if location else message)
+    return "; ".join(parts) or "invalid request body"
+
+
+def normalise(status: int, body: bytes, request_id: str) -> bytes:
+    """Rewrite any error body (BentoML's, Starlette's, ours) into the one shape."""
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        parsed = None
+    code = error_code(status)
+    if isinstance(parsed, dict) and set(parsed) == {"error", "detail", "request_id"}:
+        return error_body(status, str(parsed["detail"]), request_id, str(parsed["error"]))
+    if status >= 500:
+        return error_body(status, GENERIC_DETAIL.get(status, GENERIC_DETAIL[500]), request_id)
+    if isinstance(parsed, dict) and isinstance(parsed.get("detail"), list):
+        return error_body(status, _describe_validation_errors(parsed["detail"]), request_id)
+    if isinstance(parsed, (list, tuple)) and parsed and isinstance(parsed[0], dict):
+        parsed = parsed[0]  # BentoML wraps some client errors in a one-element list
+    if isinstance(parsed, dict):
+        message = parsed.get("detail") or parsed.get("error") or code
+        return error_body(status, _safe_text(str(message)), request_id)
+    return error_body(status, _safe_text(body.decode("utf-8", "replace")) or code, request_id)
+
+
+def _safe_text(text: str, limit: int = 300) -> str:
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    return first_line[:limit]

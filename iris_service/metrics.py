@@ -1,0 +1,48 @@
+"""Prometheus metrics of the service, served by BentoML on /metrics.
+
+BentoML runs prometheus_client in multiprocess mode (PROMETHEUS_MULTIPROC_DIR is set for
+every worker before the service is imported), so plain prometheus_client metrics declared
+here are aggregated across workers. Names carry units, as Prometheus recommends.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 75, 100, 250, 500, 1000, 2500, 5000, 10000)
+CPU_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000)
+MEMORY_DELTA_BUCKETS_MB = (-10, -1, -0.1, 0, 0.1, 0.5, 1, 5, 10, 50, 100)
+
+REQUEST_LATENCY_MS = Histogram(
+    "iris_request_latency_ms",
+    "Wall time of a prediction request inside the API worker, in milliseconds.",
+    ("endpoint", "status"),
+    buckets=LATENCY_BUCKETS_MS,
+)
+REQUEST_CPU_MS = Histogram(
+    "iris_request_cpu_ms",
+    "CPU time the API worker process used while the request was in flight, in milliseconds.",
+    ("endpoint",),
+    buckets=CPU_BUCKETS_MS,
+)
+REQUEST_MEMORY_DELTA_MB = Histogram(
+    "iris_request_memory_delta_mb",
+    "Change of the API worker's resident memory over a request, in MB.",
+    ("endpoint",),
+    buckets=MEMORY_DELTA_BUCKETS_MB,
+)
+PROCESS_RESIDENT_MEMORY_MB = Gauge(
+    "iris_process_resident_memory_mb",
+    "Resident memory of each API worker after its latest request, in MB.",
+    multiprocess_mode="livemax",
+)
+PREDICTIONS_TOTAL = Counter(
+    "iris_predictions_total",
+    "Flowers classified, by predicted class.",
+    ("class_name",),
+)
+ERRORS_TOTAL = Counter(
+    "iris_errors_total",
+    "Error answers, by error code.",
+    ("endpoint", "error"),
+)

@@ -1,0 +1,43 @@
+"""The custom runner: a BentoML service that owns the model and batches inference.
+
+Under `bentoml serve` it runs in its own worker process(es); the API service reaches it
+through `bentoml.depends`. Concurrent requests are merged by BentoML's adaptive batching
+into one `predict_proba` call on the estimator.
+"""
+
+from __future__ import annotations
+
+import bentoml
+import numpy as np
+import pandas as pd
+
+from .model_loading import LoadedModel, load_model
+from .settings import MODEL_TAG
+
+RUNNER_MAX_BATCH_SIZE = 1000
+RUNNER_MAX_LATENCY_MS = 5000
+
+
+@bentoml.service(name="IrisModelRunner", workers=1, traffic={"timeout": 10})
+class IrisModelRunner:
+    """Holds the Iris estimator, loaded once when the worker starts."""
+
+    bento_model = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        self.model: LoadedModel = load_model(self.bento_model)
+        self.feature_columns = list(self.model.feature_names)
+
+    def __is_ready__(self) -> bool:
+        return self.model is not None
+
+    @bentoml.api(
+        batchable=True,
+        batch_dim=0,
+        max_batch_size=RUNNER_MAX_BATCH_SIZE,
+        max_latency_ms=RUNNER_MAX_LATENCY_MS,
+    )
+    def predict_proba(self, measurements: np.ndarray) -> np.ndarray:
+        """Class probabilities for rows of (sepal_length, sepal_width, petal_length, petal_width)."""
+        frame = pd.DataFrame(measurements, columns=self.feature_columns)
+        return self.model.estimator.predict_proba(frame)

@@ -1,0 +1,95 @@
+"""Request and response bodies of the public API (validated by Pydantic, shown in OpenAPI)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .settings import MAX_BATCH_FLOWERS
+
+SETOSA_EXAMPLE = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+VERSICOLOR_EXAMPLE = {"sepal_length": 6.4, "sepal_width": 3.2, "petal_length": 4.5, "petal_width": 1.5}
+VIRGINICA_EXAMPLE = {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}
+
+
+def _centimetres(description: str, upper_bound: float) -> object:
+    """A measurement in cm: a finite JSON number in (0, upper_bound]; strings are refused."""
+    return Field(
+        gt=0,
+        le=upper_bound,
+        allow_inf_nan=False,
+        strict=True,
+        description=f"{description}, in centimetres (0 < value <= {upper_bound}).",
+    )
+
+
+class IrisFeatures(BaseModel):
+    """One flower: four measurements in centimetres."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="IrisFeatures",
+        json_schema_extra={"examples": [SETOSA_EXAMPLE, VERSICOLOR_EXAMPLE]},
+    )
+
+    sepal_length: Annotated[float, _centimetres("Sepal length", 20)]
+    sepal_width: Annotated[float, _centimetres("Sepal width", 15)]
+    petal_length: Annotated[float, _centimetres("Petal length", 20)]
+    petal_width: Annotated[float, _centimetres("Petal width", 10)]
+
+    def as_row(self) -> list[float]:
+        return [self.sepal_length, self.sepal_width, self.petal_length, self.petal_width]
+
+
+class IrisBatch(BaseModel):
+    """Several flowers classified in one call."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="IrisBatch",
+        json_schema_extra={"examples": [{"flowers": [SETOSA_EXAMPLE, VIRGINICA_EXAMPLE]}]},
+    )
+
+    flowers: list[IrisFeatures] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_FLOWERS,
+        description=f"Between 1 and {MAX_BATCH_FLOWERS} flowers.",
+    )
+
+
+class Prediction(BaseModel):
+    """The class of one flower, with the probability of every class."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "class_id": 0,
+                    "class_name": "setosa",
+                    "probabilities": {"setosa": 0.98, "versicolor": 0.02, "virginica": 0.0},
+                    "model_tag": "iris-classifier:abc123",
+                }
+            ]
+        }
+    )
+
+    class_id: int = Field(description="Index of the predicted class.")
+    class_name: str = Field(description="Name of the predicted class.")
+    probabilities: dict[str, float] = Field(description="Probability of each class.")
+    model_tag: str = Field(description="BentoML tag of the model that answered.")
+
+
+class BatchPrediction(BaseModel):
+    """Predictions in the order of the flowers sent."""
+
+    predictions: list[Prediction]
+    model_tag: str
+
+
+class ErrorBody(BaseModel):
+    """The one shape of every error answer."""
+
+    error: str = Field(description="Stable machine-readable error code, e.g. validation_error.")
+    detail: str = Field(description="What went wrong, for a human.")
+    request_id: str = Field(description="Identifier of the request, also in X-Request-ID.")

@@ -1,0 +1,35 @@
+"""Names and tunables shared by training, the runner and the API service.
+
+Every tunable reads an environment variable once, at import, so the hot path never does.
+"""
+
+from __future__ import annotations
+
+import os
+
+MODEL_NAME = "iris-classifier"
+FEATURE_NAMES: tuple[str, ...] = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+CLASS_NAMES: tuple[str, ...] = ("setosa", "versicolor", "virginica")
+
+
+def _int_from_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+# The model the service serves: any BentoML tag, e.g. "iris-classifier:latest".
+MODEL_TAG = os.environ.get("IRIS_MODEL_TAG", f"{MODEL_NAME}:latest")
+# Most flowers accepted in one POST /predict_batch.
+MAX_BATCH_FLOWERS = _int_from_env("IRIS_MAX_BATCH_FLOWERS", 1000)
+# Request bodies larger than this are refused with 413 before being read whole.
+MAX_BODY_BYTES = _int_from_env("IRIS_MAX_BODY_BYTES", 256 * 1024)
+# Seconds a client should wait before retrying a 503.
+RETRY_AFTER_SECONDS = _int_from_env("IRIS_RETRY_AFTER_SECONDS", 1)
