@@ -14,7 +14,13 @@ from typing import NoReturn
 from iris_service.finops import capacity as cap
 from iris_service.finops.catalogue import load_catalogue
 from iris_service.finops.errors import FinOpsError
-from iris_service.finops.report import Inputs, money, per_million, terminal_table, write_all
+from iris_service.finops.report import (
+    Inputs,
+    money,
+    per_million,
+    terminal_table,
+    write_all,
+)
 from iris_service.finops.simulation import Policy, compare
 from iris_service.finops.traffic import Traffic, constant, diurnal, from_csv, spiky
 
@@ -67,9 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     traffic = parser.add_argument_group("traffic")
-    traffic.add_argument(
-        "--profile", choices=("constant", "diurnal", "spiky"), default="diurnal"
-    )
+    traffic.add_argument("--profile", choices=("constant", "diurnal", "spiky"), default="diurnal")
     traffic.add_argument(
         "--traffic-csv",
         type=Path,
@@ -81,8 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--peak-rps",
         type=_positive,
         default=None,
-        help=f"peak requests/s (default {DEFAULT_PEAK_RPS:g}; with a CSV, "
-        "rescale it to this peak)",
+        help=f"peak requests/s (default {DEFAULT_PEAK_RPS:g}; with a CSV, rescale it to this peak)",
     )
     traffic.add_argument(
         "--trough-ratio",
@@ -102,9 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.add_argument(
         "--bursts-per-day", type=float, default=4.0, help="spiky: mean bursts per day"
     )
-    traffic.add_argument(
-        "--burst-minutes", type=int, default=10, help="spiky: longest burst"
-    )
+    traffic.add_argument("--burst-minutes", type=int, default=10, help="spiky: longest burst")
     traffic.add_argument("--seed", type=int, default=0, help="spiky: random seed")
 
     capacity = parser.add_argument_group(
@@ -118,9 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="benchmark output; defaults are used when it is missing",
     )
-    capacity.add_argument(
-        "--no-bench", action="store_true", help="ignore the benchmark output"
-    )
+    capacity.add_argument("--no-bench", action="store_true", help="ignore the benchmark output")
     capacity.add_argument(
         "--run",
         metavar="NAME",
@@ -153,9 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     policy = parser.add_argument_group("SLO and policy")
-    policy.add_argument(
-        "--slo-p99-ms", type=_positive, default=100.0, help="latency SLO (p99)"
-    )
+    policy.add_argument("--slo-p99-ms", type=_positive, default=100.0, help="latency SLO (p99)")
     policy.add_argument(
         "--max-risk",
         type=_fraction,
@@ -215,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where reports are written",
     )
     out.add_argument("--quiet", action="store_true", help="no terminal table")
+    out.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
     return parser
 
 
@@ -271,9 +269,7 @@ def run(argv: list[str] | None = None) -> int:
     traffic = _traffic(args)
     capacity = _capacity(args)
     result = compare(traffic, capacity.configs, catalogue, policy, args.run)
-    command = "python -m iris_service.finops " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
+    command = "python -m iris_service.finops " + shlex.join(sys.argv[1:] if argv is None else argv)
     inputs = Inputs(
         traffic=traffic,
         capacity=capacity,
@@ -282,7 +278,7 @@ def run(argv: list[str] | None = None) -> int:
         command=command.strip(),
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
-    paths = write_all(inputs, result, args.out_dir)
+    paths = write_all(inputs, result, args.out_dir, plots=not args.no_plots)
     if not args.quiet:
         print(terminal_table(result))
         print()

@@ -22,9 +22,7 @@ DEFAULT_MEMORY_MB = 200.0
 DEFAULT_COLD_START_S = 5.0
 DEFAULT_LATENCY_MS = 20.0
 MAX_ERROR_RATE = 0.01  # runs with more failed requests than this do not count
-VCPU_STEP = (
-    0.25  # replica CPU requests are rounded up to this (Kubernetes-style quarter cores)
-)
+VCPU_STEP = 0.25  # replica CPU requests are rounded up to this (Kubernetes-style quarter cores)
 BASELINE_SERVERS = ("fastapi", "mlflow")
 
 
@@ -136,9 +134,7 @@ def load_bench(path: str | Path, slo_p99_ms: float) -> CapacityInput:
             f"cannot read benchmark output {path}: {exc}; fix it or pass --no-bench"
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
-        raise FinOpsError(
-            f"benchmark output {path} has no 'runs' list; fix it or pass --no-bench"
-        )
+        raise FinOpsError(f"benchmark output {path} has no 'runs' list; fix it or pass --no-bench")
     generated_at = _text(data.get("generated_at"))
     machine = data.get("machine") if isinstance(data.get("machine"), dict) else {}
     machine_text = _machine_text(machine)
@@ -155,9 +151,7 @@ def load_bench(path: str | Path, slo_p99_ms: float) -> CapacityInput:
         if config is None:
             excluded.append((name, reason))
         else:
-            configs[name] = (
-                config  # a later run with the same name replaces an earlier one
-            )
+            configs[name] = config  # a later run with the same name replaces an earlier one
     result = CapacityInput(
         list(configs.values()),
         "bench",
@@ -167,9 +161,7 @@ def load_bench(path: str | Path, slo_p99_ms: float) -> CapacityInput:
         excluded=excluded,
     )
     if not any(c.kind == "bentoml" for c in result.configs):
-        fallback = defaults(
-            f"no BentoML run in {path} met the p99 <= {slo_p99_ms:g} ms SLO"
-        )
+        fallback = defaults(f"no BentoML run in {path} met the p99 <= {slo_p99_ms:g} ms SLO")
         fallback.excluded = excluded
         fallback.bench_path, fallback.generated_at = str(path), generated_at
         fallback.configs += [c for c in result.configs if c.kind == "baseline"]

@@ -32,10 +32,7 @@ class InstanceType:
 
     def price_per_hour(self, spot_share: float) -> float:
         """Blended $/h when `spot_share` of the instance-hours run on spot."""
-        return (
-            spot_share * self.spot_per_hour
-            + (1.0 - spot_share) * self.on_demand_per_hour
-        )
+        return spot_share * self.spot_per_hour + (1.0 - spot_share) * self.on_demand_per_hour
 
 
 @dataclass(frozen=True)
@@ -64,11 +61,7 @@ class ServerlessOption:
 
     def billed_duration_s(self, duration_ms: float) -> float:
         """Per-request duration after rounding up to the billing increment."""
-        return (
-            math.ceil(duration_ms / self.billing_increment_ms)
-            * self.billing_increment_ms
-            / 1000
-        )
+        return math.ceil(duration_ms / self.billing_increment_ms) * self.billing_increment_ms / 1000
 
 
 @dataclass(frozen=True)
@@ -80,9 +73,7 @@ class Catalogue:
 
     @property
     def providers(self) -> list[str]:
-        found = {i.provider for i in self.instances} | {
-            s.provider for s in self.serverless
-        }
+        found = {i.provider for i in self.instances} | {s.provider for s in self.serverless}
         return sorted(found)
 
 
@@ -92,45 +83,41 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise FinOpsError(
-            f"cannot read price catalogue {path}: {exc.strerror or exc}"
-        ) from None
+        raise FinOpsError(f"cannot read price catalogue {path}: {exc.strerror or exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise FinOpsError(f"price catalogue {path} is not valid YAML{where}") from None
-    return parse_catalogue(data, str(path))
+    return parse_catalogue(data, _display(path))
+
+
+def _display(path: Path) -> str:
+    """The path relative to the working directory when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def parse_catalogue(data: Any, origin: str = "<catalogue>") -> Catalogue:
     """Validate an already-parsed catalogue mapping."""
     if not isinstance(data, dict):
-        raise FinOpsError(
-            f"price catalogue {origin}: expected a mapping with 'instances'"
-        )
+        raise FinOpsError(f"price catalogue {origin}: expected a mapping with 'instances'")
     currency = str(data.get("currency", "USD"))
     raw_instances = data.get("instances")
     if not isinstance(raw_instances, list) or not raw_instances:
-        raise FinOpsError(
-            f"price catalogue {origin}: 'instances' must be a non-empty list"
-        )
+        raise FinOpsError(f"price catalogue {origin}: 'instances' must be a non-empty list")
     raw_serverless = data.get("serverless") or []
     if not isinstance(raw_serverless, list):
         raise FinOpsError(f"price catalogue {origin}: 'serverless' must be a list")
-    instances = tuple(
-        _instance(item, i, origin) for i, item in enumerate(raw_instances)
-    )
-    serverless = tuple(
-        _serverless(item, i, origin) for i, item in enumerate(raw_serverless)
-    )
+    instances = tuple(_instance(item, i, origin) for i, item in enumerate(raw_instances))
+    serverless = tuple(_serverless(item, i, origin) for i, item in enumerate(raw_serverless))
     names = [x.name for x in instances] + [x.name for x in serverless]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise FinOpsError(
-            f"price catalogue {origin}: duplicate names {', '.join(duplicates)}"
-        )
+        raise FinOpsError(f"price catalogue {origin}: duplicate names {', '.join(duplicates)}")
     return Catalogue(origin, currency, instances, serverless)
 
 
@@ -139,9 +126,7 @@ class _Entry:
 
     def __init__(self, item: Any, kind: str, index: int, origin: str) -> None:
         if not isinstance(item, dict):
-            raise FinOpsError(
-                f"price catalogue {origin}: {kind}[{index}] must be a mapping"
-            )
+            raise FinOpsError(f"price catalogue {origin}: {kind}[{index}] must be a mapping")
         self.item = item
         name = item.get("name")
         self.where = f"price catalogue {origin}: {kind} '{name or f'#{index}'}'"
@@ -158,14 +143,10 @@ class _Entry:
             return value.isoformat()
         text = self.text(key)
         if not _DATE.match(text):
-            raise FinOpsError(
-                f"{self.where}: '{key}' must be YYYY-MM or YYYY-MM-DD, got {text!r}"
-            )
+            raise FinOpsError(f"{self.where}: '{key}' must be YYYY-MM or YYYY-MM-DD, got {text!r}")
         return text
 
-    def number(
-        self, key: str, *, default: float | None = None, positive: bool = False
-    ) -> float:
+    def number(self, key: str, *, default: float | None = None, positive: bool = False) -> float:
         value = self.item.get(key, default)
         if value is None:
             raise FinOpsError(f"{self.where}: missing '{key}'")
@@ -216,8 +197,6 @@ def _serverless(item: Any, index: int, origin: str) -> ServerlessOption:
         memory_mb=None if memory is None else e.number("memory_mb", positive=True),
         min_memory_mb=e.number("min_memory_mb", default=128.0, positive=True),
         memory_step_mb=e.number("memory_step_mb", default=1.0, positive=True),
-        billing_increment_ms=e.number(
-            "billing_increment_ms", default=1.0, positive=True
-        ),
+        billing_increment_ms=e.number("billing_increment_ms", default=1.0, positive=True),
         notes=str(item.get("notes", "") or ""),
     )

@@ -46,15 +46,9 @@ def key_options(result: Comparison) -> list[Option]:
     primary = result.primary.name
     picks = [result.recommended]
     for strategy in ("autoscale", "fixed"):
-        for purchase in sorted(
-            {o.purchase for o in result.options if o.strategy == strategy}
-        ):
-            picks.append(
-                result.best(config=primary, strategy=strategy, purchase=purchase)
-            )
-    for platform in sorted(
-        {o.platform for o in result.options if o.strategy == "serverless"}
-    ):
+        for purchase in sorted({o.purchase for o in result.options if o.strategy == strategy}):
+            picks.append(result.best(config=primary, strategy=strategy, purchase=purchase))
+    for platform in sorted({o.platform for o in result.options if o.strategy == "serverless"}):
         picks.append(result.best(config=primary, platform=platform))
     for config in dict.fromkeys(o.config for o in result.options):
         if config != primary:
@@ -143,9 +137,7 @@ def markdown(inputs: Inputs, result: Comparison) -> str:
             ),
         ]
     else:
-        lines += [
-            "- **No option meets the SLO** with this traffic and policy; see the tables."
-        ]
+        lines += ["- **No option meets the SLO** with this traffic and policy; see the tables."]
     lines += [
         (
             f"- Traffic: {traffic.description}; mean {traffic.mean_rps:,.1f} req/s, "
@@ -169,9 +161,7 @@ def markdown(inputs: Inputs, result: Comparison) -> str:
     lines += _serverless_section(result)
     lines += _configs_section(inputs, result)
     lines += [f"![Monthly cost per option]({COST_PLOT})", ""]
-    lines += (
-        ["## Assumptions", ""] + [f"- {a}" for a in assumptions(inputs, result)] + [""]
-    )
+    lines += ["## Assumptions", ""] + [f"- {a}" for a in assumptions(inputs, result)] + [""]
     return "\n".join(lines)
 
 
@@ -180,29 +170,24 @@ def _capacity_sentence(capacity: CapacityInput) -> str:
         when = capacity.generated_at or "unknown date"
         machine = f" on {capacity.machine}" if capacity.machine else ""
         names = ", ".join(c.label for c in capacity.configs)
-        return f"measured by the benchmark ({capacity.bench_path}, generated {when}{machine}): {names}."
+        where = f"{capacity.bench_path}, generated {when}{machine}"
+        return f"measured by the benchmark ({where}): {names}."
     return "; ".join(capacity.notes) + "."
 
 
 def _fixed_vs_autoscale(result: Comparison) -> list[str]:
     primary = result.primary.name
     rows = []
-    platforms = dict.fromkeys(
-        o.platform for o in result.options if o.strategy == "autoscale"
-    )
+    platforms = dict.fromkeys(o.platform for o in result.options if o.strategy == "autoscale")
     for platform in platforms:
         pair = {
-            s: result.best(
-                config=primary, platform=platform, strategy=s, purchase="on-demand"
-            )
+            s: result.best(config=primary, platform=platform, strategy=s, purchase="on-demand")
             for s in ("fixed", "autoscale")
         }
         fixed, auto = pair["fixed"], pair["autoscale"]
         if fixed is None or auto is None:
             continue
-        saving = (
-            1 - auto.monthly_cost / fixed.monthly_cost if fixed.monthly_cost else 0.0
-        )
+        saving = 1 - auto.monthly_cost / fixed.monthly_cost if fixed.monthly_cost else 0.0
         rows.append(
             [
                 platform,
@@ -229,20 +214,17 @@ def _fixed_vs_autoscale(result: Comparison) -> list[str]:
         "",
         intro,
         "",
-    ] + _table(header, rows)
+        *_table(header, rows),
+    ]
 
 
 def _instance_section(inputs: Inputs, result: Comparison) -> list[str]:
     primary = result.primary.name
-    purchases = sorted(
-        {o.purchase for o in result.options if o.strategy == "autoscale"}
-    )
+    purchases = sorted({o.purchase for o in result.options if o.strategy == "autoscale"})
     rows = []
     for instance in inputs.catalogue.instances:
         found = {
-            p: result.best(
-                config=primary, platform=instance.name, strategy="autoscale", purchase=p
-            )
+            p: result.best(config=primary, platform=instance.name, strategy="autoscale", purchase=p)
             for p in purchases
         }
         first = next((o for o in found.values() if o is not None), None)
@@ -256,9 +238,7 @@ def _instance_section(inputs: Inputs, result: Comparison) -> list[str]:
                 first.replicas_per_instance,
                 _instances(first),
                 *(money(found[p].monthly_cost) if found[p] else "-" for p in purchases),
-                per_million(found["on-demand"].cost_per_million)
-                if found.get("on-demand")
-                else "-",
+                per_million(found["on-demand"].cost_per_million) if found.get("on-demand") else "-",
                 instance.date,
             ]
         )
@@ -272,7 +252,7 @@ def _instance_section(inputs: Inputs, result: Comparison) -> list[str]:
     header += [f"{p} / month" for p in purchases] + ["$ / 1M (on-demand)", "Price date"]
     unfit = [p for c, p in result.unfit if c == primary]
     lines = ["## Instance types and on-demand vs spot (autoscaled)", ""]
-    lines += [f"Configuration `{primary}`.", ""] + _table(header, rows)
+    lines += [f"Configuration `{primary}`.", "", *_table(header, rows)]
     if unfit:
         lines += [f"A replica does not fit on: {', '.join(unfit)}.", ""]
     return lines
@@ -302,7 +282,7 @@ def _serverless_section(result: Comparison) -> list[str]:
         "Cold-start requests at risk",
         "SLO",
     ]
-    return ["## Serverless", ""] + _table(header, rows)
+    return ["## Serverless", "", *_table(header, rows)]
 
 
 def _configs_section(inputs: Inputs, result: Comparison) -> list[str]:
@@ -312,11 +292,7 @@ def _configs_section(inputs: Inputs, result: Comparison) -> list[str]:
     for config in capacity.configs:
         best = result.best(config=config.name)
         delta = "-"
-        if (
-            best is not None
-            and reference is not None
-            and config.name != result.primary.name
-        ):
+        if best is not None and reference is not None and config.name != result.primary.name:
             delta = f"{best.monthly_cost - reference.monthly_cost:+,.2f}"
         rows.append(
             [
@@ -347,9 +323,7 @@ def _configs_section(inputs: Inputs, result: Comparison) -> list[str]:
         "Defaulted fields",
     ]
     lines = ["## Serving configurations", ""]
-    lines += [f"Capacity source: {_capacity_sentence(capacity)}", ""] + _table(
-        header, rows
-    )
+    lines += [f"Capacity source: {_capacity_sentence(capacity)}", "", *_table(header, rows)]
     if capacity.excluded:
         lines += ["Runs not counted:", ""]
         lines += [f"- `{name}`: {reason}" for name, reason in capacity.excluded] + [""]
@@ -358,55 +332,59 @@ def _configs_section(inputs: Inputs, result: Comparison) -> list[str]:
 
 def assumptions(inputs: Inputs, result: Comparison) -> list[str]:
     policy = inputs.policy
-    delays = ", ".join(
-        f"{c.name} {policy.delay_for(c)} min" for c in inputs.capacity.configs
-    )
+    delays = ", ".join(f"{c.name} {policy.delay_for(c)} min" for c in inputs.capacity.configs)
+    delay_origin = "set by flag" if policy.scale_up_delay_min is not None else "cold start"
+    providers = ", ".join(inputs.catalogue.providers)
     items = [
         (
-            f"Autoscaler: desired replicas = ceil(load x (1 + headroom {policy.headroom:g}) / "
-            f"(capacity x target utilization {policy.target_utilization:g})), between "
-            f"{policy.min_replicas} and {policy.max_replicas} replicas; fixed provisioning applies "
-            "the same rule to the busiest minute of the month."
-        ),
-        f"Scale-up delay (new replicas serve after): {delays}"
-        + (
-            " (set by flag)."
-            if policy.scale_up_delay_min is not None
-            else " (cold start rounded up to minutes, at least 1)."
+            "Autoscaler: desired replicas = ceil(load x (1 + headroom "
+            f"{policy.headroom:g}) / (capacity x target utilization "
+            f"{policy.target_utilization:g})), between {policy.min_replicas} and "
+            f"{policy.max_replicas} replicas; fixed provisioning applies the same rule to the "
+            "busiest minute of the month."
         ),
         (
-            f"Scale-down stabilisation window: {policy.scale_down_window_min} min (the largest desired "
-            "count of that window is kept); replicas still starting are billed but do not serve."
+            f"Scale-up delay (new replicas serve after it): {delays} ({delay_origin}; "
+            "by default the cold start rounded up to whole minutes, at least 1)."
         ),
         (
-            "Shortfall minute: load > running replicas x capacity; the excess requests are 'at risk' "
-            "of breaching the latency SLO. The month starts with the first minute's replicas ready."
+            f"Scale-down stabilisation window: {policy.scale_down_window_min} min (the largest "
+            "desired count of that window is kept); replicas still starting are billed but do "
+            "not serve."
+        ),
+        (
+            "Shortfall minute: load > running replicas x capacity; the excess requests are "
+            "'at risk' of breaching the latency SLO. The month starts with the first minute's "
+            "replicas ready."
         ),
         f"SLO met: at most {percent(policy.max_risk_fraction)} of the month's requests at risk.",
         (
-            f"Replicas per instance: limited by vCPU (replica vCPU = measured CPU ms per request x "
-            f"req/s, rounded up to 0.25) and memory (instance memory minus "
-            f"{policy.reserved_memory_gib:g} GiB reserved for the system); instances = "
-            "ceil(replicas / replicas per instance), billed per minute."
+            "Replicas per instance: limited by vCPU (replica vCPU = measured CPU ms per request "
+            "x req/s, rounded up to 0.25; one vCPU per worker when not measured) and memory "
+            f"(instance memory minus {policy.reserved_memory_gib:g} GiB for the system); "
+            "instances = ceil(replicas / replicas per instance), billed per minute."
         ),
         (
-            f"Spot mix: {policy.spot_share:.0%} of instance-hours at the catalogue's spot price; "
-            "interruptions and spot price changes are not modelled."
+            f"Spot mix: {policy.spot_share:.0%} of instance-hours at the catalogue's spot "
+            "price; interruptions and spot price changes are not modelled."
         ),
         (
-            "Serverless: every request billed at the measured p50 latency (rounded up to the billing "
-            "increment) and the memory of one worker; concurrency = load x latency; each added "
-            "concurrent instance's first request waits a cold start and counts at risk. Free tiers, "
-            "API gateways and provisioned concurrency are not included."
+            "Serverless: every request billed at the measured p50 latency (rounded up to the "
+            "billing increment) and the memory of one worker; concurrency = load x latency; "
+            "each added concurrent instance's first request waits a cold start and counts at "
+            "risk. Free tiers, API gateways and provisioned concurrency are not included."
         ),
         (
-            f"Prices: {inputs.catalogue.path} ({', '.join(inputs.catalogue.providers)}); list prices, "
-            "dates per entry; no free tier, commitment discounts, load balancer, egress or storage."
+            f"Prices: {inputs.catalogue.path} ({providers}); list prices, dated per entry; no "
+            "free tier, commitment discounts, load balancer, egress or storage."
+        ),
+        (
+            "BentoML configurations are the candidates for the answer; other servers "
+            "(baselines) are priced for comparison only."
         ),
         "Cost per million predictions = monthly cost / month's requests (all offered requests).",
     ]
-    items += inputs.capacity.notes + inputs.traffic.notes
-    return items
+    return items + inputs.capacity.notes + inputs.traffic.notes
 
 
 def to_json(inputs: Inputs, result: Comparison) -> dict[str, Any]:
@@ -443,9 +421,7 @@ def to_json(inputs: Inputs, result: Comparison) -> dict[str, Any]:
         "primary_config": result.primary.name,
         "recommended": recommended.to_dict() if recommended else None,
         "key_options": [o.to_dict() for o in key_options(result)],
-        "options": [
-            o.to_dict() for o in sorted(result.options, key=lambda o: o.monthly_cost)
-        ],
+        "options": [o.to_dict() for o in sorted(result.options, key=lambda o: o.monthly_cost)],
         "unfit": [{"config": c, "platform": p} for c, p in result.unfit],
         "assumptions": assumptions(inputs, result),
     }
@@ -456,9 +432,7 @@ def terminal_table(result: Comparison) -> str:
     keep = [0, 1, 2, 3, 4, 5, 7, 9]
     header = [header[i] for i in keep]
     rows = [[str(r[i]).replace(" ⭐", " *") for i in keep] for r in rows]
-    widths = [
-        max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)
-    ]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
@@ -530,7 +504,7 @@ def plot_day(result: Comparison, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -550,13 +524,9 @@ def plot_costs(result: Comparison, path: Path, currency: str) -> None:
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.28 * len(chosen)))
     bars = ax.barh(range(len(chosen)), [o.monthly_cost for o in chosen], color=colors)
     ax.set_yticks(range(len(chosen)), labels, fontsize=7)
-    ax.bar_label(
-        bars, [f"{o.monthly_cost:,.0f}" for o in chosen], fontsize=7, padding=2
-    )
+    ax.bar_label(bars, [f"{o.monthly_cost:,.0f}" for o in chosen], fontsize=7, padding=2)
     ax.set_xlabel(f"monthly cost ({currency}); green: SLO met, red: SLO missed")
-    ax.set_title(
-        "Monthly cost per option (configuration | strategy | platform | purchase)"
-    )
+    ax.set_title("Monthly cost per option (configuration | strategy | platform | purchase)")
     ax.grid(axis="x", alpha=0.3)
     ax.margins(x=0.12)
     fig.tight_layout()
@@ -564,7 +534,9 @@ def plot_costs(result: Comparison, path: Path, currency: str) -> None:
     plt.close(fig)
 
 
-def write_all(inputs: Inputs, result: Comparison, out_dir: Path) -> dict[str, Path]:
+def write_all(
+    inputs: Inputs, result: Comparison, out_dir: Path, plots: bool = True
+) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "markdown": out_dir / "finops.md",
@@ -573,9 +545,9 @@ def write_all(inputs: Inputs, result: Comparison, out_dir: Path) -> dict[str, Pa
         "cost_plot": out_dir / COST_PLOT,
     }
     paths["markdown"].write_text(markdown(inputs, result), encoding="utf-8")
-    paths["json"].write_text(
-        json.dumps(to_json(inputs, result), indent=2) + "\n", encoding="utf-8"
-    )
+    paths["json"].write_text(json.dumps(to_json(inputs, result), indent=2) + "\n", encoding="utf-8")
+    if not plots:
+        return {k: v for k, v in paths.items() if not k.endswith("plot")}
     plot_day(result, paths["day_plot"])
     plot_costs(result, paths["cost_plot"], inputs.catalogue.currency)
     return paths

@@ -47,9 +47,7 @@ class Policy:
     scale_up_delay_min: int | None = None  # None: the replica's cold start, rounded up
     scale_down_window_min: int = 5
     spot_share: float = 0.5  # share of instance-hours on spot in the "spot mix" options
-    max_risk_fraction: float = (
-        0.001  # SLO met when at most this share of requests is at risk
-    )
+    max_risk_fraction: float = 0.001  # SLO met when at most this share of requests is at risk
     reserved_memory_gib: float = 0.5  # per instance, for the OS / kubelet
     reserved_vcpu: float = 0.0
 
@@ -129,9 +127,7 @@ def required_replicas(load: np.ndarray, capacity_rps: float) -> np.ndarray:
     return np.ceil(load / capacity_rps - _EPS).astype(np.int64)
 
 
-def desired_replicas(
-    load: np.ndarray, capacity_rps: float, policy: Policy
-) -> np.ndarray:
+def desired_replicas(load: np.ndarray, capacity_rps: float, policy: Policy) -> np.ndarray:
     per_replica = capacity_rps * policy.target_utilization
     raw = np.ceil(load * (1.0 + policy.headroom) / per_replica - _EPS).astype(np.int64)
     return np.clip(raw, policy.min_replicas, policy.max_replicas)
@@ -164,14 +160,10 @@ def fixed(load: np.ndarray, config: ReplicaConfig, policy: Policy) -> Trace:
     return Trace(load, config.rps, replicas, replicas, replicas)
 
 
-def replicas_per_instance(
-    instance: InstanceType, config: ReplicaConfig, policy: Policy
-) -> int:
+def replicas_per_instance(instance: InstanceType, config: ReplicaConfig, policy: Policy) -> int:
     """How many replicas fit on one instance, by vCPU and by memory (0: it does not fit)."""
     by_cpu = (instance.vcpu - policy.reserved_vcpu) / config.vcpu
-    by_memory = (
-        (instance.memory_gib - policy.reserved_memory_gib) * 1024.0 / config.memory_mb
-    )
+    by_memory = (instance.memory_gib - policy.reserved_memory_gib) * 1024.0 / config.memory_mb
     return max(0, math.floor(min(by_cpu, by_memory) + _EPS))
 
 
@@ -242,9 +234,7 @@ def instance_options(
                 provider=instance.provider,
                 purchase=purchase,
                 monthly_cost=cost,
-                cost_per_million=cost / (total_requests / 1e6)
-                if total_requests
-                else math.inf,
+                cost_per_million=cost / (total_requests / 1e6) if total_requests else math.inf,
                 shortfall_minutes=trace.shortfall_minutes,
                 requests_at_risk=at_risk,
                 risk_fraction=risk,
@@ -267,9 +257,7 @@ def serverless_option(
     Concurrency follows Little's law (load x duration). Each new concurrent instance starts
     cold, so its first request is counted at risk when the cold start exceeds the SLO.
     """
-    needed_mb = config.memory_mb / max(
-        1, config.workers
-    )  # one worker process per instance
+    needed_mb = config.memory_mb / max(1, config.workers)  # one worker process per instance
     memory_mb = option.billed_memory_mb(needed_mb)
     if memory_mb < needed_mb:
         return None
@@ -306,12 +294,8 @@ def serverless_option(
 class Comparison:
     options: list[Option]
     primary: ReplicaConfig
-    traces: dict[
-        str, Trace
-    ]  # "autoscale" and "fixed" traces of the primary configuration
-    unfit: list[
-        tuple[str, str]
-    ]  # (configuration, platform) pairs where a replica does not fit
+    traces: dict[str, Trace]  # "autoscale" and "fixed" traces of the primary configuration
+    unfit: list[tuple[str, str]]  # (configuration, platform) pairs where a replica does not fit
 
     @property
     def recommended(self) -> Option | None:
@@ -321,9 +305,7 @@ class Comparison:
 
     def best(self, **match: str) -> Option | None:
         """Cheapest SLO-meeting option whose fields equal `match` (or the least risky one)."""
-        found = [
-            o for o in self.options if all(getattr(o, k) == v for k, v in match.items())
-        ]
+        found = [o for o in self.options if all(getattr(o, k) == v for k, v in match.items())]
         if not found:
             return None
         meeting = [o for o in found if o.meets_slo]
@@ -357,9 +339,7 @@ def compare(
                 unfit.append((config.name, instance.name))
                 continue
             for strategy, trace in traces[config.name].items():
-                options += instance_options(
-                    trace, strategy, config, instance, policy, total
-                )
+                options += instance_options(trace, strategy, config, instance, policy, total)
         for serverless in catalogue.serverless:
             option = serverless_option(load, config, serverless, policy)
             if option is None:
@@ -380,16 +360,12 @@ def _primary(
     if name is not None:
         if name not in by_name:
             known = ", ".join(by_name) or "none"
-            raise FinOpsError(
-                f"run {name!r} is not a usable configuration (usable: {known})"
-            )
+            raise FinOpsError(f"run {name!r} is not a usable configuration (usable: {known})")
         return by_name[name]
     candidates = [c for c in configs if c.kind != "baseline"] or configs
 
     def cheapest(config: ReplicaConfig) -> tuple[int, float]:
-        mine = [
-            o for o in options if o.config == config.name and o.strategy != "serverless"
-        ]
+        mine = [o for o in options if o.config == config.name and o.strategy != "serverless"]
         meeting = [o.monthly_cost for o in mine if o.meets_slo]
         if meeting:
             return 0, min(meeting)

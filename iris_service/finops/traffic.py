@@ -53,9 +53,7 @@ def _daily_curve(minutes: np.ndarray, peak_hour: float) -> np.ndarray:
 def constant(peak_rps: float, minutes: int = MINUTES_PER_MONTH) -> Traffic:
     """The same load every minute."""
     _check_peak(peak_rps)
-    return Traffic(
-        "constant", np.full(minutes, float(peak_rps)), f"constant {peak_rps:g} req/s"
-    )
+    return Traffic("constant", np.full(minutes, float(peak_rps)), f"constant {peak_rps:g} req/s")
 
 
 def diurnal(
@@ -126,13 +124,9 @@ def from_csv(
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            rows = [
-                row for row in csv.reader(handle) if row and any(c.strip() for c in row)
-            ]
+            rows = [row for row in csv.reader(handle) if row and any(c.strip() for c in row)]
     except OSError as exc:
-        raise FinOpsError(
-            f"cannot read traffic CSV {path}: {exc.strerror or exc}"
-        ) from None
+        raise FinOpsError(f"cannot read traffic CSV {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise FinOpsError(f"traffic CSV {path} is not UTF-8 text") from None
     if not rows:
@@ -154,9 +148,7 @@ def from_csv(
             )
         value = float(cell)
         if value < 0:
-            raise FinOpsError(
-                f"traffic CSV {path} line {line}: negative request count {value:g}"
-            )
+            raise FinOpsError(f"traffic CSV {path} line {line}: negative request count {value:g}")
         values.append(value)
     if not values:
         raise FinOpsError(f"traffic CSV {path} has a header but no data rows")
@@ -165,14 +157,10 @@ def from_csv(
         raise FinOpsError(f"traffic CSV {path} has no requests at all")
     notes = []
     if len(series) < minutes:
-        notes.append(
-            f"the CSV's {len(series)} minutes were repeated to fill {minutes} minutes"
-        )
+        notes.append(f"the CSV's {len(series)} minutes were repeated to fill {minutes} minutes")
         series = np.resize(series, minutes)
     elif len(series) > minutes:
-        notes.append(
-            f"only the first {minutes} of the CSV's {len(series)} minutes were used"
-        )
+        notes.append(f"only the first {minutes} of the CSV's {len(series)} minutes were used")
         series = series[:minutes]
     text = f"CSV {path.name} ({len(values)} minutes, peak {series.max():g} req/s)"
     if peak_rps is not None:
