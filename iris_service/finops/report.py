@@ -136,6 +136,13 @@ def markdown(inputs: Inputs, result: Comparison) -> str:
                 f"{percent(policy.max_risk_fraction)} of requests at risk)."
             ),
         ]
+        safe = result.recommended_on_demand
+        if safe is not None and safe is not recommended:
+            lines.append(
+                f"- Cheapest without spot capacity: `{safe.label}` — "
+                f"{money(safe.monthly_cost)} per month, "
+                f"{per_million(safe.cost_per_million)} per million predictions."
+            )
     else:
         lines += ["- **No option meets the SLO** with this traffic and policy; see the tables."]
     lines += [
@@ -420,6 +427,9 @@ def to_json(inputs: Inputs, result: Comparison) -> dict[str, Any]:
         },
         "primary_config": result.primary.name,
         "recommended": recommended.to_dict() if recommended else None,
+        "recommended_on_demand": (
+            result.recommended_on_demand.to_dict() if result.recommended_on_demand else None
+        ),
         "key_options": [o.to_dict() for o in key_options(result)],
         "options": [o.to_dict() for o in sorted(result.options, key=lambda o: o.monthly_cost)],
         "unfit": [{"config": c, "platform": p} for c, p in result.unfit],

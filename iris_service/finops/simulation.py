@@ -303,6 +303,16 @@ class Comparison:
         meeting = [o for o in self.options if o.meets_slo and o.config_kind != "baseline"]
         return min(meeting, key=lambda o: o.monthly_cost) if meeting else None
 
+    @property
+    def recommended_on_demand(self) -> Option | None:
+        """The cheapest SLO-meeting option with no spot capacity (no interruption risk)."""
+        meeting = [
+            o
+            for o in self.options
+            if o.meets_slo and o.config_kind != "baseline" and not o.purchase.startswith("spot")
+        ]
+        return min(meeting, key=lambda o: o.monthly_cost) if meeting else None
+
     def best(self, **match: str) -> Option | None:
         """Cheapest SLO-meeting option whose fields equal `match` (or the least risky one)."""
         found = [o for o in self.options if all(getattr(o, k) == v for k, v in match.items())]
