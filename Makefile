@@ -18,7 +18,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/state/mlflow/mlflow.db
 export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: help venv train serve test lint lock clean finops
+.PHONY: help venv train serve test lint lock clean finops container container-run k8s-manifests
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -47,6 +47,16 @@ lint: $(INSTALLED) ## ruff
 
 finops: $(INSTALLED) ## Cost simulation: reports/finops.md, finops.json and PNGs (uses reports/bench.json if present)
 	$(PY) -m iris_service.finops --out-dir reports
+
+container: $(INSTALLED) ## OCI image: bentoml build + containerize (docker, else buildah/podman; CONTAINER_BACKEND=...)
+	$(PY) train.py --if-missing
+	$(PY) -m iris_service.containers build
+
+container-run: $(INSTALLED) ## Run the image of `make container` on 127.0.0.1:$(PORT)
+	$(PY) -m iris_service.containers run --port $(PORT)
+
+k8s-manifests: $(INSTALLED) ## Point deploy/k8s at the image of `make container` (IMAGE=registry/name:tag to override)
+	deploy/k8s/set-image.sh $(or $(IMAGE),$$(cat state/containers/last-image))
 
 lock: ## Re-pin every transitive dependency into constraints.txt
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

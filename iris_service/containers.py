@@ -12,9 +12,9 @@
   cached: kept in the local store and, for fresh clones on the same machine, saved as an archive
   under ~/.cache/iris-service/.
 
-The base image reaches ``bentoml build`` through the environment variable ``BENTO_BASE_IMAGE``;
-:func:`bento_image` turns it into the service's ``bentoml.images.Image`` (distro "none", so
-BentoML skips its apt-get of build tools: ~0.4 GB instead of ~1 GB).
+On that path the Bento is built with the local base image as the service's image spec
+(``bentoml.images.Image(base_image=..., distro="none")``: BentoML then skips its apt-get of
+compilers and git), see :func:`build_bento_here`.
 
 CLI: ``python -m iris_service.containers {backend,setup,build,run,remove,size}``.
 """
@@ -155,9 +155,14 @@ def ensure_base_image(env: dict[str, str]) -> str:
     tmp = archive.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     subprocess.run(
-        ["podman", "save", "-q", "--format", "oci-archive", "-o", str(tmp), tag], env=env, check=True
+        ["podman", "save", "-q", "--format", "oci-archive", "-o", str(tmp), tag],
+        env=env,
+        check=True,
     )
     tmp.replace(archive)
+    for old in CACHE.glob("*.oci.tar"):
+        if old != archive:
+            old.unlink()
     return tag
 
 
@@ -172,12 +177,9 @@ def setup(backend: str) -> dict[str, str]:
     return env
 
 
-def bento_image():
-    """The ``image=`` for ``@bentoml.service``: None (BentoML's default) unless BENTO_BASE_IMAGE
-    names a base image with Python 3.11 already in it (the daemonless path)."""
-    base = os.environ.get("BENTO_BASE_IMAGE")
-    if not base:
-        return None
+def local_base_image(base: str):
+    """The Bento image spec on the daemonless path: the local base already has Python 3.11, so
+    distro "none" (BentoML then skips its apt-get of compilers and git: ~0.4 GB less)."""
     import bentoml
 
     return bentoml.images.Image(base_image=base, distro="none", python_version="3.11")
@@ -191,21 +193,47 @@ def bentoml_bin() -> str:
     return str(local) if local.exists() else "bentoml"
 
 
-def build(backend: str, env: dict[str, str] | None = None, ctx: Path = ROOT) -> str:
-    """``bentoml build`` then ``bentoml containerize``; returns the image tag (= Bento tag)."""
+def build_bento_here(base_image: str | None) -> str:
+    """`bentoml build` of ./bentofile.yaml in this process; returns the Bento tag.
+
+    On the daemonless path the entry service gets the local base image as its image spec
+    (what `@bentoml.service(image=...)` would set), unless service.py declares one itself.
+    The service module is imported first, so BentoML's own import of it finds this object.
+    """
+    import importlib
+
+    import bentoml
+    import yaml
+
+    svc_path = yaml.safe_load(Path("bentofile.yaml").read_text())["service"]
+    module, _, attr = svc_path.partition(":")
+    sys.path.insert(0, os.getcwd())
+    svc = getattr(importlib.import_module(module), attr)
+    if base_image:
+        if svc.image is None:
+            svc.image = local_base_image(base_image)
+        else:
+            log(f"{svc_path} declares its own image; BENTO_BASE_IMAGE={base_image} not applied")
+    bento = bentoml.bentos.build_bentofile("bentofile.yaml", build_ctx=".")
+    return str(bento.tag)
+
+
+def build(
+    backend: str, env: dict[str, str] | None = None, ctx: Path = ROOT, record: bool = True
+) -> str:
+    """`bentoml build` then `bentoml containerize`; returns the image tag (= the Bento tag).
+    With `record`, the tag is kept for `make container-run`."""
     env = setup(backend) if env is None else env
     start = time.monotonic()
     out = subprocess.run(
-        [bentoml_bin(), "build", "--output", "tag", "."],
+        [sys.executable, "-m", "iris_service.containers", "bento"],
         cwd=ctx,
         env=env,
         check=True,
         stdout=subprocess.PIPE,
         text=True,
     ).stdout
-    bento_tag = next(
-        line.split("__tag__:", 1)[1].strip() for line in out.splitlines() if "__tag__:" in line
-    )
+    bento_tag = out.strip().splitlines()[-1]
     log(f"bento {bento_tag}: built in {time.monotonic() - start:.0f} s")
     start = time.monotonic()
     containerize_env = dict(env)
@@ -218,8 +246,9 @@ def build(backend: str, env: dict[str, str] | None = None, ctx: Path = ROOT) -> 
         check=True,
     )
     log(f"image {bento_tag}: containerized in {time.monotonic() - start:.0f} s")
-    STATE.mkdir(parents=True, exist_ok=True)
-    (STATE / "last-image").write_text(bento_tag + "\n")
+    if record:
+        STATE.mkdir(parents=True, exist_ok=True)
+        (STATE / "last-image").write_text(bento_tag + "\n")
     return bento_tag
 
 
@@ -277,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("backend", help="print the backend that would be used")
     sub.add_parser("setup", help="install tools, write configs, make the base image")
     sub.add_parser("build", help="bentoml build + containerize; prints the image tag and size")
+    sub.add_parser("bento", help="(internal) bentoml build in this process; prints the Bento tag")
     run_p = sub.add_parser("run", help="run an image bound to 127.0.0.1")
     run_p.add_argument("--tag", help="image tag (default: the newest Bento)")
     run_p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 3000)))
@@ -295,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         tag = build(backend, env)
         size = image_size(backend, tag, env)
         print(f"image: {tag}  backend: {backend}  size: {size / 1e6:.0f} MB")
+    elif args.cmd == "bento":
+        print(build_bento_here(os.environ.get("BENTO_BASE_IMAGE")))
     elif args.cmd == "run":
         env = environment(backend)
         cmd = run_command(backend, args.tag or last_image_tag(), args.port)

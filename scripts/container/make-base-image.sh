@@ -63,5 +63,5 @@ tar --numeric-owner -C "$rootfs" -c . | podman import \
   --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
   --change 'ENV REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt' \
   --change 'CMD ["/bin/bash"]' \
-  - "$IMAGE" >/dev/null
+  - "$IMAGE" >/dev/null 2>&1
 echo "base image: $IMAGE ready"

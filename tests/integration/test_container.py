@@ -1,0 +1,131 @@
+"""The OCI image, end to end: build it from the current tree (`bentoml build` + `bentoml
+containerize`), run it bound to 127.0.0.1, and talk to it over HTTP.
+
+Daemonless machines (no Docker engine) get their tools from scripts/container/install-tools.sh,
+so this runs, not skips, wherever those can be installed (root or sudo, apt). The local base
+image is cached (local store + ~/.cache/iris-service), so a warm run costs the Bento build and
+the `uv pip install` layer: about 2 minutes here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import requests
+
+from iris_service import containers
+from tests.support import SETOSA, free_port
+
+READY_TIMEOUT_S = 120
+BUILD_TIMEOUT_S = 1500  # cold: apt install + debootstrap + PyPI downloads
+
+pytestmark = [pytest.mark.container, pytest.mark.timeout(BUILD_TIMEOUT_S)]
+
+
+def _can_set_up(backend: str) -> str | None:
+    """Why the image cannot be built here, or None."""
+    if not sys.platform.startswith("linux"):
+        return "container builds need Linux"
+    if backend == "docker":
+        return None
+    if not shutil.which("podman") or not shutil.which("buildah"):
+        if os.geteuid() != 0 and not shutil.which("sudo"):
+            return "buildah/podman missing and no root/sudo to install them"
+        if not shutil.which("apt-get"):
+            return "buildah/podman missing and no apt-get to install them"
+    return None
+
+
+@pytest.fixture(scope="module")
+def image(trained_state):
+    """The image built from the current tree, with the session's trained model packed in."""
+    backend = containers.pick_backend()
+    reason = _can_set_up(backend)
+    if reason:
+        pytest.skip(reason)
+    env = containers.setup(backend)  # installs tools, writes configs, makes the base image
+    env.update(trained_state.env())  # the session's isolated BentoML store with its model
+    start = time.monotonic()
+    tag = containers.build(backend, env, record=False)
+    print(f"\nimage {tag} built in {time.monotonic() - start:.0f} s")
+    yield backend, env, tag
+    containers.remove(backend, env, container=None, image=tag)
+    subprocess.run(
+        [containers.bentoml_bin(), "delete", "-y", tag], env=env, capture_output=True, timeout=60
+    )
+
+
+@pytest.fixture(scope="module")
+def container(image):
+    backend, env, tag = image
+    cli = containers.runner_cli(backend)
+    name = f"iris-test-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    cmd = containers.run_command(backend, tag, port, name=name, detach=True)
+    start = time.monotonic()
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=60)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() - start > READY_TIMEOUT_S:
+                logs = subprocess.run(
+                    [cli, "logs", name], env=env, capture_output=True, text=True, timeout=30
+                )
+                pytest.fail(
+                    f"container not ready after {READY_TIMEOUT_S} s:\n"
+                    f"{logs.stdout[-4000:]}\n{logs.stderr[-4000:]}"
+                )
+            time.sleep(0.25)
+        print(f"\ncontainer ready {time.monotonic() - start:.1f} s after `{cli} run`")
+        yield base, cli, name, env
+    finally:
+        containers.remove(backend, env, container=name, image=None)
+
+
+def test_prediction(container):
+    base, *_ = container
+    resp = requests.post(f"{base}/predict", json=SETOSA, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["class_name"] == "setosa"
+
+
+def test_validation_error(container):
+    base, *_ = container
+    resp = requests.post(f"{base}/predict", json={**SETOSA, "sepal_length": "5.1"}, timeout=10)
+    assert resp.status_code == 400, resp.text
+
+
+def test_metrics_and_docs(container):
+    base, *_ = container
+    requests.post(f"{base}/predict", json=SETOSA, timeout=10)
+    metrics = requests.get(f"{base}/metrics", timeout=10)
+    assert metrics.status_code == 200
+    assert "bentoml_service_request_total" in metrics.text
+    assert requests.get(f"{base}/livez", timeout=10).status_code == 200
+    assert requests.get(f"{base}/", timeout=10).status_code == 200  # Swagger UI
+
+
+def test_runs_as_non_root_with_packed_config(container):
+    _, cli, name, env = container
+    out = subprocess.run(
+        [cli, "exec", name, "sh", "-c", 'id -u; echo "$BENTOML_CONFIG"; test -f "$BENTOML_CONFIG"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    uid, config = out.stdout.split()
+    assert uid != "0"
+    assert config == "/home/bentoml/bento/src/configuration.yaml"

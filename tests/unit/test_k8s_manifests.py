@@ -1,0 +1,190 @@
+"""deploy/k8s: valid against the Kubernetes schemas (offline, `kubernetes-validate`), and
+consistent with the service: probe paths are BentoML health routes, ports are the port the
+service listens on, selectors and references line up, the pod cannot run as root."""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+# Oldest supported minor version we target, and the newest the package knows.
+K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
+
+
+def load_kustomization(folder: Path = K8S) -> dict:
+    return yaml.safe_load((folder / "kustomization.yaml").read_text())
+
+
+def render(folder: Path = K8S) -> list[dict]:
+    """What `kubectl kustomize` gives for our kustomization: resources + labels + image."""
+    kustomization = load_kustomization(folder)
+    docs = [
+        doc
+        for name in kustomization["resources"]
+        for doc in yaml.safe_load_all((folder / name).read_text())
+        if doc
+    ]
+    images = {i["name"]: i for i in kustomization.get("images", [])}
+    for doc in docs:
+        for entry in kustomization.get("labels", []):
+            doc["metadata"].setdefault("labels", {}).update(entry["pairs"])
+        for container in pod_spec(doc).get("containers", []):
+            override = images.get(container["image"].split(":")[0])
+            if override:
+                container["image"] = f"{override['newName']}:{override['newTag']}"
+    return docs
+
+
+def pod_spec(doc: dict) -> dict:
+    return doc.get("spec", {}).get("template", {}).get("spec", {})
+
+
+def by_kind(kind: str) -> dict:
+    (doc,) = [d for d in render() if d["kind"] == kind]
+    return doc
+
+
+def service_port() -> int:
+    """The port the API service listens on: configuration.yaml, else BentoML's default."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    config = yaml.safe_load((ROOT / "configuration.yaml").read_text()) or {}
+    services = config.get("services", {})
+    for scope in (services.get("IrisClassifier", {}), services):
+        port = (scope.get("http") or {}).get("port")
+        if port:
+            return int(port)
+    return int(BentoMLContainer.http.port.get())
+
+
+def the_container() -> dict:
+    (container,) = pod_spec(by_kind("Deployment"))["containers"]
+    return container
+
+
+def resolve_port(container: dict, port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    (match,) = [p["containerPort"] for p in container["ports"] if p["name"] == port]
+    return match
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_resource_validates(version: str) -> None:
+    docs = render()
+    assert {d["kind"] for d in docs} == {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    }
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_invalid_manifest_is_rejected() -> None:
+    """The validator really checks: a string where an integer belongs fails."""
+    doc = by_kind("Deployment")
+    doc["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+
+
+def test_probes_use_bentoml_health_routes_on_the_service_port() -> None:
+    from bentoml._internal.server import base_app
+
+    routes = inspect.getsource(base_app)
+    container = the_container()
+    port = service_port()
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        http_get = container[probe]["httpGet"]
+        assert f'"{http_get["path"]}"' in routes, f"{probe}: BentoML serves no {http_get['path']}"
+        assert resolve_port(container, http_get["port"]) == port, probe
+    assert [p["containerPort"] for p in container["ports"]] == [port]
+
+
+def test_service_reaches_the_pods() -> None:
+    deployment, service = by_kind("Deployment"), by_kind("Service")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    assert resolve_port(the_container(), port["targetPort"]) == service_port()
+
+
+def test_hpa_and_pdb_fit_the_deployment() -> None:
+    deployment, hpa, pdb = (
+        by_kind("Deployment"),
+        by_kind("HorizontalPodAutoscaler"),
+        by_kind("PodDisruptionBudget"),
+    )
+    ref = hpa["spec"]["scaleTargetRef"]
+    assert (ref["kind"], ref["name"]) == ("Deployment", deployment["metadata"]["name"])
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    # CPU utilization is a share of the request: without one the HPA cannot scale.
+    assert "cpu" in the_container()["resources"]["requests"]
+    assert (
+        1 <= pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    )
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_resources_and_graceful_termination() -> None:
+    container = the_container()
+    resources = container["resources"]
+    assert set(resources) == {"requests", "limits"}
+    assert resources["requests"]["memory"] == resources["limits"]["memory"]  # no OOM surprises
+    spec = pod_spec(by_kind("Deployment"))
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert int(pre_stop[-1]) < spec["terminationGracePeriodSeconds"]
+
+
+def test_pod_runs_as_the_images_non_root_user() -> None:
+    from bentoml._internal.container.generate import BENTO_UID_GID
+
+    security = pod_spec(by_kind("Deployment"))["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == BENTO_UID_GID != 0
+    container_security = the_container()["securityContext"]
+    assert container_security["allowPrivilegeEscalation"] is False
+    assert container_security["capabilities"]["drop"] == ["ALL"]
+
+
+def test_set_image_script_sets_name_and_tag(tmp_path: Path) -> None:
+    folder = tmp_path / "k8s"
+    shutil.copytree(K8S, folder)
+    subprocess.run(
+        [str(folder / "set-image.sh"), "registry.example.com:5000/iris_classifier:abc123"],
+        check=True,
+        capture_output=True,
+    )
+    (image,) = load_kustomization(folder)["images"]
+    assert (image["newName"], str(image["newTag"])) == (
+        "registry.example.com:5000/iris_classifier",
+        "abc123",
+    )
+    deployment = next(d for d in render(folder) if d["kind"] == "Deployment")
+    (container,) = pod_spec(deployment)["containers"]
+    assert container["image"] == "registry.example.com:5000/iris_classifier:abc123"
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl not installed")
+def test_kubectl_kustomize_agrees() -> None:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    rendered = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
+    for doc in render():
+        assert rendered[(doc["kind"], doc["metadata"]["name"])] == doc
