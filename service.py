@@ -7,7 +7,6 @@ request -> RequestMonitoringMiddleware (request id, latency/memory/CPU, error sh
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import aiohttp
@@ -27,6 +26,9 @@ logger = logging.getLogger("iris_service.api")
 
 # Connection-level failures of the internal call: the runner is restarting or not up yet.
 RUNNER_UNREACHABLE = (aiohttp.ClientConnectionError, ConnectionError)
+# A pooled keep-alive connection the runner closed just as it was reused (uvicorn closes
+# idle connections after 5 s, aiohttp keeps them 15 s). Inference is idempotent: retry once.
+STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError)
 
 
 @bentoml.service(name="IrisClassifier", traffic={"timeout": 15})
@@ -42,9 +44,7 @@ class IrisClassifier:
 
     def __init__(self) -> None:
         self.model_tag = str(self.bento_model.tag)
-        self.class_names: list[str] = list(
-            self.bento_model.info.metadata.get("class_names", ())
-        )
+        self.class_names: list[str] = list(self.bento_model.info.metadata.get("class_names", ()))
 
     @bentoml.api(route="/predict", input_spec=IrisFeatures)
     async def predict(self, **measurements: float) -> Prediction:
@@ -68,15 +68,22 @@ class IrisClassifier:
     async def _probabilities(self, rows: np.ndarray) -> np.ndarray | JSONResponse:
         """Ask the runner; map its failures to 503/504/500 answers instead of exceptions."""
         try:
-            return await self.runner.to_async.predict_proba(rows)
+            try:
+                return await self.runner.to_async.predict_proba(rows)
+            except STALE_CONNECTION:
+                return await self.runner.to_async.predict_proba(rows)
         except RUNNER_UNREACHABLE:
             logger.warning("runner unreachable", exc_info=True)
-            return error_response(503, "The model runner is not reachable; retry shortly.", "model_not_ready")
-        except asyncio.TimeoutError:
+            return error_response(
+                503, "The model runner is not reachable; retry shortly.", "model_not_ready"
+            )
+        except TimeoutError:
             return error_response(504, "The model did not answer in time.")
         except BentoMLException as exc:
             if exc.error_code.value == 503:
-                return error_response(503, "The model runner is busy or starting; retry shortly.", "model_not_ready")
+                return error_response(
+                    503, "The model runner is busy or starting; retry shortly.", "model_not_ready"
+                )
             logger.exception("runner error")
             return error_response(500, "An internal error occurred.")
 
@@ -87,9 +94,7 @@ class IrisClassifier:
         return Prediction(
             class_id=class_id,
             class_name=class_name,
-            probabilities={
-                name: round(float(p), 6) for name, p in zip(self.class_names, probabilities)
-            },
+            probabilities=dict(zip(self.class_names, probabilities.round(6).tolist(), strict=True)),
             model_tag=self.model_tag,
         )
 

@@ -1,8 +1,8 @@
 """Train Iris candidates, track them in MLflow, import the best run's model into BentoML.
 
-    python train.py                      # all candidates, default seed
-    python train.py --candidates logistic_regression random_forest --seed 7
-    python train.py --if-missing         # do nothing when a model is already in the store
+python train.py                      # all candidates, default seed
+python train.py --candidates logistic_regression random_forest --seed 7
+python train.py --if-missing         # do nothing when a model is already in the store
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     )
     parser.add_argument(
-        "--experiment-name", default="iris-classifier", help="MLflow experiment (default: %(default)s)"
+        "--experiment-name",
+        default="iris-classifier",
+        help="MLflow experiment (default: %(default)s)",
     )
     parser.add_argument(
         "--candidates",
@@ -53,7 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     unknown = [family for family in args.candidates if family not in CANDIDATES]
     if unknown:
-        parser.error(f"unknown candidate(s) {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}")
+        parser.error(
+            f"unknown candidate(s) {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}"
+        )
     if not 0.05 <= args.test_size <= 0.5:
         parser.error("--test-size must be between 0.05 and 0.5")
     if not 2 <= args.cv_folds <= 20:

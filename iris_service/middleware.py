@@ -8,8 +8,9 @@ For each request to a monitored path it:
 - returns them as X-Latency-Ms, X-Memory-Delta-Mb and X-Cpu-Time-Ms headers (measured up
   to the start of the response), records them as Prometheus histograms and writes one
   JSON log line with the request id;
-- rewrites every error answer into {"error", "detail", "request_id"}.
-Other paths (health, metrics, docs) pass through untouched.
+- refuses bodies that are not declared as application/json with 415.
+Every other path (health, metrics, docs, unknown paths) is not measured, but its error
+answers are rewritten into the same {"error", "detail", "request_id"} shape.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def _request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def _declares_json(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media_type = value.split(b";", 1)[0].strip().lower()
+            return media_type == b"application/json"
+    return False
+
+
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -68,17 +77,26 @@ class RequestMonitoringMiddleware:
         self.process = psutil.Process()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.monitored_paths:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        await _MonitoredRequest(self, scope, receive, send).run()
+        measured = scope["path"] in self.monitored_paths
+        await _MonitoredRequest(self, scope, receive, send, measured).run()
 
 
 class _MonitoredRequest:
     """State of one monitored request (a small object instead of a web of closures)."""
 
-    def __init__(self, owner: RequestMonitoringMiddleware, scope: Scope, receive: Any, send: Any):
+    def __init__(
+        self,
+        owner: RequestMonitoringMiddleware,
+        scope: Scope,
+        receive: Any,
+        send: Any,
+        measured: bool,
+    ) -> None:
         self.owner = owner
+        self.measured = measured
         self.scope = scope
         self.receive_downstream = receive
         self.send_downstream = send
@@ -90,14 +108,15 @@ class _MonitoredRequest:
         self.error_chunks: list[bytes] = []
         self.body_bytes_read = 0
         self.error_code: str | None = None
-        self.rss_before = owner.process.memory_info().rss
+        self.body_too_large = False
+        self.rss_before = owner.process.memory_info().rss if measured else 0
         self.cpu_before = time.process_time()
         self.started = time.perf_counter()
 
     async def run(self) -> None:
-        declared_length = _content_length(self.scope)
-        if declared_length is not None and declared_length > self.owner.max_body_bytes:
-            await self._send_error(413, self._too_large_detail())
+        refusal = self._refusal() if self.measured else None
+        if refusal is not None:
+            await self._send_error(*refusal)
         else:
             try:
                 await self.owner.app(self.scope, self._receive, self._send)
@@ -108,7 +127,17 @@ class _MonitoredRequest:
                 logger.exception("unhandled error", extra={"request_id": self.request_id})
                 if not self.response_started:
                     await self._send_error(500, errors.GENERIC_DETAIL[500])
-        self._record()
+        if self.measured:
+            self._record()
+
+    def _refusal(self) -> tuple[int, str] | None:
+        """Requests answered without reaching the API: too large, or not JSON."""
+        declared_length = _content_length(self.scope)
+        if declared_length is not None and declared_length > self.owner.max_body_bytes:
+            return 413, self._too_large_detail()
+        if self.scope["method"] == "POST" and not _declares_json(self.scope):
+            return 415, "send the body as JSON with Content-Type: application/json"
+        return None
 
     def _too_large_detail(self) -> str:
         return f"request body is larger than {self.owner.max_body_bytes} bytes"
@@ -118,6 +147,7 @@ class _MonitoredRequest:
         if message["type"] == "http.request":
             self.body_bytes_read += len(message.get("body", b""))
             if self.body_bytes_read > self.owner.max_body_bytes:
+                self.body_too_large = True
                 raise RequestTooLarge
         return message
 
@@ -139,10 +169,13 @@ class _MonitoredRequest:
                 self.error_start = message  # held back until the body is complete
                 return
             self.response_started = True
-            headers = [
-                (name, value) for name, value in message.get("headers", []) if name != b"x-request-id"
-            ]
-            message = {**message, "headers": headers + self._measurement_headers()}
+            if self.measured:
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name != b"x-request-id"
+                ]
+                message = {**message, "headers": headers + self._measurement_headers()}
         elif message["type"] == "http.response.body" and self.error_start is not None:
             self.error_chunks.append(message.get("body", b""))
             if message.get("more_body", False):
@@ -152,6 +185,8 @@ class _MonitoredRequest:
         await self.send_downstream(message)
 
     async def _send_error(self, status: int, detail_or_body: str | bytes) -> None:
+        if self.body_too_large:  # whatever the app made of the aborted read, the cause is size
+            status, detail_or_body = 413, self._too_large_detail()
         if isinstance(detail_or_body, bytes):
             body = errors.normalise(status, detail_or_body, self.request_id)
         else:

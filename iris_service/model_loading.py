@@ -77,5 +77,3 @@ def load_model(bento_model: Any) -> LoadedModel:
             f"model {bento_model.tag} is not a {len(class_names)}-class probabilistic classifier"
         )
     return LoadedModel(estimator, str(bento_model.tag), class_names, feature_names)
-
-

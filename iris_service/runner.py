@@ -38,6 +38,6 @@ class IrisModelRunner:
         max_latency_ms=RUNNER_MAX_LATENCY_MS,
     )
     def predict_proba(self, measurements: np.ndarray) -> np.ndarray:
-        """Class probabilities for rows of (sepal_length, sepal_width, petal_length, petal_width)."""
+        """Class probabilities for rows of the four measurements, in FEATURE_NAMES order."""
         frame = pd.DataFrame(measurements, columns=self.feature_columns)
         return self.model.estimator.predict_proba(frame)

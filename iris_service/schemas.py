@@ -1,4 +1,9 @@
-"""Request and response bodies of the public API (validated by Pydantic, shown in OpenAPI)."""
+"""Request and response bodies of the public API (validated by Pydantic, shown in OpenAPI).
+
+Examples use OpenAPI 3.0's singular `example` key: BentoML's OpenAPI generator rejects
+the plural `examples` (the /docs.json page would answer 500), and Swagger UI's
+"Try it out" pre-fills the body from it.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from .settings import MAX_BATCH_FLOWERS
 
 SETOSA_EXAMPLE = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-VERSICOLOR_EXAMPLE = {"sepal_length": 6.4, "sepal_width": 3.2, "petal_length": 4.5, "petal_width": 1.5}
-VIRGINICA_EXAMPLE = {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}
+VERSICOLOR_EXAMPLE = {
+    "sepal_length": 6.4,
+    "sepal_width": 3.2,
+    "petal_length": 4.5,
+    "petal_width": 1.5,
+}
+VIRGINICA_EXAMPLE = {
+    "sepal_length": 6.3,
+    "sepal_width": 3.3,
+    "petal_length": 6.0,
+    "petal_width": 2.5,
+}
 
 
 def _centimetres(description: str, upper_bound: float) -> object:
@@ -30,7 +45,7 @@ class IrisFeatures(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         title="IrisFeatures",
-        json_schema_extra={"examples": [SETOSA_EXAMPLE, VERSICOLOR_EXAMPLE]},
+        json_schema_extra={"example": SETOSA_EXAMPLE},
     )
 
     sepal_length: Annotated[float, _centimetres("Sepal length", 20)]
@@ -48,7 +63,7 @@ class IrisBatch(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         title="IrisBatch",
-        json_schema_extra={"examples": [{"flowers": [SETOSA_EXAMPLE, VIRGINICA_EXAMPLE]}]},
+        json_schema_extra={"example": {"flowers": [SETOSA_EXAMPLE, VIRGINICA_EXAMPLE]}},
     )
 
     flowers: list[IrisFeatures] = Field(
@@ -63,14 +78,12 @@ class Prediction(BaseModel):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [
-                {
-                    "class_id": 0,
-                    "class_name": "setosa",
-                    "probabilities": {"setosa": 0.98, "versicolor": 0.02, "virginica": 0.0},
-                    "model_tag": "iris-classifier:abc123",
-                }
-            ]
+            "example": {
+                "class_id": 0,
+                "class_name": "setosa",
+                "probabilities": {"setosa": 0.98, "versicolor": 0.02, "virginica": 0.0},
+                "model_tag": "iris-classifier:abc123",
+            }
         }
     )
 

@@ -1,0 +1,182 @@
+"""The shipped service under a real `bentoml serve` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import aiohttp
+import psutil
+import pytest
+import requests
+from sklearn.datasets import load_iris
+
+from iris_service.settings import FEATURE_NAMES, MAX_BATCH_FLOWERS
+from tests.support import SETOSA, VERSICOLOR, VIRGINICA, BentoServer
+
+pytestmark = pytest.mark.server
+
+
+def _post(server: BentoServer, path: str, body: object, **kwargs) -> requests.Response:
+    return requests.post(f"{server.url}{path}", json=body, timeout=10, **kwargs)
+
+
+def _assert_error(response: requests.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail", "request_id"}, body
+    assert body["error"] == code
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text and 'File "' not in response.text
+    return body
+
+
+@pytest.mark.parametrize(
+    ("flower", "expected"),
+    [(SETOSA, "setosa"), (VERSICOLOR, "versicolor"), (VIRGINICA, "virginica")],
+)
+def test_known_flowers_are_classified(server: BentoServer, flower: dict, expected: str) -> None:
+    response = _post(server, "/predict", flower)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["class_name"] == expected
+    assert body["class_id"] == ["setosa", "versicolor", "virginica"].index(expected)
+    assert set(body["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-3
+    assert body["probabilities"][expected] == max(body["probabilities"].values())
+    assert re.fullmatch(r"iris-classifier:\w+", body["model_tag"])
+
+
+def test_batch_answers_every_flower_in_order(server: BentoServer) -> None:
+    iris = load_iris()
+    flowers = [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in iris.data]
+    response = _post(server, "/predict_batch", {"flowers": flowers})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == len(flowers)
+    correct = sum(p["class_id"] == t for p, t in zip(predictions, iris.target, strict=True))
+    assert correct / len(flowers) > 0.95
+    single = _post(server, "/predict", flowers[120]).json()
+    assert predictions[120]["class_name"] == single["class_name"]
+
+
+def test_measurement_headers_on_every_prediction(server: BentoServer) -> None:
+    response = _post(server, "/predict", SETOSA, headers={"X-Request-ID": "trace-me-1"})
+    assert response.headers["x-request-id"] == "trace-me-1"
+    assert float(response.headers["x-latency-ms"]) > 0
+    assert float(response.headers["x-cpu-time-ms"]) >= 0
+    float(response.headers["x-memory-delta-mb"])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({**SETOSA, "sepal_length": "5.1"}, 400, "validation_error"),
+        ({**SETOSA, "colour": "blue"}, 400, "validation_error"),
+        ({"sepal_length": 5.1}, 400, "validation_error"),
+        ({**SETOSA, "petal_width": -1}, 400, "validation_error"),
+        ([1, 2, 3, 4], 400, "validation_error"),
+    ],
+)
+def test_invalid_flowers_get_400(server: BentoServer, body: object, status: int, code: str) -> None:
+    _assert_error(_post(server, "/predict", body), status, code)
+
+
+def test_malformed_json_and_non_finite_literals_get_400(server: BentoServer) -> None:
+    headers = {"content-type": "application/json"}
+    for raw in (b"{not json", b"", b"\xff\xfe", json.dumps(SETOSA).replace("5.1", "NaN").encode()):
+        response = requests.post(f"{server.url}/predict", data=raw, headers=headers, timeout=10)
+        _assert_error(response, 400, "validation_error")
+
+
+def test_batch_over_the_limit_gets_400(server: BentoServer) -> None:
+    too_many = {"flowers": [SETOSA] * (MAX_BATCH_FLOWERS + 1)}
+    body = _assert_error(_post(server, "/predict_batch", too_many), 400, "validation_error")
+    assert "flowers" in body["detail"]
+
+
+def test_transport_errors_have_the_same_shape(server: BentoServer) -> None:
+    _assert_error(requests.get(f"{server.url}/predict", timeout=10), 405, "method_not_allowed")
+    _assert_error(requests.get(f"{server.url}/no-such-path", timeout=10), 404, "not_found")
+    plain = requests.post(
+        f"{server.url}/predict", data="5.1", timeout=10, headers={"content-type": "text/plain"}
+    )
+    _assert_error(plain, 415, "unsupported_media_type")
+    huge = requests.post(
+        f"{server.url}/predict_batch",
+        data=b"[" + b" " * 400_000 + b"]",
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    _assert_error(huge, 413, "payload_too_large")
+
+
+def test_health_endpoints(server: BentoServer) -> None:
+    assert requests.get(f"{server.url}/livez", timeout=5).status_code == 200
+    assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
+
+
+def test_metrics_expose_the_middleware_histograms_and_the_configured_buckets(
+    server: BentoServer,
+) -> None:
+    _post(server, "/predict", VIRGINICA)
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    for series in (
+        'iris_request_latency_ms_bucket{endpoint="/predict"',
+        'iris_request_cpu_ms_count{endpoint="/predict"}',
+        'iris_request_memory_delta_mb_count{endpoint="/predict"}',
+        "iris_process_resident_memory_mb",
+        'iris_predictions_total{class_name="virginica"}',
+    ):
+        assert series in text, series
+    # The bucket 0.0025 s is not a BentoML default: configuration.yaml really took effect.
+    assert re.search(r'bentoml_service_request_duration_seconds_bucket\{[^}]*le="0\.0025"', text)
+
+
+def test_swagger_ui_and_openapi_examples(server: BentoServer) -> None:
+    page = requests.get(f"{server.url}/", timeout=10)
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    spec = requests.get(f"{server.url}/docs.json", timeout=10).json()
+    assert {"/predict", "/predict_batch"} <= set(spec["paths"])
+    assert spec["info"]["title"] == "IrisClassifier"
+    features = spec["components"]["schemas"]["IrisFeatures"]
+    assert features["example"] == SETOSA
+
+
+def test_runner_is_its_own_process(server: BentoServer) -> None:
+    processes = psutil.Process(server.process.pid).children(recursive=True)
+    commands = {p.pid: " ".join(p.cmdline()) for p in processes}
+    runner = [pid for pid, cmd in commands.items() if "--service-name IrisModelRunner" in cmd]
+    api = [pid for pid, cmd in commands.items() if "--service-name IrisClassifier" in cmd]
+    assert len(runner) == 1 and len(api) == 1, commands
+    assert runner != api
+
+
+async def _hammer(url: str, total: int, concurrency: int) -> list[int]:
+    statuses: list[int] = []
+    queue = iter(range(total))
+    body = json.dumps(VERSICOLOR)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def worker() -> None:
+            for _ in queue:
+                async with session.post(
+                    url, data=body, headers={"content-type": "application/json"}
+                ) as response:
+                    await response.read()
+                    statuses.append(response.status)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses
+
+
+@pytest.mark.timeout(240)
+def test_every_request_succeeds_at_50_concurrent_connections(server: BentoServer) -> None:
+    """Regression test for the runner-connection recycling bug (see configuration.yaml)."""
+    statuses = asyncio.run(_hammer(f"{server.url}/predict", total=3000, concurrency=50))
+    assert len(statuses) == 3000
+    failures = {status: statuses.count(status) for status in set(statuses) if status != 200}
+    assert failures == {}

@@ -1,0 +1,128 @@
+"""The middleware around a small real Starlette app, driven through httpx's ASGI transport."""
+
+import json
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from iris_service.middleware import RequestMonitoringMiddleware
+
+
+async def predict(request: Request) -> JSONResponse:
+    body = await request.json()
+    if body.get("explode"):
+        raise RuntimeError("secret internal detail")
+    if body.get("invalid"):
+        return JSONResponse(
+            {"error": "1 validation error", "detail": [{"loc": ["x"], "msg": "bad"}]}, 400
+        )
+    return JSONResponse({"ok": True, "allocated": len(b"x" * body.get("allocate", 0))})
+
+
+async def health(_: Request) -> PlainTextResponse:
+    return PlainTextResponse("\n")
+
+
+def _client(max_body_bytes: int = 1024) -> httpx.AsyncClient:
+    app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/livez", health)])
+    wrapped = RequestMonitoringMiddleware(app, max_body_bytes=max_body_bytes)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped), base_url="http://t")
+
+
+def _assert_error_shape(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"error", "detail", "request_id"}
+    assert body["error"] == code
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+async def test_success_carries_measurements_and_a_request_id() -> None:
+    async with _client() as client:
+        response = await client.post("/predict", json={"allocate": 10})
+    assert response.status_code == 200
+    assert float(response.headers["x-latency-ms"]) >= 0
+    assert float(response.headers["x-cpu-time-ms"]) >= 0
+    float(response.headers["x-memory-delta-mb"])  # a number, possibly negative
+    assert len(response.headers["x-request-id"]) == 32
+
+
+async def test_a_valid_incoming_request_id_is_kept_and_an_unsafe_one_replaced() -> None:
+    async with _client() as client:
+        kept = await client.post("/predict", json={}, headers={"x-request-id": "client-42"})
+        replaced = await client.post("/predict", json={}, headers={"x-request-id": "bad id\x01"})
+    assert kept.headers["x-request-id"] == "client-42"
+    assert replaced.headers["x-request-id"] != "bad id\x01"
+
+
+async def test_errors_are_rewritten_into_the_one_shape() -> None:
+    async with _client() as client:
+        invalid = await client.post("/predict", json={"invalid": True})
+        crashed = await client.post("/predict", json={"explode": True})
+        missing = await client.get("/nowhere")
+    assert _assert_error_shape(invalid, 400, "validation_error")["detail"] == "x: bad"
+    assert "secret" not in _assert_error_shape(crashed, 500, "internal_error")["detail"]
+    _assert_error_shape(missing, 404, "not_found")
+
+
+async def test_oversized_bodies_get_413_whether_declared_or_streamed() -> None:
+    async with _client(max_body_bytes=100) as client:
+        declared = await client.post(
+            "/predict",
+            content=b"{" + b" " * 200 + b"}",
+            headers={"content-type": "application/json"},
+        )
+
+        async def chunks():
+            for _ in range(10):
+                yield b" " * 50
+
+        streamed = await client.post(
+            "/predict", content=chunks(), headers={"content-type": "application/json"}
+        )
+    _assert_error_shape(declared, 413, "payload_too_large")
+    _assert_error_shape(streamed, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+async def test_non_json_bodies_get_415(content_type: str | None) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    async with _client() as client:
+        response = await client.post("/predict", content=b"{}", headers=headers)
+    _assert_error_shape(response, 415, "unsupported_media_type")
+
+
+async def test_metrics_are_recorded_for_predictions_only() -> None:
+    def count(endpoint: str) -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "iris_request_latency_ms_count", {"endpoint": endpoint, "status": "200"}
+            )
+            or 0.0
+        )
+
+    before_predict, before_health = count("/predict"), count("/livez")
+    async with _client() as client:
+        await client.post("/predict", json={})
+        health = await client.get("/livez")
+    assert count("/predict") == before_predict + 1
+    assert count("/livez") == before_health
+    assert "x-latency-ms" not in health.headers
+
+
+async def test_one_json_log_line_per_request(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="iris_service.requests")
+    async with _client() as client:
+        response = await client.post("/predict", json={})
+    lines = [
+        json.loads(r.getMessage()) for r in caplog.records if r.name == "iris_service.requests"
+    ]
+    assert len(lines) == 1
+    assert lines[0]["request_id"] == response.headers["x-request-id"]
+    assert lines[0]["status"] == 200 and lines[0]["latency_ms"] >= 0

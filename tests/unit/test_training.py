@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from iris_service import training
+from iris_service.settings import FEATURE_NAMES
+
+
+def test_split_is_stratified_and_reproducible() -> None:
+    first, second = training.load_dataset(seed=3), training.load_dataset(seed=3)
+    assert list(first.x_train.columns) == list(FEATURE_NAMES)
+    assert first.x_train.equals(second.x_train)
+    assert len(first.x_test) == 30
+    assert np.bincount(first.y_test).tolist() == [10, 10, 10]
+
+
+def test_unknown_candidate_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="logistic_regression"):
+        training.build_candidate("xgboost", seed=0)
+
+
+def test_evaluation_is_reproducible_for_a_seed() -> None:
+    data = training.load_dataset(seed=0)
+    first = training.evaluate_candidate("random_forest", data, seed=0, cv_folds=3)
+    second = training.evaluate_candidate("random_forest", data, seed=0, cv_folds=3)
+    for key in ("cv_macro_f1_mean", "test_macro_f1", "test_accuracy"):
+        assert first.metrics[key] == second.metrics[key]
+    assert first.metrics["test_macro_f1"] > 0.85
+    assert first.confusion.sum() == len(data.y_test)
+
+
+def _result(family: str, test_f1: float, cv_f1: float, latency: float) -> training.CandidateResult:
+    metrics = {"test_macro_f1": test_f1, "cv_macro_f1_mean": cv_f1, "predict_latency_ms": latency}
+    return training.CandidateResult(family, model=None, metrics=metrics, confusion=np.zeros(1))
+
+
+def test_selection_prefers_f1_then_cv_then_speed() -> None:
+    best_f1 = _result("a", 0.97, 0.90, 9.0)
+    assert training.select_best([_result("b", 0.96, 0.99, 0.1), best_f1]) is best_f1
+    steadier = _result("c", 0.97, 0.95, 9.0)
+    assert training.select_best([best_f1, steadier]) is steadier
+    faster = _result("d", 0.97, 0.95, 0.5)
+    assert training.select_best([steadier, faster]) is faster
+    with pytest.raises(ValueError):
+        training.select_best([])
+
+
+def test_feature_statistics_describe_each_feature() -> None:
+    data = training.load_dataset(seed=0)
+    stats = training.feature_statistics(data.x_train)
+    assert set(stats) == set(FEATURE_NAMES)
+    petal = stats["petal_length"]
+    assert petal["count"] == len(data.x_train)
+    assert petal["min"] <= petal["quantiles"][5] <= petal["max"]
+    assert petal["quantiles"] == sorted(petal["quantiles"])
+    assert abs(petal["mean"] - float(data.x_train["petal_length"].mean())) < 1e-12
