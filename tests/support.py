@@ -135,3 +135,12 @@ def bento_server(
         yield server
     finally:
         server.stop()
+
+
+def ensure_debian_packages(*packages: str) -> None:
+    """Install missing Debian packages with the project's own script (tests never skip)."""
+    subprocess.run(
+        ["bash", str(PROJECT_ROOT / "scripts" / "ensure-debian-packages.sh"), *packages],
+        check=True,
+        timeout=900,
+    )
