@@ -239,8 +239,13 @@ def build(
     containerize_env = dict(env)
     if backend == "docker" and not docker_engine_answers():
         containerize_env.setdefault("DOCKER_BUILDKIT", "0")  # e.g. docker CLI -> podman socket
+    cmd = [bentoml_bin(), "containerize", bento_tag, "--backend", backend, "--image-tag", bento_tag]
+    if backend == "buildah":
+        # Keep intermediate layers: an unchanged requirements set reuses the `uv pip install`
+        # layer (podman builds with layers by default; docker/BuildKit caches anyway).
+        cmd += ["--opt", "layers"]
     subprocess.run(
-        [bentoml_bin(), "containerize", bento_tag, "--backend", backend, "--image-tag", bento_tag],
+        cmd,
         cwd=ctx,
         env=containerize_env,
         check=True,

@@ -76,7 +76,7 @@ def container(image):
             try:
                 if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or hanging while starting
                 pass
             if time.monotonic() - start > READY_TIMEOUT_S:
                 logs = subprocess.run(
