@@ -16,9 +16,11 @@ from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
 from iris_service import metrics
+from iris_service.coalescing import RequestCoalescer
 from iris_service.errors import error_response
 from iris_service.middleware import RequestMonitoringMiddleware
-from iris_service.runner import IrisModelRunner
+from iris_service.request_log import configure_request_log
+from iris_service.runner import RUNNER_MAX_BATCH_SIZE, IrisModelRunner
 from iris_service.schemas import BatchPrediction, IrisBatch, IrisFeatures, Prediction
 from iris_service.settings import MODEL_TAG
 
@@ -45,6 +47,7 @@ class IrisClassifier:
     def __init__(self) -> None:
         self.model_tag = str(self.bento_model.tag)
         self.class_names: list[str] = list(self.bento_model.info.metadata.get("class_names", ()))
+        self.coalescer = RequestCoalescer(self._call_runner, max_rows=RUNNER_MAX_BATCH_SIZE)
 
     @bentoml.api(route="/predict", input_spec=IrisFeatures)
     async def predict(self, **measurements: float) -> Prediction:
@@ -68,10 +71,7 @@ class IrisClassifier:
     async def _probabilities(self, rows: np.ndarray) -> np.ndarray | JSONResponse:
         """Ask the runner; map its failures to 503/504/500 answers instead of exceptions."""
         try:
-            try:
-                return await self.runner.to_async.predict_proba(rows)
-            except STALE_CONNECTION:
-                return await self.runner.to_async.predict_proba(rows)
+            return await self.coalescer.predict(rows)
         except RUNNER_UNREACHABLE:
             logger.warning("runner unreachable", exc_info=True)
             return error_response(
@@ -87,6 +87,12 @@ class IrisClassifier:
             logger.exception("runner error")
             return error_response(500, "An internal error occurred.")
 
+    async def _call_runner(self, rows: np.ndarray) -> np.ndarray:
+        try:
+            return await self.runner.to_async.predict_proba(rows)
+        except STALE_CONNECTION:
+            return await self.runner.to_async.predict_proba(rows)
+
     def _prediction(self, probabilities: np.ndarray) -> Prediction:
         class_id = int(np.argmax(probabilities))
         class_name = self.class_names[class_id]
@@ -99,4 +105,5 @@ class IrisClassifier:
         )
 
 
+configure_request_log()
 IrisClassifier.add_asgi_middleware(RequestMonitoringMiddleware)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -25,14 +26,37 @@ from typing import Any
 import psutil
 
 from . import errors, metrics
+from .request_log import REQUEST_LOGGER_NAME
 from .settings import MAX_BODY_BYTES
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
 
-logger = logging.getLogger("iris_service.requests")
+logger = logging.getLogger(REQUEST_LOGGER_NAME)
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
 _BYTES_PER_MB = 1024 * 1024
+
+
+class ResidentMemory:
+    """Resident memory of this process in bytes, cheap enough to read twice per request.
+
+    psutil.Process().memory_info() reads /proc/self/statm too, but opens and closes the file
+    on every call: about 7% of an API worker's CPU in a py-spy profile at saturation. Here the
+    file stays open and is re-read with pread; psutil remains the fallback off Linux.
+    """
+
+    def __init__(self) -> None:
+        self._page_size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        try:
+            self._statm: int | None = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            self._statm = None
+            self._process = psutil.Process()
+
+    def bytes(self) -> int:
+        if self._statm is None:
+            return int(self._process.memory_info().rss)
+        return int(os.pread(self._statm, 128, 0).split()[1]) * self._page_size
 
 
 class RequestTooLarge(Exception):
@@ -74,7 +98,7 @@ class RequestMonitoringMiddleware:
         self.app = app
         self.monitored_paths = frozenset(monitored_paths)
         self.max_body_bytes = max_body_bytes
-        self.process = psutil.Process()
+        self.memory = ResidentMemory()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -109,7 +133,7 @@ class _MonitoredRequest:
         self.body_bytes_read = 0
         self.error_code: str | None = None
         self.body_too_large = False
-        self.rss_before = owner.process.memory_info().rss if measured else 0
+        self.rss_before = owner.memory.bytes() if measured else 0
         self.cpu_before = time.process_time()
         self.started = time.perf_counter()
 
@@ -154,7 +178,7 @@ class _MonitoredRequest:
     def _measurement_headers(self) -> list[tuple[bytes, bytes]]:
         latency_ms = (time.perf_counter() - self.started) * 1000
         cpu_ms = (time.process_time() - self.cpu_before) * 1000
-        memory_delta_mb = (self.owner.process.memory_info().rss - self.rss_before) / _BYTES_PER_MB
+        memory_delta_mb = (self.owner.memory.bytes() - self.rss_before) / _BYTES_PER_MB
         return [
             (b"x-request-id", self.request_id.encode()),
             (b"x-latency-ms", f"{latency_ms:.3f}".encode()),
@@ -203,7 +227,7 @@ class _MonitoredRequest:
     def _record(self) -> None:
         latency_ms = (time.perf_counter() - self.started) * 1000
         cpu_ms = (time.process_time() - self.cpu_before) * 1000
-        rss_after = self.owner.process.memory_info().rss
+        rss_after = self.owner.memory.bytes()
         memory_delta_mb = (rss_after - self.rss_before) / _BYTES_PER_MB
         status = str(self.status)
         metrics.REQUEST_LATENCY_MS.labels(self.endpoint, status).observe(latency_ms)

@@ -1,13 +1,15 @@
 """Load the scikit-learn estimator out of a BentoML model imported from MLflow.
 
 `bentoml.mlflow.import_model` stores the MLflow model directory under `mlflow_model/`.
-Importing MLflow costs seconds of cold start, so the runner reads the MLmodel file and
-loads the sklearn flavour itself (skops by default), falling back to MLflow for other
-serialization formats.
+Importing MLflow (or skops) costs seconds of cold start, so the runner reads the MLmodel
+file and loads the sklearn flavour itself. Pickled files are unpickled only after their
+SHA-256 matches the one training recorded in the model's metadata.
 """
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,18 +48,26 @@ def stored_model(tag: str) -> Any:
         raise ModelUnavailableError(_how_to_create(tag)) from None
 
 
-def load_sklearn_estimator(mlflow_model_dir: Path) -> Any:
-    mlmodel_file = mlflow_model_dir / "MLmodel"
+def load_sklearn_estimator(mlflow_model_dir: Path, expected_sha256: str | None) -> Any:
     try:
-        flavour = yaml.safe_load(mlmodel_file.read_text())["flavors"]["sklearn"]
-        model_file = mlflow_model_dir / flavour["pickled_model"]
-        if flavour.get("serialization_format") == "skops":
+        flavour = yaml.safe_load((mlflow_model_dir / "MLmodel").read_text())["flavors"]["sklearn"]
+        model_bytes = (mlflow_model_dir / flavour["pickled_model"]).read_bytes()
+        serialization = flavour.get("serialization_format", "pickle")
+    except Exception as exc:
+        raise ModelUnavailableError(
+            f"cannot read the MLflow model in {mlflow_model_dir}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if expected_sha256 and hashlib.sha256(model_bytes).hexdigest() != expected_sha256:
+        raise ModelUnavailableError(
+            f"model file in {mlflow_model_dir} does not match its recorded SHA-256 "
+            "(corrupt or altered); re-create it with `make train`"
+        )
+    try:
+        if serialization == "skops":
             import skops.io
 
-            return skops.io.load(model_file, trusted=flavour.get("skops_trusted_types") or [])
-        import mlflow.sklearn
-
-        return mlflow.sklearn.load_model(str(mlflow_model_dir))
+            return skops.io.loads(model_bytes, trusted=flavour.get("skops_trusted_types") or [])
+        return pickle.loads(model_bytes)
     except Exception as exc:
         raise ModelUnavailableError(
             f"cannot load the model in {mlflow_model_dir}: {type(exc).__name__}: {exc}"
@@ -66,8 +76,10 @@ def load_sklearn_estimator(mlflow_model_dir: Path) -> Any:
 
 def load_model(bento_model: Any) -> LoadedModel:
     """Load the estimator of a stored BentoML model and check it answers like an Iris model."""
-    estimator = load_sklearn_estimator(Path(bento_model.path_of("mlflow_model")))
     metadata = bento_model.info.metadata
+    estimator = load_sklearn_estimator(
+        Path(bento_model.path_of("mlflow_model")), metadata.get("model_file_sha256")
+    )
     class_names = tuple(metadata.get("class_names", CLASS_NAMES))
     feature_names = tuple(metadata.get("feature_names", FEATURE_NAMES))
     if not hasattr(estimator, "predict_proba") or len(getattr(estimator, "classes_", ())) != len(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bentoml
 import numpy as np
-import pandas as pd
 
 from .model_loading import LoadedModel, load_model
 from .settings import MODEL_TAG
@@ -26,7 +25,6 @@ class IrisModelRunner:
 
     def __init__(self) -> None:
         self.model: LoadedModel = load_model(self.bento_model)
-        self.feature_columns = list(self.model.feature_names)
 
     def __is_ready__(self) -> bool:
         return self.model is not None
@@ -39,5 +37,4 @@ class IrisModelRunner:
     )
     def predict_proba(self, measurements: np.ndarray) -> np.ndarray:
         """Class probabilities for rows of the four measurements, in FEATURE_NAMES order."""
-        frame = pd.DataFrame(measurements, columns=self.feature_columns)
-        return self.model.estimator.predict_proba(frame)
+        return self.model.estimator.predict_proba(measurements)

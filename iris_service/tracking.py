@@ -63,7 +63,14 @@ def _confusion_matrix_png(result: CandidateResult, path: Path) -> None:
 def log_candidate(
     result: CandidateResult, data: Dataset, stats: dict[str, Any], experiment_id: str
 ) -> str:
-    """One MLflow run per candidate: params, metrics, confusion matrix, statistics, model."""
+    """One MLflow run per candidate: params, metrics, confusion matrix, statistics, model.
+
+    The model is saved as a pickle, not MLflow's default skops: importing skops.io takes
+    about 8 s (it walks scikit-learn to build its trusted-type list), which alone would
+    break the 5 s cold-start budget. Pickle is only safe for files you trust: the service
+    loads nothing but models this script wrote into its own store, and verifies their
+    SHA-256 (recorded at import) before unpickling.
+    """
     import mlflow
     from mlflow.models import infer_signature
 
@@ -80,19 +87,12 @@ def log_candidate(
         mlflow.sklearn.log_model(
             result.model,
             name="model",
-            signature=infer_signature(example, result.model.predict_proba(example)),
+            signature=infer_signature(example, result.model.predict_proba(example.to_numpy())),
             input_example=example,
             pyfunc_predict_fn="predict_proba",
-            skops_trusted_types=_own_skops_types(result.model),
+            serialization_format="pickle",
         )
         return run.info.run_id
-
-
-def _own_skops_types(model: Any) -> list[str]:
-    """Types skops would refuse to load by default. We trained this model ourselves."""
-    import skops.io
-
-    return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
 
 
 def register_best(run_id: str, registered_name: str = MODEL_NAME) -> str:
@@ -132,12 +132,24 @@ def import_into_bentoml(
         "class_names": list(CLASS_NAMES),
         "feature_statistics": json.loads(json.dumps(stats)),
     }
+    model_uri = f"runs:/{best.run_id}/model"
+    metadata["model_file_sha256"] = _model_file_sha256(model_uri)
     return bentoml.mlflow.import_model(
-        bento_model_name,
-        model_uri=f"runs:/{best.run_id}/model",
-        labels=labels,
-        metadata=metadata,
+        bento_model_name, model_uri=model_uri, labels=labels, metadata=metadata
     )
+
+
+def _model_file_sha256(model_uri: str) -> str:
+    """Checksum of the serialized estimator, checked by the service before loading it."""
+    import hashlib
+
+    import mlflow
+    import yaml
+
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=scratch))
+        flavour = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["sklearn"]
+        return hashlib.sha256((local / flavour["pickled_model"]).read_bytes()).hexdigest()
 
 
 def model_in_store(tag: str) -> bool:

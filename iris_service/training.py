@@ -2,6 +2,11 @@
 
 Nothing here talks to MLflow or BentoML; `tracking.py` does. That keeps these pieces
 pure and unit-testable.
+
+Models are fitted on plain arrays whose columns are in FEATURE_NAMES order: the service
+builds its rows from named, validated fields in that order, so the serving path needs no
+pandas (which would add a second of cold start and a DataFrame per batch). The MLflow
+signature still names the columns, so MLflow's own pyfunc maps DataFrames by name.
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ def build_candidate(family: str, seed: int) -> BaseEstimator:
     return factory(seed)
 
 
-def single_row_latency_ms(model: BaseEstimator, row: pd.DataFrame, repeats: int = 200) -> float:
+def single_row_latency_ms(model: BaseEstimator, row: np.ndarray, repeats: int = 200) -> float:
     """Median wall time of predict_proba on one row: the serving cost of the model itself."""
     model.predict_proba(row)  # warm-up
     timings = []
@@ -107,11 +112,12 @@ def evaluate_candidate(family: str, data: Dataset, seed: int, cv_folds: int = 5)
     """Cross-validate on the training split, then fit on it and score the held-out split."""
     estimator = build_candidate(family, seed)
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
+    x_train, x_test = data.x_train.to_numpy(), data.x_test.to_numpy()
     cv = cross_validate(
-        clone(estimator), data.x_train, data.y_train, cv=folds, scoring=("accuracy", "f1_macro")
+        clone(estimator), x_train, data.y_train, cv=folds, scoring=("accuracy", "f1_macro")
     )
-    model = estimator.fit(data.x_train, data.y_train)
-    predicted = model.predict(data.x_test)
+    model = estimator.fit(x_train, data.y_train)
+    predicted = model.predict(x_test)
     metrics = {
         "cv_accuracy_mean": float(np.mean(cv["test_accuracy"])),
         "cv_accuracy_std": float(np.std(cv["test_accuracy"])),
@@ -119,7 +125,7 @@ def evaluate_candidate(family: str, data: Dataset, seed: int, cv_folds: int = 5)
         "cv_macro_f1_std": float(np.std(cv["test_f1_macro"])),
         "test_accuracy": float(accuracy_score(data.y_test, predicted)),
         "test_macro_f1": float(f1_score(data.y_test, predicted, average="macro")),
-        "predict_latency_ms": single_row_latency_ms(model, data.x_test.iloc[:1]),
+        "predict_latency_ms": single_row_latency_ms(model, x_test[:1]),
     }
     params = {key: str(value) for key, value in model.get_params(deep=False).items()}
     params.update({"family": family, "seed": str(seed), "cv_folds": str(cv_folds)})

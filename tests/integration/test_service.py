@@ -180,3 +180,16 @@ def test_every_request_succeeds_at_50_concurrent_connections(server: BentoServer
     assert len(statuses) == 3000
     failures = {status: statuses.count(status) for status in set(statuses) if status != 200}
     assert failures == {}
+
+
+def test_each_prediction_writes_one_structured_log_line(server: BentoServer) -> None:
+    response = _post(server, "/predict", SETOSA, headers={"X-Request-ID": "log-line-check-7"})
+    assert response.status_code == 200
+    lines = [
+        json.loads(line)
+        for line in server.log().splitlines()
+        if line.startswith("{") and "log-line-check-7" in line
+    ]
+    assert len(lines) == 1
+    assert lines[0]["endpoint"] == "/predict" and lines[0]["status"] == 200
+    assert lines[0]["latency_ms"] > 0 and "memory_delta_mb" in lines[0] and "cpu_ms" in lines[0]
