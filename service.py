@@ -19,7 +19,6 @@ from iris_service import metrics
 from iris_service.coalescing import RequestCoalescer
 from iris_service.errors import error_response
 from iris_service.middleware import RequestMonitoringMiddleware
-from iris_service.request_log import configure_request_log
 from iris_service.runner import RUNNER_MAX_BATCH_SIZE, IrisModelRunner
 from iris_service.schemas import BatchPrediction, IrisBatch, IrisFeatures, Prediction
 from iris_service.settings import MODEL_TAG
@@ -105,5 +104,4 @@ class IrisClassifier:
         )
 
 
-configure_request_log()
 IrisClassifier.add_asgi_middleware(RequestMonitoringMiddleware)

@@ -74,25 +74,30 @@ def _describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request body"
 
 
-def normalise(status: int, body: bytes, request_id: str) -> bytes:
-    """Rewrite any error body (BentoML's, Starlette's, ours) into the one shape."""
+def normalise(status: int, body: bytes, request_id: str) -> tuple[str, bytes]:
+    """Rewrite any error body (BentoML's, Starlette's, ours) into the one shape.
+
+    Returns the error code and the new body.
+    """
     try:
         parsed = json.loads(body) if body else None
     except ValueError:
         parsed = None
     code = error_code(status)
     if isinstance(parsed, dict) and set(parsed) == {"error", "detail", "request_id"}:
-        return error_body(status, str(parsed["detail"]), request_id, str(parsed["error"]))
-    if status >= 500:
-        return error_body(status, GENERIC_DETAIL.get(status, GENERIC_DETAIL[500]), request_id)
-    if isinstance(parsed, dict) and isinstance(parsed.get("detail"), list):
-        return error_body(status, _describe_validation_errors(parsed["detail"]), request_id)
-    if isinstance(parsed, (list, tuple)) and parsed and isinstance(parsed[0], dict):
-        parsed = parsed[0]  # BentoML wraps some client errors in a one-element list
-    if isinstance(parsed, dict):
-        message = parsed.get("detail") or parsed.get("error") or code
-        return error_body(status, _safe_text(str(message)), request_id)
-    return error_body(status, _safe_text(body.decode("utf-8", "replace")) or code, request_id)
+        code, detail = str(parsed["error"]), str(parsed["detail"])
+    elif status >= 500:
+        detail = GENERIC_DETAIL.get(status, GENERIC_DETAIL[500])
+    elif isinstance(parsed, dict) and isinstance(parsed.get("detail"), list):
+        detail = _describe_validation_errors(parsed["detail"])
+    else:
+        if isinstance(parsed, (list, tuple)) and parsed and isinstance(parsed[0], dict):
+            parsed = parsed[0]  # BentoML wraps some client errors in a one-element list
+        if isinstance(parsed, dict):
+            detail = _safe_text(str(parsed.get("detail") or parsed.get("error") or code))
+        else:
+            detail = _safe_text(body.decode("utf-8", "replace")) or code
+    return code, error_body(status, detail, request_id, code)
 
 
 def _safe_text(text: str, limit: int = 300) -> str:

@@ -1,30 +1,48 @@
 """The structured request log: one JSON line per prediction request on standard output.
 
-BentoML configures only its own loggers, so ours would be dropped at the root logger's
-WARNING level. This replaces BentoML's access log for prediction routes (disabled in
-configuration.yaml): the line carries our request id and measurements, which BentoML's
-does not. IRIS_REQUEST_LOG=off silences it.
+It replaces BentoML's access log for prediction routes (disabled in configuration.yaml):
+the line carries our request id and measurements. Written straight to the file descriptor
+with a preformatted line: the logging module costs about 26 µs per record here, a third of
+the middleware's whole budget. IRIS_REQUEST_LOG=off silences it.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
-REQUEST_LOGGER_NAME = "iris_service.requests"
+REQUEST_LOGGER_NAME = "iris_service.requests"  # logger for the rare unexpected-error trace
 
 
-def configure_request_log() -> logging.Logger:
-    logger = logging.getLogger(REQUEST_LOGGER_NAME)
-    if os.environ.get("IRIS_REQUEST_LOG", "on").lower() in {"off", "0", "false", "no"}:
-        logger.setLevel(logging.WARNING)
-        return logger
-    if not any(getattr(h, "is_request_log", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.is_request_log = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    return logger
+def request_log_enabled() -> bool:
+    return os.environ.get("IRIS_REQUEST_LOG", "on").lower() not in {"off", "0", "false", "no"}
+
+
+class RequestLog:
+    """Writes `{"event": "request", ...}` lines; every value is a number or a safe token."""
+
+    def __init__(self, fd: int | None = None, enabled: bool | None = None) -> None:
+        self.fd = sys.stdout.fileno() if fd is None else fd
+        self.enabled = request_log_enabled() if enabled is None else enabled
+
+    def write(
+        self,
+        request_id: str,
+        endpoint: str,
+        status: int,
+        latency_ms: float,
+        cpu_ms: float,
+        memory_delta_mb: float,
+    ) -> None:
+        if not self.enabled:
+            return
+        # request_id matches [A-Za-z0-9._-] and endpoint is one of our routes: no escaping.
+        line = (
+            f'{{"event": "request", "request_id": "{request_id}", "endpoint": "{endpoint}", '
+            f'"status": {status}, "latency_ms": {latency_ms:.3f}, "cpu_ms": {cpu_ms:.3f}, '
+            f'"memory_delta_mb": {memory_delta_mb:.3f}}}\n'
+        )
+        try:
+            os.write(self.fd, line.encode())
+        except OSError:
+            self.enabled = False  # a closed stdout must never fail requests

@@ -3,6 +3,12 @@ import json
 from iris_service import errors
 
 
+def _body(code_and_body: tuple[str, bytes]) -> bytes:
+    code, body = code_and_body
+    assert json.loads(body)["error"] == code
+    return body
+
+
 def _decoded(body: bytes) -> dict:
     decoded = json.loads(body)
     assert set(decoded) == {"error", "detail", "request_id"}
@@ -19,7 +25,7 @@ def test_pydantic_detail_list_becomes_one_readable_line() -> None:
             ],
         }
     ).encode()
-    decoded = _decoded(errors.normalise(400, bentoml_body, "abc"))
+    decoded = _decoded(_body(errors.normalise(400, bentoml_body, "abc")))
     assert decoded == {
         "error": "validation_error",
         "detail": "sepal_length: Input should be a valid number; "
@@ -30,21 +36,21 @@ def test_pydantic_detail_list_becomes_one_readable_line() -> None:
 
 def test_server_errors_never_leak_their_text() -> None:
     leaky = b'{"error": "Traceback (most recent call last): File /secret/path.py"}'
-    decoded = _decoded(errors.normalise(500, leaky, "r1"))
+    decoded = _decoded(_body(errors.normalise(500, leaky, "r1")))
     assert "Traceback" not in decoded["detail"] and "/secret" not in decoded["detail"]
     assert decoded["error"] == "internal_error"
 
 
 def test_plain_text_and_bentoml_list_bodies_are_wrapped() -> None:
-    assert _decoded(errors.normalise(404, b"Not Found", "r"))["detail"] == "Not Found"
-    wrapped = errors.normalise(415, b'[{"error": "pickle is not allowed"}]', "r")
+    assert _decoded(_body(errors.normalise(404, b"Not Found", "r")))["detail"] == "Not Found"
+    wrapped = _body(errors.normalise(415, b'[{"error": "pickle is not allowed"}]', "r"))
     assert _decoded(wrapped)["detail"] == "pickle is not allowed"
     assert _decoded(wrapped)["error"] == "unsupported_media_type"
 
 
 def test_our_own_shape_keeps_its_code_and_gets_the_request_id() -> None:
     ours = errors.error_response(503, "runner restarting", "model_not_ready")
-    decoded = _decoded(errors.normalise(503, ours.body, "rid"))
+    decoded = _decoded(_body(errors.normalise(503, ours.body, "rid")))
     assert decoded == {
         "error": "model_not_ready",
         "detail": "runner restarting",

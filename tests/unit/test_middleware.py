@@ -116,13 +116,12 @@ async def test_metrics_are_recorded_for_predictions_only() -> None:
     assert "x-latency-ms" not in health.headers
 
 
-async def test_one_json_log_line_per_request(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="iris_service.requests")
+async def test_one_json_log_line_per_request(capfd: pytest.CaptureFixture[str]) -> None:
     async with _client() as client:
-        response = await client.post("/predict", json={})
-    lines = [
-        json.loads(r.getMessage()) for r in caplog.records if r.name == "iris_service.requests"
-    ]
+        response = await client.post("/predict", json={}, headers={"x-request-id": "line-1"})
+        await client.get("/livez")
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line]
     assert len(lines) == 1
-    assert lines[0]["request_id"] == response.headers["x-request-id"]
+    assert lines[0]["request_id"] == response.headers["x-request-id"] == "line-1"
     assert lines[0]["status"] == 200 and lines[0]["latency_ms"] >= 0
+    assert lines[0]["event"] == "request" and lines[0]["endpoint"] == "/predict"
