@@ -5,7 +5,8 @@ BentoML 1.4 takes OpenAPI's `info.description` from the Bento's README (the deco
 `bentoml serve service:IrisClassifier`, from a generic BentoML README, and reports the
 version as "None". `DescribedService`, passed as `@bentoml.service(service_class=...)` (a
 documented argument of the decorator), uses the service's own description and the API
-version in both cases, so the page explains itself however the service runs.
+version in both cases, so the page explains itself however the service runs. (BentoML's
+Swagger UI hides `info.title`, hence the heading at the top of the description.)
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from _bentoml_sdk.service.factory import Service
 API_VERSION = "1.0.0"
 
 SERVICE_DESCRIPTION = """\
+# Iris classifier
+
 Classifies Iris flowers — **setosa**, **versicolor** or **virginica** — from four
 measurements in centimetres (sepal length and width, petal length and width).
 

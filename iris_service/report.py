@@ -89,7 +89,8 @@ Sample = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
 
 @dataclass
 class Snapshot:
-    time: float
+    time: float  # wall clock, for the plots
+    elapsed: float  # monotonic seconds, for rates
     samples: dict[Sample, float]
 
     def select(self, name: str, **match: str) -> Iterator[tuple[dict[str, str], float]]:
@@ -107,7 +108,7 @@ def take_snapshot(service_url: str) -> Snapshot:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
-    return Snapshot(time.time(), samples)
+    return Snapshot(time.time(), time.monotonic(), samples)
 
 
 def _grouped(snapshot: Snapshot, name: str, by: str, **match: str) -> dict[str, float]:
@@ -125,7 +126,7 @@ def _rates(snapshots: list[Snapshot], name: str, by: str, **match: str) -> Serie
         for key, value in new.items():
             increase = value - old.get(key, 0.0)
             series[key or "value"].append(
-                (after.time, max(increase, 0.0) / (after.time - before.time))
+                (after.time, max(increase, 0.0) / (after.elapsed - before.elapsed))
             )
     return dict(series)
 
@@ -222,24 +223,21 @@ def traffic_with_snapshots(
     rng = np.random.default_rng(0)
     snapshots = [take_snapshot(service_url)]
     started = time.monotonic()
-    next_snapshot = started + interval
     sent = 0
     session = requests.Session()
     while time.monotonic() - started < seconds and sent < max_requests:
-        shifted = time.monotonic() - started > seconds / 2
-        for flower in _flowers(10, 1.5 if shifted else 0.0, rng):
-            session.post(f"{service_url}/predict", json=flower, timeout=10)
-        session.post(
-            f"{service_url}/predict_batch",
-            json={"flowers": _flowers(100, 1.5 if shifted else 0.0, rng)},
-            timeout=30,
-        )
-        session.post(f"{service_url}/predict", json={"sepal_length": -1}, timeout=10)
-        sent += 12
-        if time.monotonic() >= next_snapshot:
+        shift_cm = 1.5 if time.monotonic() - started > seconds / 2 else 0.0
+        if sent % 50 == 49:
+            session.post(f"{service_url}/predict", json={"sepal_length": -1}, timeout=10)
+        elif sent % 50 == 0:
+            batch = {"flowers": _flowers(50, shift_cm, rng)}
+            session.post(f"{service_url}/predict_batch", json=batch, timeout=30)
+        else:
+            session.post(f"{service_url}/predict", json=_flowers(1, shift_cm, rng)[0], timeout=10)
+        sent += 1
+        if time.monotonic() - snapshots[-1].elapsed >= interval:
             snapshots.append(take_snapshot(service_url))
-            next_snapshot += interval
-    if time.monotonic() > next_snapshot - interval / 2:  # no tiny last interval
+    if time.monotonic() - snapshots[-1].elapsed >= interval / 2:  # no tiny last interval
         snapshots.append(take_snapshot(service_url))
     return snapshots
 
