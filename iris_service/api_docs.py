@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from _bentoml_sdk.service.factory import Service
+import bentoml
 
 API_VERSION = "1.0.0"
 
@@ -38,7 +38,7 @@ Open an endpoint below, press **Try it out**, then **Execute** to call the live 
 """
 
 
-class DescribedService(Service[Any]):
+class DescribedService(bentoml.Service[Any]):
     """A BentoML service whose OpenAPI info is its own description and API version."""
 
     __slots__ = ()
