@@ -18,7 +18,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/state/mlflow/mlflow.db
 export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: help venv train serve test lint lock clean finops container container-run k8s-manifests
+.PHONY: help venv train serve test lint lock clean finops container container-run k8s-manifests report
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -39,6 +39,7 @@ serve: $(INSTALLED) ## Train if no model is in the store, then serve on $(HOST):
 	$(BIN)/bentoml serve service:IrisClassifier --host $(HOST) --port $(PORT)
 
 test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
+	scripts/ensure-debian-packages.sh prometheus chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -47,6 +48,9 @@ lint: $(INSTALLED) ## ruff
 
 finops: $(INSTALLED) ## Cost simulation: reports/finops.md, finops.json and PNGs (uses reports/bench.json if present)
 	$(PY) -m iris_service.finops --out-dir reports
+
+report: $(INSTALLED) ## Monitoring plots in reports/ (PROMETHEUS_URL=... or SERVICE_URL=..., else a local serve)
+	$(PY) -m iris_service.report $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) --out-dir reports $(REPORT_ARGS)
 
 container: $(INSTALLED) ## OCI image: bentoml build + containerize (docker, else buildah/podman; CONTAINER_BACKEND=...)
 	$(PY) train.py --if-missing

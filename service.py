@@ -16,12 +16,19 @@ from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
 from iris_service import metrics
+from iris_service.api_docs import SERVICE_DESCRIPTION, DescribedService
 from iris_service.coalescing import RequestCoalescer
+from iris_service.drift import DriftMonitor, drift_app, publish_to_prometheus
 from iris_service.errors import error_response
 from iris_service.middleware import RequestMonitoringMiddleware
 from iris_service.runner import RUNNER_MAX_BATCH_SIZE, IrisModelRunner
 from iris_service.schemas import BatchPrediction, IrisBatch, IrisFeatures, Prediction
-from iris_service.settings import MODEL_TAG
+from iris_service.settings import (
+    DRIFT_MIN_FLOWERS,
+    DRIFT_WINDOW_FLOWERS,
+    FEATURE_NAMES,
+    MODEL_TAG,
+)
 
 logger = logging.getLogger("iris_service.api")
 
@@ -32,7 +39,13 @@ RUNNER_UNREACHABLE = (aiohttp.ClientConnectionError, ConnectionError)
 STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError)
 
 
-@bentoml.service(name="IrisClassifier", traffic={"timeout": 15})
+@bentoml.service(
+    name="IrisClassifier",
+    traffic={"timeout": 15},
+    description=SERVICE_DESCRIPTION,
+    service_class=DescribedService,
+)
+@bentoml.asgi_app(drift_app(lambda: bentoml.get_current_service().drift), path="/")
 class IrisClassifier:
     """Classifies Iris flowers (setosa, versicolor, virginica) from four measurements in cm.
 
@@ -47,11 +60,20 @@ class IrisClassifier:
         self.model_tag = str(self.bento_model.tag)
         self.class_names: list[str] = list(self.bento_model.info.metadata.get("class_names", ()))
         self.coalescer = RequestCoalescer(self._call_runner, max_rows=RUNNER_MAX_BATCH_SIZE)
+        # Live inputs vs the training statistics stored with the model; served on GET /drift.
+        self.drift = DriftMonitor.from_model_metadata(
+            self.bento_model.info.metadata,
+            FEATURE_NAMES,
+            window=DRIFT_WINDOW_FLOWERS,
+            min_flowers=DRIFT_MIN_FLOWERS,
+            publish=publish_to_prometheus,
+        )
 
     @bentoml.api(route="/predict", input_spec=IrisFeatures)
     async def predict(self, **measurements: float) -> Prediction:
         """Classify one flower."""
         row = [measurements[name] for name in IrisFeatures.model_fields]
+        self.drift.observe(row)
         probabilities = await self._probabilities(np.array([row], dtype=float))
         if isinstance(probabilities, JSONResponse):
             return probabilities  # type: ignore[return-value]
@@ -61,6 +83,7 @@ class IrisClassifier:
     async def predict_batch(self, flowers: list[IrisFeatures]) -> BatchPrediction:
         """Classify several flowers in one call; answers keep the order of the flowers."""
         rows = np.array([flower.as_row() for flower in flowers], dtype=float)
+        self.drift.observe_many(rows.tolist())
         probabilities = await self._probabilities(rows)
         if isinstance(probabilities, JSONResponse):
             return probabilities  # type: ignore[return-value]

@@ -46,3 +46,16 @@ ERRORS_TOTAL = Counter(
     "Error answers, by error code.",
     ("endpoint", "error"),
 )
+# Data drift (iris_service/drift.py). Each API worker scores its own window of flowers;
+# "livemax" shows the highest score among the live workers (a dead worker's value is dropped).
+DRIFT_PSI = Gauge(
+    "iris_feature_drift_psi",
+    "Population stability index of each feature over the recent window vs the training data.",
+    ("feature",),
+    multiprocess_mode="livemax",
+)
+DRIFT_WINDOW_FLOWERS = Gauge(
+    "iris_drift_window_flowers",
+    "Flowers in the drift window of the API worker holding the most.",
+    multiprocess_mode="livemax",
+)

@@ -173,5 +173,16 @@ def feature_statistics(features: pd.DataFrame) -> dict[str, dict[str, object]]:
             "max": float(np.max(column)),
             "quantile_levels": list(QUANTILE_LEVELS),
             "quantiles": [float(q) for q in np.quantile(column, QUANTILE_LEVELS)],
+            **drift_bins(column),
         }
     return stats
+
+
+def drift_bins(column: np.ndarray) -> dict[str, list[float]]:
+    """Bins for drift monitoring (iris_service/drift.py): the distinct inner deciles as cut
+    points, bin i = (cut[i-1], cut[i]], and the exact share of training values in each bin
+    (measurements repeat, so a decile's own value can hold far more than 10 %)."""
+    cut_points = np.unique(np.quantile(column, QUANTILE_LEVELS[1:-1]))
+    bins = np.searchsorted(cut_points, column, side="left")
+    shares = np.bincount(bins, minlength=cut_points.size + 1) / column.size
+    return {"bin_cut_points": cut_points.tolist(), "bin_shares": shares.tolist()}

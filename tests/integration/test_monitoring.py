@@ -1,0 +1,252 @@
+"""deploy/monitoring against real tools: promtool, and a real Prometheus scraping `bentoml serve`.
+
+Prometheus (Debian's package) listens on 127.0.0.1, keeps its data in a temp dir and scrapes
+the session's server every second; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from iris_service import report
+from tests.support import (
+    PROJECT_ROOT,
+    SETOSA,
+    VERSICOLOR,
+    VIRGINICA,
+    BentoServer,
+    ensure_debian_packages,
+    free_port,
+)
+
+MONITORING = PROJECT_ROOT / "deploy" / "monitoring"
+
+
+@pytest.fixture(scope="module")
+def prometheus_installed() -> None:
+    ensure_debian_packages("prometheus")
+
+
+def test_alert_rules_and_scrape_config_pass_promtool(prometheus_installed: None) -> None:
+    rules = subprocess.run(
+        ["promtool", "check", "rules", str(MONITORING / "alerts.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    config = subprocess.run(
+        ["promtool", "check", "config", str(MONITORING / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert config.returncode == 0, config.stdout + config.stderr
+    alerts = {
+        rule["alert"]
+        for group in yaml.safe_load((MONITORING / "alerts.yaml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    assert {
+        "IrisHighErrorRatio",
+        "IrisLatencyP99OverSLO",
+        "IrisReadinessFlapping",
+        "IrisFeatureDriftSignificant",
+    } <= alerts
+
+
+class Prometheus:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, expr: str) -> list[dict]:
+        response = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+        body = response.json()
+        assert response.status_code == 200 and body["status"] == "success", (expr, body)
+        return body["data"]["result"]
+
+    def wait_for(self, expr: str, timeout: float = 30) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(expr)
+            if result or time.monotonic() > deadline:
+                return result
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    prometheus_installed: None, server: BentoServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    """The shipped scrape config and rules, pointed at the session's server, 1 s interval."""
+    workdir = tmp_path_factory.mktemp("prometheus")
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    config["global"].update({"scrape_interval": "1s", "evaluation_interval": "1s"})
+    config["rule_files"] = [str(MONITORING / "alerts.yaml")]
+    job = config["scrape_configs"][0]
+    job["scrape_timeout"] = "1s"
+    job["static_configs"][0]["targets"] = [f"127.0.0.1:{server.port}"]
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    log_path = workdir / "prometheus.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            try:
+                if requests.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.3)
+        yield Prometheus(url)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def _send_traffic(server: BentoServer) -> dict[str, int]:
+    """A bounded mix: 20 flowers of each class one by one, one batch of 150, 5 invalid."""
+    session = requests.Session()
+    sent = {"setosa": 0, "versicolor": 0, "virginica": 0}
+    for _ in range(20):
+        for name, flower in (
+            ("setosa", SETOSA),
+            ("versicolor", VERSICOLOR),
+            ("virginica", VIRGINICA),
+        ):
+            assert session.post(f"{server.url}/predict", json=flower, timeout=10).ok
+            sent[name] += 1
+    from sklearn.datasets import load_iris
+
+    from iris_service.settings import FEATURE_NAMES
+
+    flowers = [dict(zip(FEATURE_NAMES, map(float, r), strict=True)) for r in load_iris().data]
+    assert session.post(f"{server.url}/predict_batch", json={"flowers": flowers}, timeout=30).ok
+    for _ in range(5):
+        response = session.post(f"{server.url}/predict", json={"sepal_length": 1}, timeout=10)
+        assert response.status_code == 400
+    return sent
+
+
+def _value(result: list[dict]) -> float:
+    assert result, "no data"
+    return float(result[0]["value"][1])
+
+
+@pytest.mark.server
+@pytest.mark.timeout(180)
+def test_prometheus_scrapes_the_service_and_every_dashboard_query_has_data(
+    prometheus: Prometheus, server: BentoServer, tmp_path: Path
+) -> None:
+    up = prometheus.wait_for('up{job="iris-classifier"} == 1')
+    assert up, "Prometheus never scraped the service"
+    sent = _send_traffic(server)
+    # Counters only grow: wait until a scrape after the traffic is in (bounded).
+    count_expr = 'sum(iris_request_latency_ms_count{endpoint="/predict",status="200"})'
+    deadline = time.monotonic() + 30
+    while _value(prometheus.wait_for(count_expr)) < 60 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2.5)  # two more scrapes, so rate() has points on both sides of the traffic
+
+    findings: dict[str, object] = {}
+    buckets = prometheus.query('iris_request_latency_ms_bucket{endpoint="/predict",status="200"}')
+    assert {series["metric"]["le"] for series in buckets} >= {"1.0", "100.0", "+Inf"}
+    findings["predict_200_count"] = _value(prometheus.query(count_expr))
+    assert findings["predict_200_count"] >= 60
+    p99 = _value(
+        prometheus.query(
+            "histogram_quantile(0.99, sum by (le) "
+            '(increase(iris_request_latency_ms_bucket{endpoint="/predict"}[5m])))'
+        )
+    )
+    findings["predict_p99_ms"] = p99
+    assert 0 < p99 <= 10000
+    rss = _value(prometheus.query("max(iris_process_resident_memory_mb)"))
+    findings["resident_memory_mb"] = rss
+    assert 30 < rss < 4000
+    cpu = prometheus.query('iris_request_cpu_ms_sum{endpoint="/predict"}')
+    cpu_count = _value(prometheus.query('iris_request_cpu_ms_count{endpoint="/predict"}'))
+    findings["cpu_ms_per_predict"] = _value(cpu) / cpu_count
+    assert 0 < findings["cpu_ms_per_predict"] < 1000
+    classes = {
+        series["metric"]["class_name"]: float(series["value"][1])
+        for series in prometheus.query("iris_predictions_total")
+    }
+    findings["predictions_by_class"] = classes
+    for name, count in sent.items():
+        assert classes[name] >= count + 45, classes  # + the batch: ~50 flowers per class
+    errors = _value(prometheus.query('sum(iris_errors_total{error="validation_error"})'))
+    assert errors >= 5
+
+    # Every query of the Grafana dashboard returns data from this Prometheus.
+    empty = []
+    for panel in report.dashboard_panels():
+        for target in panel["targets"]:
+            expr = report.promql(target["expr"])
+            result = prometheus.query(expr)
+            finite = [s for s in result if math.isfinite(float(s["value"][1]))]
+            findings[f"{panel['title']} / {target['refId']}"] = len(finite)
+            if not finite:
+                empty.append((panel["title"], expr))
+    assert not empty, empty
+
+    # The alert rules load and evaluate without errors against the real series.
+    rules = requests.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    health = {rule["name"]: rule["health"] for group in rules for rule in group["rules"]}
+    assert len(health) == 7 and set(health.values()) <= {"ok", "unknown"}, health
+
+    # `make report`'s Prometheus mode renders every panel from a query range.
+    out_dir = tmp_path / "reports"
+    assert (
+        report.main(
+            [
+                "--prometheus-url",
+                prometheus.url,
+                "--minutes",
+                "3",
+                "--step",
+                "2",
+                "--out-dir",
+                str(out_dir),
+            ]
+        )
+        == 0
+    )
+    pngs = sorted(p.name for p in out_dir.glob("*.png"))
+    assert "monitoring.png" in pngs and len(pngs) == len(report.dashboard_panels()) + 1
+    print("Prometheus findings:", json.dumps(findings, indent=2))
+    Path(PROJECT_ROOT / "reports").mkdir(exist_ok=True)
+    (PROJECT_ROOT / "reports" / "prometheus-findings.json").write_text(
+        json.dumps(findings, indent=2)
+    )
