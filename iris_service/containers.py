@@ -16,7 +16,7 @@ On that path the Bento is built with the local base image as the service's image
 (``bentoml.images.Image(base_image=..., distro="none")``: BentoML then skips its apt-get of
 compilers and git), see :func:`build_bento_here`.
 
-CLI: ``python -m iris_service.containers {backend,setup,build,run,remove,size}``.
+CLI: ``python -m iris_service.containers {backend,setup,build,run,remove}``.
 """
 
 from __future__ import annotations
