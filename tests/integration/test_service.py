@@ -193,3 +193,14 @@ def test_each_prediction_writes_one_structured_log_line(server: BentoServer) -> 
     assert len(lines) == 1
     assert lines[0]["endpoint"] == "/predict" and lines[0]["status"] == 200
     assert lines[0]["latency_ms"] > 0 and "memory_delta_mb" in lines[0] and "cpu_ms" in lines[0]
+
+
+def test_the_readme_python_client_call_works(server: BentoServer) -> None:
+    import bentoml
+
+    with bentoml.SyncHTTPClient(server.url) as client:
+        answer = client.predict(
+            sepal_length=5.1, sepal_width=3.5, petal_length=1.4, petal_width=0.2
+        )
+    assert answer["class_name"] == "setosa"
+    assert set(answer["probabilities"]) == {"setosa", "versicolor", "virginica"}
