@@ -52,6 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["fastapi", "mlflow"],
         help="baselines re-run at the start and the end (logistic regression, 1 worker)",
     )
+    parser.add_argument(
+        "--multi-worker-servers",
+        nargs="*",
+        choices=servers.SERVERS,
+        default=["bentoml", "fastapi"],
+        help="servers also measured at worker counts above 1 (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = QUICK["duration"], QUICK["warmup"]
@@ -82,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_duration_s=args.batch_duration,
         batch_connections=args.batch_connections,
         baseline_servers=tuple(args.baseline_servers),
+        multi_worker_servers=tuple(args.multi_worker_servers),
     )
     started = time.monotonic()
     result = runner.run(options)

@@ -40,6 +40,8 @@ class Options:
     batch_duration_s: float = 5
     batch_connections: int = 8
     baseline_servers: tuple[str, ...] = ("fastapi", "mlflow")
+    # Servers also measured with more than one worker (mlflow is left out to save time).
+    multi_worker_servers: tuple[str, ...] = ("bentoml", "fastapi")
     baseline_model: str = "logistic_regression"
 
 
@@ -294,6 +296,8 @@ def run(options: Options) -> dict[str, Any]:
     for workers in options.workers:
         for family in options.models:
             for server in options.servers:
+                if workers > 1 and server not in options.multi_worker_servers:
+                    continue
                 with_batches = workers == options.workers[0] and bool(options.batch_sizes)
                 record, batches = measure(
                     server, models[family], workers, "main", options, state, with_batches
