@@ -322,6 +322,7 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     paths: list[Path] = []
     runs = [r for r in result["runs"] if "requests_per_s" in r]
@@ -336,6 +337,9 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
         positions = range(len(runs))
         top.bar(positions, [r["requests_per_s"] for r in runs], color=colours)
         top.set_ylabel("requests/s")
+        top.legend(
+            handles=[Patch(color=colour, label=server) for server, colour in SERVER_COLOURS.items()]
+        )
         top.set_title(f"POST /predict at {result['settings'].get('connections', '?')} connections")
         bottom.bar(positions, [r["latency_ms"]["p99"] for r in runs], color=colours)
         bottom.axhline(P99_SLO_MS, color="red", linestyle="--", linewidth=1, label="p99 target")

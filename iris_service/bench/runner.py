@@ -187,6 +187,8 @@ def batch_records(running: servers.RunningServer, options: Options) -> list[dict
             "rows_per_s": round(rows / load.duration_s, 1) if load.duration_s else 0.0,
             "latency_ms": load.latency_ms,
             "errors": load.errors,
+            "non_2xx": load.non_2xx,
+            "socket_errors": load.socket_errors,
             "cpu_us_per_row": round(usage.cpu_s * 1e6 / max(rows, 1), 2),
         }
         records.append(entry)
