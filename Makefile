@@ -18,10 +18,11 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/state/mlflow/mlflow.db
 export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: help venv train serve test lint lock clean finops container container-run k8s-manifests report
+.PHONY: help venv train serve test lint lock clean finops container container-run k8s-manifests \
+	report loadtest bench
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(INSTALLED): requirements-serve.txt requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -45,6 +46,20 @@ test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
 
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# Load test and benchmark (issue 4). Every run is bounded in time and binds 127.0.0.1 only.
+SCENARIO ?= typical
+USERS ?= 50
+RUN_TIME ?= 60s
+BENCH_ARGS ?=
+
+loadtest: $(INSTALLED) ## Locust, headless, against a service it starts (SCENARIO=typical|saturation, RUN_TIME=60s): reports/locust-*
+	$(PY) train.py --if-missing
+	$(PY) -m iris_service.loadtest --scenario $(SCENARIO) --users $(USERS) --run-time $(RUN_TIME) --out-dir reports
+
+bench: $(INSTALLED) ## Benchmark vs plain FastAPI and mlflow models serve (wrk, ~12-15 min): reports/bench.{json,md} + PNGs
+	scripts/ensure-debian-packages.sh wrk
+	$(PY) -m iris_service.bench --out-dir reports $(BENCH_ARGS)
 
 finops: $(INSTALLED) ## Cost simulation: reports/finops.md, finops.json and PNGs (uses reports/bench.json if present)
 	$(PY) -m iris_service.finops --out-dir reports

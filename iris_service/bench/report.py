@@ -1,0 +1,376 @@
+"""bench.json (read by other code: keep its shape), bench.md and the plots.
+
+bench.json: {"generated_at", "machine": {"cpus", "description"}, "settings", "runs": [...],
+"batch": [...], "targets": [{"name", "value", "threshold", "met", ...}]}. A run is one server
+(bentoml|fastapi|mlflow) x model x workers x phase (main|baseline_start|baseline_end).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Run = dict[str, Any]
+
+P99_SLO_MS = 100.0
+SERVER_COLOURS = {"bentoml": "tab:blue", "fastapi": "tab:orange", "mlflow": "tab:green"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of issue 4: `value <= threshold` (or >=) over the benchmark's runs."""
+
+    name: str
+    threshold: float
+    comparison: str  # "<=" or ">="
+    unit: str
+    measure: Callable[[list[Run]], tuple[float | None, str]]
+
+    def check(self, runs: list[Run]) -> dict[str, Any]:
+        value, evidence = self.measure(runs)
+        met = None
+        if value is not None:
+            met = value <= self.threshold if self.comparison == "<=" else value >= self.threshold
+            value = round(value, 3)
+        return {
+            "name": self.name,
+            "value": value,
+            "threshold": self.threshold,
+            "comparison": self.comparison,
+            "unit": self.unit,
+            "met": met,
+            "evidence": evidence,
+        }
+
+
+def find_run(runs: list[Run], server: str, model: str, workers: int = 1) -> Run | None:
+    for run in runs:
+        if (
+            run.get("phase") == "main"
+            and run.get("server") == server
+            and run.get("model") == model
+            and run.get("workers") == workers
+            and "requests_per_s" in run
+        ):
+            return run
+    return None
+
+
+def _main_bentoml(runs: list[Run]) -> list[Run]:
+    return [r for r in runs if r.get("server") == "bentoml" and r.get("phase") == "main"]
+
+
+def _ratio(model: str, baseline: str) -> Callable[[list[Run]], tuple[float | None, str]]:
+    def measure(runs: list[Run]) -> tuple[float | None, str]:
+        ours, theirs = find_run(runs, "bentoml", model), find_run(runs, baseline, model)
+        if not ours or not theirs or not theirs["requests_per_s"]:
+            return None, "not measured"
+        ratio = ours["requests_per_s"] / theirs["requests_per_s"]
+        return ratio, (
+            f"{ours['name']} {ours['requests_per_s']:.0f} req/s vs "
+            f"{theirs['name']} {theirs['requests_per_s']:.0f} req/s"
+        )
+
+    return measure
+
+
+def _worst(key: str, label: str) -> Callable[[list[Run]], tuple[float | None, str]]:
+    def measure(runs: list[Run]) -> tuple[float | None, str]:
+        values = [(r[key], r["name"]) for r in _main_bentoml(runs) if r.get(key) is not None]
+        if not values:
+            return None, "not measured"
+        value, name = max(values)
+        return value, f"{label} of {len(values)} bentoml runs: {name}"
+
+    return measure
+
+
+def _p99(runs: list[Run]) -> tuple[float | None, str]:
+    values = [
+        (r["latency_ms"]["p99"], r["name"], r["connections"])
+        for r in _main_bentoml(runs)
+        if "latency_ms" in r
+    ]
+    if not values:
+        return None, "not measured"
+    value, name, connections = max(values)
+    return value, f"worst of {len(values)} bentoml runs: {name} at {connections} connections"
+
+
+def _shipped_errors(runs: list[Run], batch: list[Run]) -> tuple[float | None, str]:
+    ours = [r for r in runs + batch if r.get("server") == "bentoml" and "errors" in r]
+    failed = [r for r in runs if r.get("server") == "bentoml" and "failed" in r]
+    if not ours and not failed:
+        return None, "not measured"
+    total = sum(r["errors"] for r in ours) + len(failed)
+    return float(
+        total
+    ), f"sum over {len(ours)} bentoml load runs (incl. batch), {len(failed)} failed"
+
+
+def _lr_cpu(runs: list[Run]) -> tuple[float | None, str]:
+    run = find_run(runs, "bentoml", "logistic_regression")
+    if not run:
+        return None, "not measured"
+    return run["cpu_ms_per_request"], f"{run['name']}, whole process tree"
+
+
+def targets(runs: list[Run], batch: list[Run]) -> list[dict[str, Any]]:
+    checks = [
+        Target("LR throughput vs plain FastAPI (1 worker)", 1.0, ">=", "x",
+               _ratio("logistic_regression", "fastapi")),
+        Target("LR throughput vs mlflow models serve (1 worker)", 1.5, ">=", "x",
+               _ratio("logistic_regression", "mlflow")),
+        Target("RF throughput vs plain FastAPI (1 worker)", 3.0, ">=", "x",
+               _ratio("random_forest", "fastapi")),
+        Target("p99 latency of the shipped service", P99_SLO_MS, "<=", "ms", _p99),
+        Target("server CPU per LR request", 1.0, "<=", "ms", _lr_cpu),
+        Target("cold start of the shipped service", 5.0, "<=", "s",
+               _worst("cold_start_s", "slowest")),
+        Target("resident memory per worker process", 200.0, "<=", "MB",
+               _worst("rss_mb_per_worker", "largest process")),
+    ]  # fmt: skip
+    errors_value, errors_evidence = _shipped_errors(runs, batch)
+    error_target = {
+        "name": "errors of the shipped service",
+        "value": errors_value,
+        "threshold": 0,
+        "comparison": "<=",
+        "unit": "errors",
+        "met": None if errors_value is None else errors_value == 0,
+        "evidence": errors_evidence,
+    }
+    return [error_target, *(check.check(runs) for check in checks)]
+
+
+def build(
+    generated_at: str,
+    machine: dict[str, Any],
+    settings: dict[str, Any],
+    runs: list[Run],
+    batch: list[Run],
+) -> dict[str, Any]:
+    return {
+        "generated_at": generated_at,
+        "machine": machine,
+        "settings": settings,
+        "runs": runs,
+        "batch": batch,
+        "targets": targets(runs, batch),
+    }
+
+
+def write_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """bench.json, bench.md and the PNG plots; returns the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "bench.json"
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    plots = write_plots(result, out_dir)
+    md_path = out_dir / "bench.md"
+    md_path.write_text(markdown(result, [p.name for p in plots]))
+    return [json_path, md_path, *plots]
+
+
+# --- Markdown -------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float | int):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _ratio_text(run: Run, runs: list[Run], baseline: str) -> str:
+    other = find_run(runs, baseline, run["model"], run["workers"])
+    if run.get("phase") != "main" or not other or not other.get("requests_per_s"):
+        return "-"
+    return f"{run['requests_per_s'] / other['requests_per_s']:.2f}×"
+
+
+def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
+    runs: list[Run] = result["runs"]
+    settings = result.get("settings", {})
+    lines = [
+        "# Benchmark: shipped BentoML service vs plain FastAPI vs mlflow models serve",
+        "",
+        f"Generated {result['generated_at']} on {result['machine'].get('description', '?')}.",
+        f"Load: wrk, {settings.get('connections', '?')} connections, "
+        f"{settings.get('threads', '?')} thread(s), {settings.get('duration_s', '?')} s per run "
+        f"after {settings.get('warmup_s', '?')} s of warm-up; the load generator shares the "
+        "cores with the server (its CPU is in the last columns).",
+        f"Load average (1, 5, 15 min) at the start: {settings.get('load_average_at_start', '?')}; "
+        f"at the end: {result['machine'].get('load_average_at_end', '?')} "
+        f"({result['machine'].get('cpus', '?')} CPUs). A load average above the CPU count means "
+        "other processes competed for the cores: compare the drift table before trusting a ratio.",
+        "",
+        "## Throughput and latency (POST /predict, one flower per request)",
+        "",
+        "| Run | Phase | req/s | × FastAPI | × mlflow | p50 ms | p95 ms | p99 ms | errors | "
+        "server CPU ms/req | RSS MB per worker (largest) | RSS MB total | cold start s | "
+        "wrk CPU ms/req | connections per worker |",
+        "|" + " --- |" * 15,
+    ]
+    for run in runs:
+        if "failed" in run:
+            lines.append(
+                f"| {run['name']} | {run['phase']} | failed: {run['failed']} |" + " |" * 12
+            )
+            continue
+        latency = run["latency_ms"]
+        split = run.get("connection_split")
+        lines.append(
+            f"| {run['name']} | {run['phase']} | {_fmt(run['requests_per_s'])} | "
+            f"{_ratio_text(run, runs, 'fastapi')} | {_ratio_text(run, runs, 'mlflow')} | "
+            f"{_fmt(latency['p50'], 1)} | {_fmt(latency['p95'], 1)} | {_fmt(latency['p99'], 1)} | "
+            f"{run['errors']} | {_fmt(run['cpu_ms_per_request'], 2)} | "
+            f"{_fmt(run['rss_mb_per_worker'])} | {_fmt(run.get('rss_mb_total'))} | "
+            f"{_fmt(run['cold_start_s'], 1)} | {_fmt(run['loadgen_cpu_ms_per_request'], 2)} | "
+            f"{' / '.join(map(str, split)) if split else '-'} |"
+        )
+    lines += _drift_lines(runs)
+    lines += _batch_lines(result.get("batch", []))
+    lines += [
+        "",
+        "## Targets (issue 4)",
+        "",
+        "| Target | Measured | Threshold | Met | Evidence |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for target in result["targets"]:
+        met = {True: "✅ met", False: "❌ not met", None: "not measured"}[target["met"]]
+        lines.append(
+            f"| {target['name']} | {_fmt(target['value'], 2)} {target['unit']} | "
+            f"{target['comparison']} {_fmt(target['threshold'], 1)} | {met} | "
+            f"{target['evidence']} |"
+        )
+    lines += [
+        "",
+        "Definitions: errors = non-2xx answers + socket errors (connect, read, write, timeout); "
+        "server CPU = user+system time of the server's whole process tree (supervisor, API "
+        "workers, runner) during the run, divided by the requests answered; RSS per worker = "
+        "the largest peak resident set of any one process of the tree; cold start = process "
+        "start until the readiness endpoint (/readyz for BentoML, /health for FastAPI, /ping "
+        "for mlflow) first answered 200; × FastAPI / × mlflow = req/s over the baseline's req/s "
+        "with the same model and workers in the main phase.",
+    ]
+    lines += ["", *(f"![{name}]({name})" for name in plot_names)]
+    return "\n".join(lines) + "\n"
+
+
+def _drift_lines(runs: list[Run]) -> list[str]:
+    starts = {
+        r["name"]: r for r in runs if r.get("phase") == "baseline_start" and "requests_per_s" in r
+    }
+    ends = {
+        r["name"]: r for r in runs if r.get("phase") == "baseline_end" and "requests_per_s" in r
+    }
+    names = [name for name in starts if name in ends]
+    if not names:
+        return []
+    lines = [
+        "",
+        "## Drift (the same baseline at the start and at the end of the run)",
+        "",
+        "| Baseline | req/s at start | req/s at end | change |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name in names:
+        start, end = starts[name]["requests_per_s"], ends[name]["requests_per_s"]
+        change = (end - start) / start * 100 if start else 0.0
+        lines.append(f"| {name} | {_fmt(start)} | {_fmt(end)} | {change:+.1f} % |")
+    return lines
+
+
+def _batch_lines(batch: list[Run]) -> list[str]:
+    if not batch:
+        return []
+    lines = [
+        "",
+        "## Batches (POST /predict_batch; /invocations for mlflow)",
+        "",
+        "| Server | Model | Workers | Batch size | Connections | req/s | rows/s | p99 ms | errors "
+        "| server CPU µs/row |",
+        "|" + " --- |" * 10,
+    ]
+    for entry in batch:
+        if "failed" in entry:
+            lines.append(
+                f"| {entry['server']} | {entry['model']} | {entry['workers']} | "
+                f"{entry['batch_size']} | failed: {entry['failed']} |" + " |" * 5
+            )
+            continue
+        lines.append(
+            f"| {entry['server']} | {entry['model']} | {entry['workers']} | "
+            f"{entry['batch_size']} | {entry['connections']} | "
+            f"{_fmt(entry['requests_per_s'])} | {_fmt(entry['rows_per_s'])} | "
+            f"{_fmt(entry['latency_ms']['p99'], 1)} | {entry['errors']} | "
+            f"{_fmt(entry['cpu_us_per_row'], 1)} |"
+        )
+    return lines
+
+
+# --- Plots ----------------------------------------------------------------------------------
+
+
+def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    paths: list[Path] = []
+    runs = [r for r in result["runs"] if "requests_per_s" in r]
+    if runs:
+        labels = [
+            r["name"] if r["phase"] == "main" else f"{r['name']}\n({r['phase']})" for r in runs
+        ]
+        colours = [SERVER_COLOURS.get(r["server"], "grey") for r in runs]
+        figure, (top, bottom) = plt.subplots(
+            2, 1, figsize=(max(8, len(runs) * 0.8), 8), sharex=True
+        )
+        positions = range(len(runs))
+        top.bar(positions, [r["requests_per_s"] for r in runs], color=colours)
+        top.set_ylabel("requests/s")
+        top.legend(
+            handles=[Patch(color=colour, label=server) for server, colour in SERVER_COLOURS.items()]
+        )
+        top.set_title(f"POST /predict at {result['settings'].get('connections', '?')} connections")
+        bottom.bar(positions, [r["latency_ms"]["p99"] for r in runs], color=colours)
+        bottom.axhline(P99_SLO_MS, color="red", linestyle="--", linewidth=1, label="p99 target")
+        bottom.set_ylabel("p99 latency (ms)")
+        bottom.legend()
+        bottom.set_xticks(list(positions), labels, rotation=60, ha="right", fontsize=8)
+        figure.tight_layout()
+        path = out_dir / "bench_throughput.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        paths.append(path)
+    batch = [b for b in result.get("batch", []) if "rows_per_s" in b]
+    if batch:
+        figure, axes = plt.subplots(figsize=(8, 5))
+        series: dict[str, list[tuple[int, float]]] = {}
+        for entry in batch:
+            key = f"{entry['server']} {entry['model']} {entry['workers']}w"
+            series.setdefault(key, []).append((entry["batch_size"], entry["rows_per_s"]))
+        for key, points in series.items():
+            points.sort()
+            axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=key)
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlabel("flowers per request")
+        axes.set_ylabel("flowers classified per second")
+        axes.set_title("Batch throughput")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=8)
+        figure.tight_layout()
+        path = out_dir / "bench_batch.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        paths.append(path)
+    return paths

@@ -1,0 +1,65 @@
+"""A short, bounded run of locustfile.py against a real `bentoml serve` (no throughput checks)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from iris_service.loadtest.plot import plot_history
+from tests.support import PROJECT_ROOT, VENV_BIN, BentoServer
+
+pytestmark = pytest.mark.server
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _locust(
+    server: BentoServer, prefix: Path, scenario: str, seconds: int, slo_p95_ms: float
+) -> subprocess.CompletedProcess[str]:
+    command = [str(VENV_BIN / "locust"), "-f", str(PROJECT_ROOT / "locustfile.py"), "--headless"]
+    command += ["--users", "5", "--spawn-rate", "5", "--run-time", f"{seconds}s"]
+    command += ["--stop-timeout", "2", "--host", server.url, "--csv", str(prefix)]
+    command += ["--html", f"{prefix}.html", "--only-summary"]
+    env = {**os.environ, "IRIS_LOAD_SCENARIO": scenario, "LOCUST_SLO_P95_MS": str(slo_p95_ms)}
+    return subprocess.run(
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=False,
+    )
+
+
+def test_saturation_run_writes_reports_and_passes_its_slo(
+    server: BentoServer, tmp_path: Path
+) -> None:
+    prefix = tmp_path / "locust-saturation"
+    result = _locust(server, prefix, "saturation", seconds=6, slo_p95_ms=60_000)
+    output = result.stdout + result.stderr
+    # Exit code 0: no unexpected failure, i.e. every invalid request was answered 4xx.
+    assert result.returncode == 0, output[-4000:]
+    assert "SLO met" in output
+    assert "SaturationUser" in output
+    with Path(f"{prefix}_stats.csv").open(newline="") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    assert int(rows["Aggregated"]["Request Count"]) > 0
+    assert int(rows["Aggregated"]["Failure Count"]) == 0
+    assert int(rows["/predict"]["Request Count"]) > 0
+    html = Path(f"{prefix}.html").read_text()
+    assert "<html" in html.lower() and "/predict" in html
+    png = plot_history(Path(f"{prefix}_stats_history.csv"), tmp_path / "over-time.png", "smoke")
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_a_broken_latency_slo_sets_exit_code_1(server: BentoServer, tmp_path: Path) -> None:
+    result = _locust(server, tmp_path / "locust-typical", "typical", seconds=3, slo_p95_ms=0.001)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-4000:]
+    assert "SLO not met: p95" in output
+    assert "TypicalUser" in output
