@@ -35,8 +35,13 @@ logger = logging.getLogger("iris_service.api")
 # Connection-level failures of the internal call: the runner is restarting or not up yet.
 RUNNER_UNREACHABLE = (aiohttp.ClientConnectionError, ConnectionError)
 # A pooled keep-alive connection the runner closed just as it was reused (uvicorn closes
-# idle connections after 5 s, aiohttp keeps them 15 s). Inference is idempotent: retry once.
-STALE_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError)
+# idle connections after 5 s, aiohttp keeps them 15 s): seen as a disconnect, a reset, or
+# ClientOSError "Can not write request body". Inference is idempotent: retry once.
+STALE_CONNECTION = (
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientConnectionResetError,
+    aiohttp.ClientOSError,
+)
 
 
 @bentoml.service(
