@@ -48,7 +48,7 @@ def stored_model(tag: str) -> Any:
         raise ModelUnavailableError(_how_to_create(tag)) from None
 
 
-def load_sklearn_estimator(mlflow_model_dir: Path, expected_sha256: str | None) -> Any:
+def load_sklearn_estimator(mlflow_model_dir: Path, expected_sha256: str | None = None) -> Any:
     try:
         flavour = yaml.safe_load((mlflow_model_dir / "MLmodel").read_text())["flavors"]["sklearn"]
         model_bytes = (mlflow_model_dir / flavour["pickled_model"]).read_bytes()

@@ -1,8 +1,9 @@
 """The plain FastAPI + uvicorn baseline: the same estimator behind a minimal app.
 
 This is what a user would write without BentoML (the original project's stack): Pydantic
-validation with the service's own schemas, `predict_proba` on a one-row DataFrame in the
-event loop, no runner, no middleware. Run with
+validation with the service's own schemas, `predict_proba` on a one-row array in the event
+loop (the estimator was fitted on arrays in FEATURE_NAMES order, as the runner calls it), no
+runner, no middleware. Run with
 `IRIS_BASELINE_MODEL_DIR=<bento model>/mlflow_model uvicorn iris_service.bench.baseline_app:app`.
 """
 
@@ -13,18 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from fastapi import FastAPI
 
 from iris_service.model_loading import load_sklearn_estimator
 from iris_service.schemas import IrisBatch, IrisFeatures
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+from iris_service.settings import CLASS_NAMES
 
 MODEL_DIR_ENV = "IRIS_BASELINE_MODEL_DIR"
 
 app = FastAPI(title="Iris baseline (plain FastAPI)")
 _estimator = load_sklearn_estimator(Path(os.environ[MODEL_DIR_ENV]))
-_columns = list(FEATURE_NAMES)
 
 
 def _prediction(probabilities: np.ndarray) -> dict[str, Any]:
@@ -43,11 +42,10 @@ async def health() -> dict[str, str]:
 
 @app.post("/predict")
 async def predict(features: IrisFeatures) -> dict[str, Any]:
-    frame = pd.DataFrame([features.as_row()], columns=_columns)
-    return _prediction(_estimator.predict_proba(frame)[0])
+    return _prediction(_estimator.predict_proba(np.array([features.as_row()]))[0])
 
 
 @app.post("/predict_batch")
 async def predict_batch(batch: IrisBatch) -> dict[str, Any]:
-    frame = pd.DataFrame([flower.as_row() for flower in batch.flowers], columns=_columns)
-    return {"predictions": [_prediction(row) for row in _estimator.predict_proba(frame)]}
+    rows = np.array([flower.as_row() for flower in batch.flowers])
+    return {"predictions": [_prediction(row) for row in _estimator.predict_proba(rows)]}
