@@ -15,12 +15,15 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
-from iris_service import metrics
+from iris_service import log_filters, metrics
+from iris_service.admission import AdmissionControlMiddleware
+from iris_service.auth import ApiKeyMiddleware
 from iris_service.errors import error_response
 from iris_service.middleware import RequestMonitoringMiddleware
+from iris_service.prediction_log import PredictionLogMiddleware, open_prediction_log
 from iris_service.runner import IrisModelRunner
 from iris_service.schemas import BatchPrediction, IrisBatch, IrisFeatures, Prediction
-from iris_service.settings import MODEL_TAG
+from iris_service.settings import API_KEY, MODEL_TAG, PREDICTION_LOG_PATH
 
 logger = logging.getLogger("iris_service.api")
 
@@ -99,4 +102,12 @@ class IrisClassifier:
         )
 
 
+# Outermost first: prediction log -> monitoring (request id, error shape) -> API key ->
+# admission control -> the API. See docs in each module.
+IrisClassifier.add_asgi_middleware(
+    PredictionLogMiddleware, log=open_prediction_log(PREDICTION_LOG_PATH)
+)
 IrisClassifier.add_asgi_middleware(RequestMonitoringMiddleware)
+IrisClassifier.add_asgi_middleware(ApiKeyMiddleware, api_key=API_KEY)
+IrisClassifier.add_asgi_middleware(AdmissionControlMiddleware)
+log_filters.install()

@@ -8,17 +8,23 @@ serialization formats.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from bentoml.exceptions import BentoMLException
 
 from .settings import CLASS_NAMES, FEATURE_NAMES
 
 
-class ModelUnavailableError(RuntimeError):
-    """The model is missing from the store or cannot be loaded: one clear line for operators."""
+class ModelUnavailableError(BentoMLException, RuntimeError):
+    """The model is missing from the store or cannot be loaded: one clear line for operators.
+
+    A BentoMLException, so that `bentoml serve` prints it as one line
+    (`Error: [serve] serve failed: ...`) and exits 1 instead of a traceback.
+    """
 
 
 @dataclass(frozen=True)
@@ -31,8 +37,19 @@ class LoadedModel:
 
 def _how_to_create(tag: str) -> str:
     return (
-        f"model {tag} is not in the BentoML store (BENTOML_HOME); create it with "
-        f"`make train` (or `python train.py --model-name {tag.split(':')[0]}`)"
+        f"`make train` (or `python train.py --model-name {str(tag).split(':')[0]}`) "
+        f"with the same BENTOML_HOME"
+    )
+
+
+def _store_location() -> str:
+    return os.environ.get("BENTOML_HOME", "~/bentoml")
+
+
+def _missing(tag: str) -> str:
+    return (
+        f"model {tag} is not in the BentoML store (BENTOML_HOME={_store_location()}); "
+        f"create it with {_how_to_create(tag)}"
     )
 
 
@@ -43,7 +60,7 @@ def stored_model(tag: str) -> Any:
     try:
         return bentoml.models.get(tag)
     except NotFound:
-        raise ModelUnavailableError(_how_to_create(tag)) from None
+        raise ModelUnavailableError(_missing(tag)) from None
 
 
 def load_sklearn_estimator(mlflow_model_dir: Path) -> Any:
@@ -59,9 +76,18 @@ def load_sklearn_estimator(mlflow_model_dir: Path) -> Any:
 
         return mlflow.sklearn.load_model(str(mlflow_model_dir))
     except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ModelUnavailableError(
-            f"cannot load the model in {mlflow_model_dir}: {type(exc).__name__}: {exc}"
+            f"model {_tag_of(mlflow_model_dir)} cannot be loaded from {mlflow_model_dir} "
+            f"({type(exc).__name__}: {first_line}); "
+            f"the stored model is damaged: re-create it with "
+            f"{_how_to_create(_tag_of(mlflow_model_dir))}"
         ) from exc
+
+
+def _tag_of(mlflow_model_dir: Path) -> str:
+    """<store>/models/<name>/<version>/mlflow_model -> name:version."""
+    return f"{mlflow_model_dir.parent.parent.name}:{mlflow_model_dir.parent.name}"
 
 
 def load_model(bento_model: Any) -> LoadedModel:
@@ -77,3 +103,30 @@ def load_model(bento_model: Any) -> LoadedModel:
             f"model {bento_model.tag} is not a {len(class_names)}-class probabilistic classifier"
         )
     return LoadedModel(estimator, str(bento_model.tag), class_names, feature_names)
+
+
+_preflight_cache: dict[str, LoadedModel] = {}
+
+
+def checked_model_reference(tag: str) -> Any:
+    """`bentoml.models.BentoModel(tag)`, after checking that the model is stored and loads.
+
+    Called at import of the service modules, which `bentoml serve` does in its own process
+    before it starts any worker: a missing or damaged model stops the server there with one
+    line and exit status 1, instead of a runner worker that crashes and is restarted forever.
+    The loaded model is cached, so the runner worker does not load it twice.
+    """
+    import bentoml
+
+    reference = bentoml.models.BentoModel(tag)
+    stored = reference.stored
+    if stored is None:
+        raise ModelUnavailableError(_missing(tag))
+    _preflight_cache[str(stored.tag)] = load_model(stored)
+    return reference
+
+
+def load_model_once(bento_model: Any) -> LoadedModel:
+    """The model checked at import if it is the same version, else a fresh load."""
+    cached = _preflight_cache.pop(str(bento_model.tag), None)
+    return cached if cached is not None else load_model(bento_model)

@@ -7,11 +7,14 @@ into one `predict_proba` call on the estimator.
 
 from __future__ import annotations
 
+import time
+
 import bentoml
 import numpy as np
 import pandas as pd
 
-from .model_loading import LoadedModel, load_model
+from .draining import postpone_sigterm_until_idle
+from .model_loading import LoadedModel, checked_model_reference, load_model_once
 from .settings import MODEL_TAG
 
 RUNNER_MAX_BATCH_SIZE = 1000
@@ -22,11 +25,16 @@ RUNNER_MAX_LATENCY_MS = 5000
 class IrisModelRunner:
     """Holds the Iris estimator, loaded once when the worker starts."""
 
-    bento_model = bentoml.models.BentoModel(MODEL_TAG)
+    bento_model = checked_model_reference(MODEL_TAG)
 
     def __init__(self) -> None:
-        self.model: LoadedModel = load_model(self.bento_model)
+        self.model: LoadedModel = load_model_once(self.bento_model)
         self.feature_columns = list(self.model.feature_names)
+        self.last_request = time.monotonic()
+
+    @bentoml.on_startup
+    async def keep_serving_while_the_api_drains(self) -> None:
+        postpone_sigterm_until_idle(lambda: self.last_request)
 
     def __is_ready__(self) -> bool:
         return self.model is not None
@@ -39,5 +47,6 @@ class IrisModelRunner:
     )
     def predict_proba(self, measurements: np.ndarray) -> np.ndarray:
         """Class probabilities for rows of the four measurements, in FEATURE_NAMES order."""
+        self.last_request = time.monotonic()
         frame = pd.DataFrame(measurements, columns=self.feature_columns)
         return self.model.estimator.predict_proba(frame)

@@ -33,3 +33,16 @@ MAX_BATCH_FLOWERS = _int_from_env("IRIS_MAX_BATCH_FLOWERS", 1000)
 MAX_BODY_BYTES = _int_from_env("IRIS_MAX_BODY_BYTES", 256 * 1024)
 # Seconds a client should wait before retrying a 503.
 RETRY_AFTER_SECONDS = _int_from_env("IRIS_RETRY_AFTER_SECONDS", 1)
+# Prediction requests one API worker handles at once; more are answered 429 at once.
+MAX_CONCURRENT_REQUESTS = _int_from_env("IRIS_MAX_CONCURRENT_REQUESTS", 64)
+# When set, /predict and /predict_batch require `Authorization: Bearer <key>`.
+API_KEY: str | None = os.environ.get("IRIS_API_KEY") or None
+# JSON-lines log of every successful prediction; "off" disables it. Default: under
+# BENTOML_HOME (always writable by the service, also inside the container).
+PREDICTION_LOG_PATH: str | None = os.environ.get("IRIS_PREDICTION_LOG") or os.path.join(
+    os.environ.get("BENTOML_HOME", os.path.expanduser("~/bentoml")),
+    "prediction_log",
+    "predictions.jsonl",
+)
+if PREDICTION_LOG_PATH.lower() == "off":
+    PREDICTION_LOG_PATH = None
