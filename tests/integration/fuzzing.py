@@ -41,27 +41,39 @@ def fuzz_operation(
     statuses: Counter = Counter()
     problems: list[str] = []
     for mode, examples in plan.items():
-
-        @settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            phases=[Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(case=operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode)))
-        def call(case: schemathesis.Case, mode: str = mode) -> None:
-            kwargs = case.as_transport_kwargs(base_url=base_url)
-            kwargs["headers"] = {**(kwargs.get("headers") or {}), **headers}
-            try:
-                response = session.request(**kwargs, timeout=10)
-            except requests.RequestException as exc:  # a hang or a dropped connection
-                problems.append(f"{path} {mode}: {type(exc).__name__}: {exc}")
-                return
-            statuses[response.status_code] += 1
-            problem = problem_with(response)
-            if problem:
-                problems.append(f"{path} {mode}: {problem}")
-
-        call()
+        _fuzz_mode(operation, base_url, mode, examples, headers, session, statuses, problems)
     return statuses, problems
+
+
+def _fuzz_mode(
+    operation: schemathesis.APIOperation,
+    base_url: str,
+    mode: str,
+    examples: int,
+    headers: dict[str, str],
+    session: requests.Session,
+    statuses: Counter,
+    problems: list[str],
+) -> None:
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode)))
+    def call(case: schemathesis.Case) -> None:
+        kwargs = case.as_transport_kwargs(base_url=base_url)
+        kwargs["headers"] = {**(kwargs.get("headers") or {}), **headers}
+        try:
+            response = session.request(**kwargs, timeout=10)
+        except requests.RequestException as exc:  # a hang or a dropped connection
+            problems.append(f"{operation.path} {mode}: {type(exc).__name__}: {exc}")
+            return
+        statuses[response.status_code] += 1
+        problem = problem_with(response)
+        if problem:
+            problems.append(f"{operation.path} {mode}: {problem}")
+
+    call()

@@ -78,6 +78,7 @@ async def drive(
     headers: dict[str, str] | None = None,
     max_requests: int = 1_000_000,
     pause_after_failure_s: float = 0.05,
+    pause_after_refusal_s: float = 0.0,
 ) -> TrafficLog:
     """`concurrency` clients, each sending back to back until the clock or the count runs out."""
     log = TrafficLog()
@@ -92,6 +93,8 @@ async def drive(
                 log.outcomes.append(outcome)
                 if outcome.status is None:
                     await asyncio.sleep(pause_after_failure_s)
+                elif outcome.status in (429, 503) and pause_after_refusal_s:
+                    await asyncio.sleep(pause_after_refusal_s)
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
     return log

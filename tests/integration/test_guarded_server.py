@@ -178,7 +178,12 @@ def test_oversized_body_is_refused_before_it_is_read_whole(guarded: BentoServer)
             + f"Authorization: Bearer {API_KEY}\r\n\r\n".encode()
             + b"[" * 1024
         )
-        answer = conn.recv(65536)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), answer[:300]
     assert json.loads(body)["error"] == "payload_too_large"
@@ -267,43 +272,53 @@ class _MemorySampler(threading.Thread):
             self.stop_event.wait(self.every_s)
 
 
-@pytest.mark.timeout(120)
+def _overload_summary(name: str, log, duration_s: float) -> str:
+    refused = [o for o in log.outcomes if o.status in (429, 503)]
+    admitted = sorted(o.latency_s for o in log.with_status(200))
+    refusals = sorted(o.latency_s for o in refused)
+    p50 = lambda values: values[len(values) // 2] * 1000 if values else float("nan")  # noqa: E731
+    return (
+        f"{name}: {len(log.outcomes)} requests, admitted {len(admitted) / duration_s:.0f} req/s "
+        f"(p50 {p50(admitted):.0f} ms), refused {len(refused) / len(log.outcomes):.1%} "
+        f"(p50 {p50(refusals):.0f} ms), statuses {dict(log.statuses())}"
+    )
+
+
+@pytest.mark.timeout(150)
 def test_overload_is_refused_quickly_with_retry_after(guarded: BentoServer) -> None:
-    concurrency, duration_s = 25 * ADMISSION_LIMIT, 20.0
-    baseline = asyncio.run(drive(f"{guarded.url}/predict", ADMISSION_LIMIT, 5.0, AUTH))
-    baseline_rps = len(baseline.with_status(200)) / 5.0
+    """Two phases of 25x the admission limit: clients that retry at once (a flood), then
+    clients that honour Retry-After. Memory is sampled over both."""
+    concurrency, duration_s = 25 * ADMISSION_LIMIT, 12.0
+    url = f"{guarded.url}/predict"
+    baseline = asyncio.run(drive(url, ADMISSION_LIMIT, 5.0, AUTH))
     sampler = _MemorySampler(guarded.process.pid)
     sampler.start()
     try:
-        log = asyncio.run(drive(f"{guarded.url}/predict", concurrency, duration_s, AUTH))
+        flood = asyncio.run(drive(url, concurrency, duration_s, AUTH))
+        polite = asyncio.run(drive(url, concurrency, duration_s, AUTH, pause_after_refusal_s=1.0))
     finally:
         sampler.stop_event.set()
         sampler.join()
-    statuses = log.statuses()
-    assert set(statuses) <= {200, 429, 503}, statuses
-    refused = [o for o in log.outcomes if o.status in (429, 503)]
-    assert refused, "the admission limit was never reached"
-    for outcome in refused:
-        assert outcome.retry_after is not None and int(outcome.retry_after) >= 1
-        assert outcome.body["error"] in {"too_many_requests", "model_not_ready"}
-    admitted_rps = len(log.with_status(200)) / duration_s
-    refused_latency = sorted(o.latency_s for o in refused)
-    accepted_latency = sorted(o.latency_s for o in log.with_status(200))
-    p50_refused = refused_latency[len(refused_latency) // 2]
+    for log in (flood, polite):
+        statuses = log.statuses()
+        assert set(statuses) <= {200, 429, 503}, statuses
+        assert log.with_status(200), "nothing was admitted"
+        for outcome in log.outcomes:
+            if outcome.status in (429, 503):
+                assert outcome.retry_after is not None and int(outcome.retry_after) >= 1
+                assert outcome.body["error"] in {"too_many_requests", "model_not_ready"}
+    assert flood.with_status(429), "the admission limit was never reached"
     half = sampler.samples[0][0] + (sampler.samples[-1][0] - sampler.samples[0][0]) / 2
     first = max(rss for t, rss in sampler.samples if t <= half)
     second = max(rss for t, rss in sampler.samples if t > half)
     print(
-        f"\noverload: {concurrency} clients vs limit {ADMISSION_LIMIT}, {duration_s:.0f} s, "
-        f"{len(log.outcomes)} requests: admitted {admitted_rps:.0f} req/s "
-        f"(at the limit alone: {baseline_rps:.0f} req/s), "
-        f"refused {len(refused) / len(log.outcomes):.1%}, statuses {dict(statuses)}, "
-        f"refusal p50 {p50_refused * 1000:.1f} ms, "
-        f"admitted p50 {accepted_latency[len(accepted_latency) // 2] * 1000:.1f} ms, "
-        f"peak RSS of the server tree {max(first, second):.0f} MB "
+        f"\noverload, {concurrency} clients vs admission limit {ADMISSION_LIMIT}, "
+        f"{duration_s:.0f} s each:\n  {_overload_summary('at the limit alone', baseline, 5.0)}"
+        f"\n  {_overload_summary('flood (no backoff)', flood, duration_s)}"
+        f"\n  {_overload_summary('honouring Retry-After', polite, duration_s)}"
+        f"\n  peak RSS of the server tree {max(first, second):.0f} MB "
         f"(first half {first:.0f} MB, second half {second:.0f} MB)"
     )
-    assert log.with_status(200), "nothing was admitted"
     assert second <= first * 1.25 + 50, (first, second)  # no growth without bound
     assert healthy(guarded.url, AUTH)
 
@@ -354,7 +369,9 @@ def test_runner_crash_gives_503_then_recovers_by_itself(guarded: BentoServer) ->
     started = time.monotonic()
     log = asyncio.run(scenario())
     statuses = log.statuses()
-    assert set(statuses) <= {200, 503}, statuses  # no 500 storm, no hang (30 s client timeout)
+    # No 500 storm, no hang (30 s client timeout). A request in flight inside the killed runner
+    # may end as 504 when BentoML's internal client gives up waiting for it.
+    assert set(statuses) <= {200, 503, 504}, statuses
     unavailable = log.with_status(503)
     for outcome in unavailable:
         assert outcome.body["error"] == "model_not_ready" and outcome.retry_after
