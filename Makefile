@@ -11,6 +11,8 @@ INSTALLED := $(VENV)/.installed
 
 HOST ?= 127.0.0.1
 PORT ?= 3000
+# Seconds `bentoml serve` lets in-flight requests finish after SIGTERM.
+GRACE_PERIOD ?= 10
 
 # Project-local state (git-ignored): MLflow store, BentoML home, build output.
 export BENTOML_HOME := $(CURDIR)/state/bentoml
@@ -18,8 +20,8 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/state/mlflow/mlflow.db
 export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: help venv train serve test lint lock clean finops container container-run k8s-manifests \
-	report loadtest bench
+.PHONY: help venv train serve test lint audit lock clean finops container container-run \
+	k8s-manifests report loadtest bench
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -37,12 +39,17 @@ train: $(INSTALLED) ## Train the candidates, track them in MLflow, import the be
 
 serve: $(INSTALLED) ## Train if no model is in the store, then serve on $(HOST):$(PORT)
 	$(PY) train.py --if-missing
-	$(BIN)/bentoml serve service:IrisClassifier --host $(HOST) --port $(PORT)
+	$(BIN)/bentoml serve service:IrisClassifier --host $(HOST) --port $(PORT) \
+		--timeout-graceful-shutdown $(GRACE_PERIOD)
 
 test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
 	scripts/ensure-debian-packages.sh prometheus chromium
 	$(BIN)/ruff check .
+	$(PY) scripts/audit_dependencies.py
 	$(BIN)/pytest
+
+audit: $(INSTALLED) ## Vulnerability audit of the pinned dependencies (fails on fixable ones)
+	$(PY) scripts/audit_dependencies.py
 
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -15,19 +15,24 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
-from iris_service import metrics
+from iris_service import log_filters, metrics
+from iris_service.admission import AdmissionControlMiddleware
 from iris_service.api_docs import SERVICE_DESCRIPTION, DescribedService
+from iris_service.auth import ApiKeyMiddleware
 from iris_service.coalescing import RequestCoalescer
 from iris_service.drift import DriftMonitor, drift_app, publish_to_prometheus
 from iris_service.errors import error_response
 from iris_service.middleware import RequestMonitoringMiddleware
+from iris_service.prediction_log import PredictionLogMiddleware, open_prediction_log
 from iris_service.runner import RUNNER_MAX_BATCH_SIZE, IrisModelRunner
 from iris_service.schemas import BatchPrediction, IrisBatch, IrisFeatures, Prediction
 from iris_service.settings import (
+    API_KEY,
     DRIFT_MIN_FLOWERS,
     DRIFT_WINDOW_FLOWERS,
     FEATURE_NAMES,
     MODEL_TAG,
+    PREDICTION_LOG_PATH,
 )
 
 logger = logging.getLogger("iris_service.api")
@@ -132,4 +137,12 @@ class IrisClassifier:
         )
 
 
+# Outermost first: prediction log -> monitoring (request id, error shape) -> API key ->
+# admission control -> the API. See docs in each module.
+IrisClassifier.add_asgi_middleware(
+    PredictionLogMiddleware, log=open_prediction_log(PREDICTION_LOG_PATH)
+)
 IrisClassifier.add_asgi_middleware(RequestMonitoringMiddleware)
+IrisClassifier.add_asgi_middleware(ApiKeyMiddleware, api_key=API_KEY)
+IrisClassifier.add_asgi_middleware(AdmissionControlMiddleware)
+log_filters.install()

@@ -55,6 +55,8 @@ def error_headers(status: int, body: bytes, request_id: str) -> list[tuple[bytes
     ]
     if status in RETRYABLE_STATUSES:
         headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="iris"'))
     return headers
 
 
@@ -65,12 +67,25 @@ def error_response(status: int, detail: str, code: str | None = None) -> JSONRes
     return JSONResponse(content, status_code=status, headers=headers)
 
 
+MAX_DESCRIBED_ERRORS = 10
+
+
 def _describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> str:
+    """At most MAX_DESCRIBED_ERRORS messages: a body with 15,000 unknown keys must not get
+    a 15,000-part answer (an amplification a hostile client could use)."""
+    errors = list(errors)
     parts = []
+    if len(errors) > MAX_DESCRIBED_ERRORS:
+        hidden = len(errors) - MAX_DESCRIBED_ERRORS
+        errors = errors[:MAX_DESCRIBED_ERRORS]
+    else:
+        hidden = 0
     for item in errors:
         location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
         message = str(item.get("msg", "invalid value"))
-        parts.append(f"{location}: {message}" if location else message)
+        parts.append(_safe_text(f"{location}: {message}" if location else message))
+    if hidden:
+        parts.append(f"... and {hidden} more errors")
     return "; ".join(parts) or "invalid request body"
 
 

@@ -9,18 +9,24 @@ SHA-256 matches the one training recorded in the model's metadata.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from bentoml.exceptions import BentoMLException
 
 from .settings import CLASS_NAMES, FEATURE_NAMES
 
 
-class ModelUnavailableError(RuntimeError):
-    """The model is missing from the store or cannot be loaded: one clear line for operators."""
+class ModelUnavailableError(BentoMLException, RuntimeError):
+    """The model is missing from the store or cannot be loaded: one clear line for operators.
+
+    A BentoMLException, so that `bentoml serve` prints it as one line
+    (`Error: [serve] serve failed: ...`) and exits 1 instead of a traceback.
+    """
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,19 @@ class LoadedModel:
 
 def _how_to_create(tag: str) -> str:
     return (
-        f"model {tag} is not in the BentoML store (BENTOML_HOME); create it with "
-        f"`make train` (or `python train.py --model-name {tag.split(':')[0]}`)"
+        f"`make train` (or `python train.py --model-name {str(tag).split(':')[0]}`) "
+        f"with the same BENTOML_HOME"
+    )
+
+
+def _store_location() -> str:
+    return os.environ.get("BENTOML_HOME", "~/bentoml")
+
+
+def _missing(tag: str) -> str:
+    return (
+        f"model {tag} is not in the BentoML store (BENTOML_HOME={_store_location()}); "
+        f"create it with {_how_to_create(tag)}"
     )
 
 
@@ -45,33 +62,50 @@ def stored_model(tag: str) -> Any:
     try:
         return bentoml.models.get(tag)
     except NotFound:
-        raise ModelUnavailableError(_how_to_create(tag)) from None
+        raise ModelUnavailableError(_missing(tag)) from None
 
 
-def load_sklearn_estimator(mlflow_model_dir: Path, expected_sha256: str | None = None) -> Any:
+def _read_verified(mlflow_model_dir: Path, expected_sha256: str | None) -> tuple[bytes, dict]:
+    """The serialized estimator's bytes and its MLmodel flavour, checksum verified."""
     try:
         flavour = yaml.safe_load((mlflow_model_dir / "MLmodel").read_text())["flavors"]["sklearn"]
         model_bytes = (mlflow_model_dir / flavour["pickled_model"]).read_bytes()
-        serialization = flavour.get("serialization_format", "pickle")
     except Exception as exc:
         raise ModelUnavailableError(
-            f"cannot read the MLflow model in {mlflow_model_dir}: {type(exc).__name__}: {exc}"
+            f"model {_tag_of(mlflow_model_dir)} cannot be read from {mlflow_model_dir} "
+            f"({type(exc).__name__}); the stored model is damaged: re-create it with "
+            f"{_how_to_create(_tag_of(mlflow_model_dir))}"
         ) from exc
     if expected_sha256 and hashlib.sha256(model_bytes).hexdigest() != expected_sha256:
         raise ModelUnavailableError(
-            f"model file in {mlflow_model_dir} does not match its recorded SHA-256 "
-            "(corrupt or altered); re-create it with `make train`"
+            f"model {_tag_of(mlflow_model_dir)}: its file does not match the SHA-256 recorded "
+            f"at training (corrupt or altered); re-create it with "
+            f"{_how_to_create(_tag_of(mlflow_model_dir))}"
         )
+    return model_bytes, flavour
+
+
+def load_sklearn_estimator(mlflow_model_dir: Path, expected_sha256: str | None = None) -> Any:
+    model_bytes, flavour = _read_verified(mlflow_model_dir, expected_sha256)
     try:
-        if serialization == "skops":
+        if flavour.get("serialization_format", "pickle") == "skops":
             import skops.io
 
             return skops.io.loads(model_bytes, trusted=flavour.get("skops_trusted_types") or [])
         return pickle.loads(model_bytes)
     except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ModelUnavailableError(
-            f"cannot load the model in {mlflow_model_dir}: {type(exc).__name__}: {exc}"
+            f"model {_tag_of(mlflow_model_dir)} cannot be loaded from {mlflow_model_dir} "
+            f"({type(exc).__name__}: {first_line}); "
+            f"the stored model is damaged: re-create it with "
+            f"{_how_to_create(_tag_of(mlflow_model_dir))}"
         ) from exc
+
+
+def _tag_of(mlflow_model_dir: Path) -> str:
+    """<store>/models/<name>/<version>/mlflow_model -> name:version."""
+    return f"{mlflow_model_dir.parent.parent.name}:{mlflow_model_dir.parent.name}"
 
 
 def load_model(bento_model: Any) -> LoadedModel:
@@ -89,3 +123,27 @@ def load_model(bento_model: Any) -> LoadedModel:
             f"model {bento_model.tag} is not a {len(class_names)}-class probabilistic classifier"
         )
     return LoadedModel(estimator, str(bento_model.tag), class_names, feature_names)
+
+
+def checked_model_reference(tag: str) -> Any:
+    """`bentoml.models.BentoModel(tag)`, after checking the model is stored and intact.
+
+    Called at import of the service modules, which `bentoml serve` does in its own process
+    before it starts any worker: a missing or damaged model stops the server there with one
+    line and exit status 1, instead of a runner worker that crashes and is restarted forever.
+    The check reads the file and its SHA-256 but does not unpickle it, so processes that
+    never predict (the supervisor, the API workers) do not import scikit-learn: that keeps
+    their start-up and memory small. A model without a recorded checksum is loaded once.
+    """
+    import bentoml
+
+    reference = bentoml.models.BentoModel(tag)
+    stored = reference.stored
+    if stored is None:
+        raise ModelUnavailableError(_missing(tag))
+    checksum = stored.info.metadata.get("model_file_sha256")
+    if checksum:
+        _read_verified(Path(stored.path_of("mlflow_model")), checksum)
+    else:
+        load_model(stored)
+    return reference

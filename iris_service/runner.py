@@ -7,10 +7,13 @@ into one `predict_proba` call on the estimator.
 
 from __future__ import annotations
 
+import time
+
 import bentoml
 import numpy as np
 
-from .model_loading import LoadedModel, load_model
+from .draining import postpone_sigterm_until_idle
+from .model_loading import LoadedModel, checked_model_reference, load_model
 from .settings import MODEL_TAG
 
 RUNNER_MAX_BATCH_SIZE = 1000
@@ -21,10 +24,15 @@ RUNNER_MAX_LATENCY_MS = 5000
 class IrisModelRunner:
     """Holds the Iris estimator, loaded once when the worker starts."""
 
-    bento_model = bentoml.models.BentoModel(MODEL_TAG)
+    bento_model = checked_model_reference(MODEL_TAG)
 
     def __init__(self) -> None:
         self.model: LoadedModel = load_model(self.bento_model)
+        self.last_request = time.monotonic()
+
+    @bentoml.on_startup
+    async def keep_serving_while_the_api_drains(self) -> None:
+        postpone_sigterm_until_idle(lambda: self.last_request)
 
     def __is_ready__(self) -> bool:
         return self.model is not None
@@ -37,4 +45,5 @@ class IrisModelRunner:
     )
     def predict_proba(self, measurements: np.ndarray) -> np.ndarray:
         """Class probabilities for rows of the four measurements, in FEATURE_NAMES order."""
+        self.last_request = time.monotonic()
         return self.model.estimator.predict_proba(measurements)

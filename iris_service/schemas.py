@@ -36,6 +36,10 @@ def _centimetres(description: str, upper_bound: float) -> object:
         allow_inf_nan=False,
         strict=True,
         description=f"{description}, in centimetres (0 < value <= {upper_bound}).",
+        # OpenAPI 3.0 (what BentoML serves on /docs.json) spells "> 0" as a boolean
+        # exclusiveMinimum next to minimum; Pydantic emits the JSON Schema 2020 number form,
+        # which 3.0 validators and fuzzers reject as an invalid document.
+        json_schema_extra={"minimum": 0, "exclusiveMinimum": True},
     )
 
 

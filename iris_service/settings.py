@@ -37,3 +37,16 @@ RETRY_AFTER_SECONDS = _int_from_env("IRIS_RETRY_AFTER_SECONDS", 1)
 # the fewest flowers before a drift score is published.
 DRIFT_WINDOW_FLOWERS = _int_from_env("IRIS_DRIFT_WINDOW_FLOWERS", 1000)
 DRIFT_MIN_FLOWERS = _int_from_env("IRIS_DRIFT_MIN_FLOWERS", 200)
+# Prediction requests one API worker handles at once; more are answered 429 at once.
+MAX_CONCURRENT_REQUESTS = _int_from_env("IRIS_MAX_CONCURRENT_REQUESTS", 64)
+# When set, /predict and /predict_batch require `Authorization: Bearer <key>`.
+API_KEY: str | None = os.environ.get("IRIS_API_KEY") or None
+# JSON-lines log of every successful prediction; "off" disables it. Default: under
+# BENTOML_HOME (always writable by the service, also inside the container).
+PREDICTION_LOG_PATH: str | None = os.environ.get("IRIS_PREDICTION_LOG") or os.path.join(
+    os.environ.get("BENTOML_HOME", os.path.expanduser("~/bentoml")),
+    "prediction_log",
+    "predictions.jsonl",
+)
+if PREDICTION_LOG_PATH.lower() == "off":
+    PREDICTION_LOG_PATH = None

@@ -106,9 +106,16 @@ class BentoServer:
 
 @contextmanager
 def bento_server(
-    state: ProjectState, log_dir: Path, wait: bool = True, **extra_env: str
+    state: ProjectState,
+    log_dir: Path,
+    wait: bool = True,
+    serve_args: tuple[str, ...] = (),
+    **extra_env: str,
 ) -> Iterator[BentoServer]:
-    """`bentoml serve` of the shipped service on a free 127.0.0.1 port, in its own group."""
+    """`bentoml serve` of the shipped service on a free 127.0.0.1 port, in its own group.
+
+    `serve_args` are extra `bentoml serve` options, e.g. ("--timeout-graceful-shutdown", "10").
+    """
     port = free_port()
     log_path = log_dir / f"bentoml-serve-{port}.log"
     with log_path.open("wb") as log_file:
@@ -121,6 +128,7 @@ def bento_server(
                 "127.0.0.1",
                 "--port",
                 str(port),
+                *serve_args,
             ],
             cwd=PROJECT_ROOT,
             env=state.env(**extra_env),

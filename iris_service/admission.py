@@ -1,0 +1,53 @@
+"""Admission control: a fixed number of prediction requests in flight per API worker.
+
+BentoML's own `traffic.max_concurrency` answers excess requests outside our middleware
+(429 `{"error": "Too many requests"}`, no Retry-After). This middleware sits inside the
+request-monitoring middleware instead, so a refused request gets the one error shape, a
+request id, `Retry-After` and a place in the metrics. A refusal costs no body read and no
+model call; nothing waits in a queue, so memory stays bounded however many clients connect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from .settings import MAX_CONCURRENT_REQUESTS
+
+PREDICTION_PATHS = ("/predict", "/predict_batch")
+
+
+class AdmissionControlMiddleware:
+    """Refuses prediction requests with 429 while `limit` of them are in flight."""
+
+    def __init__(
+        self,
+        app: Any,
+        limit: int = MAX_CONCURRENT_REQUESTS,
+        paths: tuple[str, ...] = PREDICTION_PATHS,
+    ) -> None:
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        self.app = app
+        self.limit = limit
+        self.paths = frozenset(paths)
+        self.in_flight = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            # The monitoring middleware rewrites this into the error shape with Retry-After.
+            refusal = JSONResponse(
+                {"detail": f"more than {self.limit} prediction requests in flight; retry shortly"},
+                status_code=429,
+            )
+            await refusal(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

@@ -1,0 +1,106 @@
+"""Bounded async traffic for the reliability tests: every loop stops on a count or a clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import aiohttp
+import requests
+
+from tests.support import VERSICOLOR
+
+ERROR_KEYS = {"error", "detail", "request_id"}
+
+
+@dataclass
+class Outcome:
+    """What one request got: a status, or a connection-level failure."""
+
+    status: int | None
+    request_id: str
+    latency_s: float
+    error: str | None = None
+    retry_after: str | None = None
+    body: dict | None = None
+
+
+@dataclass
+class TrafficLog:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def statuses(self) -> Counter:
+        return Counter(o.status if o.status is not None else o.error for o in self.outcomes)
+
+    def with_status(self, status: int) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+
+def assert_error_shape(status: int, body: dict, request_id_header: str | None) -> None:
+    assert set(body) == ERROR_KEYS, (status, body)
+    assert body["request_id"] == request_id_header, (status, body)
+
+
+async def one_request(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], body: str = ""
+) -> Outcome:
+    request_id = uuid.uuid4().hex
+    started = time.monotonic()
+    try:
+        async with session.post(
+            url,
+            data=body or json.dumps(VERSICOLOR),
+            headers={"content-type": "application/json", "x-request-id": request_id, **headers},
+        ) as response:
+            raw = await response.read()
+            parsed = json.loads(raw) if raw else None
+            if response.status >= 400:
+                assert_error_shape(response.status, parsed, response.headers.get("x-request-id"))
+            return Outcome(
+                response.status,
+                request_id,
+                time.monotonic() - started,
+                retry_after=response.headers.get("retry-after"),
+                body=parsed,
+            )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return Outcome(None, request_id, time.monotonic() - started, error=type(exc).__name__)
+
+
+async def drive(
+    url: str,
+    concurrency: int,
+    duration_s: float,
+    headers: dict[str, str] | None = None,
+    max_requests: int = 1_000_000,
+    pause_after_failure_s: float = 0.05,
+    pause_after_refusal_s: float = 0.0,
+) -> TrafficLog:
+    """`concurrency` clients, each sending back to back until the clock or the count runs out."""
+    log = TrafficLog()
+    deadline = time.monotonic() + duration_s
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def client() -> None:
+            while time.monotonic() < deadline and len(log.outcomes) < max_requests:
+                outcome = await one_request(session, url, headers or {})
+                log.outcomes.append(outcome)
+                if outcome.status is None:
+                    await asyncio.sleep(pause_after_failure_s)
+                elif outcome.status in (429, 503) and pause_after_refusal_s:
+                    await asyncio.sleep(pause_after_refusal_s)
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return log
+
+
+def healthy(base_url: str, headers: dict[str, str] | None = None) -> bool:
+    ready = requests.get(f"{base_url}/readyz", timeout=5).status_code == 200
+    answer = requests.post(f"{base_url}/predict", json=VERSICOLOR, headers=headers, timeout=10)
+    return ready and answer.status_code == 200 and answer.json()["class_name"] == "versicolor"

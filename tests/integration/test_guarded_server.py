@@ -1,0 +1,398 @@
+"""Hostile input, access control, overload and a runner crash, against one real server.
+
+The server runs with an API key, a prediction log and a low admission limit. Tests run in
+file order; the runner-kill test is last because it disturbs the server (and checks that it
+recovers by itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from iris_service.settings import MAX_BATCH_FLOWERS, MAX_BODY_BYTES
+from tests.integration.fuzzing import fuzz_operation
+from tests.integration.reliability_support import assert_error_shape, drive, healthy
+from tests.support import SETOSA, BentoServer, ProjectState, bento_server
+
+pytestmark = pytest.mark.server
+
+API_KEY = "test-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+ADMISSION_LIMIT = 8
+FUZZ_PLAN = {  # per operation and generation mode: 2,000 cases, about a minute on 2 cores
+    "/predict": {"positive": 600, "negative": 600},
+    "/predict_batch": {"positive": 350, "negative": 450},
+}
+
+
+@pytest.fixture(scope="module")
+def guarded(
+    trained_state: ProjectState, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BentoServer]:
+    logs = tmp_path_factory.mktemp("guarded-server")
+    with bento_server(
+        trained_state,
+        logs,
+        IRIS_API_KEY=API_KEY,
+        IRIS_PREDICTION_LOG=str(logs / "predictions.jsonl"),
+        IRIS_MAX_CONCURRENT_REQUESTS=str(ADMISSION_LIMIT),
+    ) as running:
+        yield running
+
+
+def _check_answer(response: requests.Response) -> None:
+    """Never a 5xx; every error in the documented shape, with its request id."""
+    assert response.status_code < 500, (response.status_code, response.text[:500])
+    if response.status_code >= 400:
+        assert_error_shape(
+            response.status_code, response.json(), response.headers.get("x-request-id")
+        )
+        assert "Traceback" not in response.text
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+@pytest.mark.timeout(600)  # includes training the session's model when this runs first
+def test_fuzzing_from_the_openapi_schema_never_gets_a_5xx(guarded: BentoServer) -> None:
+    started = time.monotonic()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(FUZZ_PLAN), mp_context=context) as pool:
+        runs = [
+            pool.submit(fuzz_operation, guarded.url, path, plan, AUTH)
+            for path, plan in FUZZ_PLAN.items()
+        ]
+        results = [run.result(timeout=300) for run in runs]
+    statuses: Counter = sum((counts for counts, _ in results), Counter())
+    problems = [problem for _, found in results for problem in found]
+    total = sum(statuses.values())
+    print(f"\nfuzzer: {total} cases in {time.monotonic() - started:.0f} s, statuses {statuses}")
+    assert problems == []
+    assert total >= 2000
+    assert healthy(guarded.url, AUTH)
+
+
+def _raw(
+    server: BentoServer, path: str, body: bytes, content_type: str | None
+) -> requests.Response:
+    headers = dict(AUTH)
+    if content_type is not None:
+        headers["content-type"] = content_type
+    return requests.post(f"{server.url}{path}", data=body, headers=headers, timeout=10)
+
+
+FLOWER = json.dumps(SETOSA)
+JSON = "application/json"
+
+
+def _with(value: str) -> bytes:
+    """The Setosa body with sepal_length replaced by a raw JSON text."""
+    return FLOWER.replace("5.1", value).encode()
+
+
+def _without(key: str) -> bytes:
+    return json.dumps({k: v for k, v in SETOSA.items() if k != key}).encode()
+
+
+def _batch(flowers: object) -> bytes:
+    return json.dumps({"flowers": flowers}).encode()
+
+
+P, B = "/predict", "/predict_batch"
+# name: (path, raw body, content type, acceptable statuses)
+HOSTILE_BODIES: dict[str, tuple[str, bytes, str | None, set[int]]] = {
+    "string measurement": (P, _with('"5.1"'), JSON, {400}),
+    "bool measurement": (P, _with("true"), JSON, {400}),
+    "null measurement": (P, _with("null"), JSON, {400}),
+    "object measurement": (P, _with('{"v": 5.1}'), JSON, {400}),
+    "NaN literal": (P, _with("NaN"), JSON, {400}),
+    "Infinity literal": (P, _with("Infinity"), JSON, {400}),
+    "-Infinity literal": (P, _with("-Infinity"), JSON, {400}),
+    "overflowing number": (P, _with("1e999"), JSON, {400}),
+    "huge integer": (P, _with("9" * 5000), JSON, {400}),
+    "negative size": (P, _with("-5.1"), JSON, {400}),
+    "zero size": (P, _with("0"), JSON, {400}),
+    "absurd size": (P, _with("1e300"), JSON, {400}),
+    "missing key": (P, _without("petal_width"), JSON, {400}),
+    "extra key": (P, json.dumps({**SETOSA, "colour": "blue"}).encode(), JSON, {400}),
+    "duplicated key": (
+        P,
+        FLOWER.replace("{", '{"sepal_length": 99, ', 1).encode(),
+        JSON,
+        {200, 400},
+    ),
+    "top-level array": (P, b"[5.1, 3.5, 1.4, 0.2]", JSON, {400}),
+    "top-level number": (P, b"5.1", JSON, {400}),
+    "top-level null": (P, b"null", JSON, {400}),
+    "deeply nested arrays": (P, b"[" * 100_000 + b"]" * 100_000, JSON, {400}),
+    "deeply nested objects": (B, b'{"a":' * 40_000 + b"1" + b"}" * 40_000, JSON, {400}),
+    "enormous string": (P, json.dumps({**SETOSA, "colour": "x" * 200_000}).encode(), JSON, {400}),
+    "many keys": (P, json.dumps({f"k{i}": i for i in range(15_000)}).encode(), JSON, {400}),
+    "empty body": (P, b"", JSON, {400}),
+    "whitespace body": (P, b"   \n ", JSON, {400}),
+    "truncated JSON": (P, FLOWER[:-5].encode(), JSON, {400}),
+    "invalid UTF-8": (P, b'{"sepal_length": "\xff\xfe", "x": "\xc3\x28"}', JSON, {400}),
+    "lone surrogate": (P, b'{"sepal_length": "\\ud800"}', JSON, {400}),
+    "UTF-16 body": (P, FLOWER.encode("utf-16"), JSON, {400}),
+    "wrong content type": (P, FLOWER.encode(), "text/plain", {415}),
+    "form content type": (P, b"sepal_length=5.1", "application/x-www-form-urlencoded", {415}),
+    "missing content type": (P, FLOWER.encode(), None, {415}),
+    "batch over the limit": (B, _batch([SETOSA] * (MAX_BATCH_FLOWERS + 1)), JSON, {400}),
+    "empty batch": (B, _batch([]), JSON, {400}),
+    "batch of nulls": (B, _batch([None, None]), JSON, {400}),
+    "batch not a list": (B, _batch({"a": 1}), JSON, {400}),
+    "over the body limit": (B, b"[" + b" " * (MAX_BODY_BYTES + 10) + b"]", JSON, {413}),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_BODIES))
+def test_hand_written_hostile_corpus(guarded: BentoServer, name: str) -> None:
+    path, body, content_type, expected = HOSTILE_BODIES[name]
+    response = _raw(guarded, path, body, content_type)
+    assert response.status_code in expected, (name, response.status_code, response.text[:300])
+    _check_answer(response)
+
+
+def test_oversized_body_is_refused_before_it_is_read_whole(guarded: BentoServer) -> None:
+    """Declare 50 MB, send 1 KB: the 413 arrives without the server waiting for the rest."""
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /predict_batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 50000000\r\n"
+            + f"Authorization: Bearer {API_KEY}\r\n\r\n".encode()
+            + b"[" * 1024
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert json.loads(body)["error"] == "payload_too_large"
+
+
+def test_streamed_oversized_body_gets_413(guarded: BentoServer) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):  # 100 x 64 KB, no Content-Length (chunked)
+            yield b" " * 65536
+
+    response = requests.post(
+        f"{guarded.url}/predict",
+        data=chunks(),
+        headers={**AUTH, "content-type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 413
+    _check_answer(response)
+
+
+def test_healthy_after_hostile_input_and_no_traceback_flood(guarded: BentoServer) -> None:
+    assert healthy(guarded.url, AUTH)
+    # Client errors are one JSON line each in our request log, not BentoML tracebacks.
+    assert guarded.log().count("Traceback") == 0, guarded.log()[-3000:]
+
+
+# --------------------------------------------------------------------------- access control
+
+
+def test_api_key_is_required_for_predictions_only(guarded: BentoServer) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY},
+                    {"Authorization": f"Basic {API_KEY}"}):  # fmt: skip
+        response = requests.post(f"{guarded.url}/predict", json=SETOSA, headers=headers, timeout=10)
+        assert response.status_code == 401, headers
+        _check_answer(response)
+        assert response.json()["error"] == "unauthorized"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert API_KEY not in response.text
+    batch = requests.post(f"{guarded.url}/predict_batch", json={"flowers": [SETOSA]}, timeout=10)
+    assert batch.status_code == 401
+    ok = requests.post(f"{guarded.url}/predict", json=SETOSA, headers=AUTH, timeout=10)
+    assert ok.status_code == 200
+    for open_path in ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json"):
+        assert requests.get(f"{guarded.url}{open_path}", timeout=10).status_code == 200, open_path
+    assert API_KEY not in guarded.log()
+
+
+def test_cors_is_off_by_default(guarded: BentoServer) -> None:
+    preflight = requests.options(
+        f"{guarded.url}/predict",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    simple = requests.post(
+        f"{guarded.url}/predict",
+        json=SETOSA,
+        headers={**AUTH, "Origin": "https://evil.example"},
+        timeout=10,
+    )
+    assert "access-control-allow-origin" not in simple.headers
+
+
+# --------------------------------------------------------------------------- overload
+
+
+def _tree_rss_mb(pid: int) -> float:
+    root = psutil.Process(pid)
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total / 1024 / 1024
+
+
+class _MemorySampler(threading.Thread):
+    def __init__(self, pid: int, every_s: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.every_s = pid, every_s
+        self.samples: list[tuple[float, float]] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.samples.append((time.monotonic(), _tree_rss_mb(self.pid)))
+            self.stop_event.wait(self.every_s)
+
+
+def _overload_summary(name: str, log, duration_s: float) -> str:
+    refused = [o for o in log.outcomes if o.status in (429, 503)]
+    admitted = sorted(o.latency_s for o in log.with_status(200))
+    refusals = sorted(o.latency_s for o in refused)
+    p50 = lambda values: values[len(values) // 2] * 1000 if values else float("nan")  # noqa: E731
+    return (
+        f"{name}: {len(log.outcomes)} requests, admitted {len(admitted) / duration_s:.0f} req/s "
+        f"(p50 {p50(admitted):.0f} ms), refused {len(refused) / len(log.outcomes):.1%} "
+        f"(p50 {p50(refusals):.0f} ms), statuses {dict(log.statuses())}"
+    )
+
+
+@pytest.mark.timeout(150)
+def test_overload_is_refused_quickly_with_retry_after(guarded: BentoServer) -> None:
+    """Two phases of 25x the admission limit: clients that retry at once (a flood), then
+    clients that honour Retry-After. Memory is sampled over both."""
+    concurrency, duration_s = 25 * ADMISSION_LIMIT, 12.0
+    url = f"{guarded.url}/predict"
+    baseline = asyncio.run(drive(url, ADMISSION_LIMIT, 5.0, AUTH))
+    sampler = _MemorySampler(guarded.process.pid)
+    sampler.start()
+    try:
+        flood = asyncio.run(drive(url, concurrency, duration_s, AUTH))
+        polite = asyncio.run(drive(url, concurrency, duration_s, AUTH, pause_after_refusal_s=1.0))
+    finally:
+        sampler.stop_event.set()
+        sampler.join()
+    for log in (flood, polite):
+        statuses = log.statuses()
+        assert set(statuses) <= {200, 429, 503}, statuses
+        assert log.with_status(200), "nothing was admitted"
+        for outcome in log.outcomes:
+            if outcome.status in (429, 503):
+                assert outcome.retry_after is not None and int(outcome.retry_after) >= 1
+                assert outcome.body["error"] in {"too_many_requests", "model_not_ready"}
+    assert flood.with_status(429), "the admission limit was never reached"
+    half = sampler.samples[0][0] + (sampler.samples[-1][0] - sampler.samples[0][0]) / 2
+    first = max(rss for t, rss in sampler.samples if t <= half)
+    second = max(rss for t, rss in sampler.samples if t > half)
+    print(
+        f"\noverload, {concurrency} clients vs admission limit {ADMISSION_LIMIT}, "
+        f"{duration_s:.0f} s each:\n  {_overload_summary('at the limit alone', baseline, 5.0)}"
+        f"\n  {_overload_summary('flood (no backoff)', flood, duration_s)}"
+        f"\n  {_overload_summary('honouring Retry-After', polite, duration_s)}"
+        f"\n  peak RSS of the server tree {max(first, second):.0f} MB "
+        f"(first half {first:.0f} MB, second half {second:.0f} MB)"
+    )
+    assert second <= first * 1.25 + 50, (first, second)  # no growth without bound
+    assert healthy(guarded.url, AUTH)
+
+
+# --------------------------------------------------------------------------- runner crash
+
+
+def _runner_pid(server: BentoServer) -> int:
+    for proc in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if "--service-name IrisModelRunner" in " ".join(proc.cmdline()):
+                return proc.pid
+        except psutil.Error:
+            continue
+    raise AssertionError("no runner process")
+
+
+@pytest.mark.timeout(150)
+def test_runner_crash_gives_503_then_recovers_by_itself(guarded: BentoServer) -> None:
+    old_runner = _runner_pid(guarded)
+    readiness: list[tuple[float, int]] = []
+    killed_at: list[float] = []
+
+    async def kill_then_watch() -> None:
+        await asyncio.sleep(2.0)
+        os.kill(old_runner, signal.SIGKILL)
+        killed_at.append(time.monotonic())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                status = await asyncio.to_thread(
+                    lambda: requests.get(f"{guarded.url}/readyz", timeout=5).status_code
+                )
+            except requests.RequestException:
+                status = 0
+            readiness.append((time.monotonic(), status))
+            if status == 200 and len(readiness) > 3:
+                break
+            await asyncio.sleep(0.1)
+
+    async def scenario():
+        traffic = asyncio.create_task(
+            drive(f"{guarded.url}/predict", ADMISSION_LIMIT // 2, 25.0, AUTH)
+        )
+        await kill_then_watch()
+        return await traffic
+
+    started = time.monotonic()
+    log = asyncio.run(scenario())
+    statuses = log.statuses()
+    # No 500 storm, no hang (30 s client timeout). A request in flight inside the killed runner
+    # may end as 504 when BentoML's internal client gives up waiting for it.
+    assert set(statuses) <= {200, 503, 504}, statuses
+    unavailable = log.with_status(503)
+    for outcome in unavailable:
+        assert outcome.body["error"] == "model_not_ready" and outcome.retry_after
+    assert any(status != 200 for _, status in readiness), "/readyz never reflected the crash"
+    ready_again = next(t for t, status in readiness if status == 200 and t > killed_at[0])
+    recovery_s = ready_again - killed_at[0]
+    assert _runner_pid(guarded) != old_runner
+    assert healthy(guarded.url, AUTH)
+    slowest = max(o.latency_s for o in log.outcomes)
+    print(
+        f"\nrunner kill: recovered (readyz 200 again) {recovery_s:.1f} s after SIGKILL; "
+        f"statuses during the run {dict(statuses)}; slowest answer {slowest:.2f} s; "
+        f"test {time.monotonic() - started:.0f} s"
+    )
+
+
+def test_prediction_log_has_one_record_per_success(guarded: BentoServer) -> None:
+    path = Path(guarded.log_path).parent / "predictions.jsonl"
+    lines = path.read_bytes().splitlines()
+    records = [json.loads(line) for line in lines]
+    ids = [r["request_id"] for r in records]
+    assert len(ids) == len(set(ids))
+    assert all(r["model_tag"].startswith("iris-classifier:") for r in records)
+    assert all({"inputs", "outputs", "latency_ms"} <= set(r) for r in records)

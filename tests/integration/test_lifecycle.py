@@ -1,0 +1,120 @@
+"""Start-up with a missing or damaged model, and a graceful restart under load that loses
+no prediction record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.reliability_support import TrafficLog, drive
+from tests.support import PROJECT_ROOT, VENV_BIN, BentoServer, ProjectState, bento_server, free_port
+
+pytestmark = pytest.mark.server
+
+GRACE_PERIOD_S = 10  # what `make serve` passes as --timeout-graceful-shutdown
+
+
+def _serve_until_exit(state: ProjectState, bentoml_home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VENV_BIN / "bentoml"), "serve", "service:IrisClassifier",
+         "--host", "127.0.0.1", "--port", str(free_port())],
+        cwd=PROJECT_ROOT,
+        env=state.env(BENTOML_HOME=str(bentoml_home)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+
+
+def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    return [line for line in output.splitlines() if "error" in line.lower()]
+
+
+@pytest.mark.timeout(180)
+def test_missing_model_is_one_clear_line_and_a_failed_exit(
+    trained_state: ProjectState, tmp_path: Path
+) -> None:
+    result = _serve_until_exit(trained_state, tmp_path / "empty-store")
+    assert result.returncode != 0
+    [line] = _error_lines(result)
+    assert "iris-classifier:latest is not in the BentoML store" in line
+    assert "make train" in line
+
+
+@pytest.mark.timeout(180)
+def test_corrupt_model_is_one_clear_line_and_a_failed_exit(
+    trained_state: ProjectState, tmp_path: Path
+) -> None:
+    store = tmp_path / "damaged-store"
+    shutil.copytree(trained_state.bentoml_home / "models", store / "models", symlinks=True)
+    damaged = [path for path in (store / "models").rglob("mlflow_model/model.*") if path.is_file()]
+    assert damaged
+    for path in damaged:
+        path.write_bytes(b"not a model")
+    result = _serve_until_exit(trained_state, store)
+    assert result.returncode != 0
+    [line] = _error_lines(result)
+    assert "iris-classifier:" in line and "cannot be loaded" in line and "make train" in line
+
+
+def _records(path: Path) -> list[dict]:
+    raw = path.read_bytes()
+    assert raw.endswith(b"\n") or raw == b"", "a torn last record"
+    return [json.loads(line) for line in raw.splitlines()]  # a torn line fails to parse
+
+
+async def _traffic_with_sigterm(server: BentoServer, duration_s: float) -> tuple[TrafficLog, float]:
+    """Load on `server`; SIGTERM to `bentoml serve` alone (as Kubernetes does) midway."""
+    traffic = asyncio.create_task(drive(f"{server.url}/predict", 16, duration_s))
+    await asyncio.sleep(duration_s / 3)
+    os.kill(server.process.pid, signal.SIGTERM)
+    signalled = time.monotonic()
+    exited = await asyncio.to_thread(server.process.wait, GRACE_PERIOD_S + 20)
+    assert exited is not None
+    return await traffic, time.monotonic() - signalled
+
+
+@pytest.mark.timeout(240)
+def test_graceful_restart_under_load_loses_no_prediction(
+    trained_state: ProjectState, tmp_path: Path
+) -> None:
+    log_file = tmp_path / "predictions.jsonl"
+    grace = ("--timeout-graceful-shutdown", str(GRACE_PERIOD_S))
+    with bento_server(
+        trained_state, tmp_path, serve_args=grace, IRIS_PREDICTION_LOG=str(log_file)
+    ) as first:
+        before, shutdown_s = asyncio.run(_traffic_with_sigterm(first, 6.0))
+    first_log = first.log()
+    with bento_server(
+        trained_state, tmp_path, serve_args=grace, IRIS_PREDICTION_LOG=str(log_file)
+    ) as second:
+        after = asyncio.run(drive(f"{second.url}/predict", 16, 4.0))
+
+    statuses = before.statuses()
+    # In flight at SIGTERM: completed. New ones: refused at the connection, never a 5xx.
+    assert all(not isinstance(s, int) or s == 200 for s in statuses), statuses
+    assert set(after.statuses()) == {200}, after.statuses()
+    assert shutdown_s < GRACE_PERIOD_S, shutdown_s
+    assert "Traceback" not in first_log
+
+    answered = {o.request_id for o in before.with_status(200) + after.with_status(200)}
+    records = _records(log_file)
+    logged = [r["request_id"] for r in records]
+    print(
+        f"\ngraceful restart: {len(answered)} predictions answered ({dict(statuses)} before, "
+        f"exit {shutdown_s:.1f} s after SIGTERM), {len(records)} records"
+    )
+    assert len(logged) == len(set(logged)), "a duplicated record"
+    assert set(logged) == answered
+    assert all(r["outputs"]["class_name"] == "versicolor" for r in records)

@@ -1,0 +1,151 @@
+"""Admission control, API key, prediction log and log filter, around small ASGI apps."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+import multiprocessing
+from pathlib import Path
+
+import httpx
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from iris_service.admission import AdmissionControlMiddleware
+from iris_service.auth import ApiKeyMiddleware
+from iris_service.log_filters import ClientErrorTracebackFilter
+from iris_service.middleware import RequestMonitoringMiddleware
+from iris_service.prediction_log import PredictionLog, PredictionLogMiddleware
+
+RELEASE = asyncio.Event()
+
+
+async def predict(request: Request) -> JSONResponse:
+    body = await request.json()
+    if body.get("wait"):
+        await RELEASE.wait()
+    return JSONResponse({"class_name": "setosa", "model_tag": "iris-classifier:t1"})
+
+
+def _app(*middlewares: tuple[type, dict]) -> httpx.AsyncClient:
+    app = Starlette(routes=[Route("/predict", predict, methods=["POST"])])
+    for cls, options in reversed(middlewares):
+        app = cls(app, **options)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+async def test_admission_refuses_over_the_limit_with_retry_after() -> None:
+    RELEASE.clear()
+    async with _app(
+        (RequestMonitoringMiddleware, {}), (AdmissionControlMiddleware, {"limit": 2})
+    ) as client:
+        held = [asyncio.create_task(client.post("/predict", json={"wait": 1})) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        refused = await client.post("/predict", json={})
+        RELEASE.set()
+        assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+        after = await client.post("/predict", json={})
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"] == "too_many_requests"
+    assert after.status_code == 200  # slots are given back
+
+
+async def test_api_key_required_and_compared_exactly() -> None:
+    async with _app(
+        (RequestMonitoringMiddleware, {}), (ApiKeyMiddleware, {"api_key": "k-123"})
+    ) as client:
+        missing = await client.post("/predict", json={})
+        wrong = await client.post("/predict", json={}, headers={"authorization": "Bearer k-12"})
+        right = await client.post("/predict", json={}, headers={"authorization": "bearer k-123"})
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert set(wrong.json()) == {"error", "detail", "request_id"}
+    assert "k-123" not in wrong.text
+    assert right.status_code == 200
+
+
+async def test_no_key_means_open() -> None:
+    async with _app((ApiKeyMiddleware, {"api_key": None})) as client:
+        assert (await client.post("/predict", json={})).status_code == 200
+
+
+async def test_prediction_log_records_successes_only(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.jsonl")
+    async with _app(
+        (PredictionLogMiddleware, {"log": log}), (RequestMonitoringMiddleware, {})
+    ) as client:
+        ok = await client.post("/predict", json={"a": 1}, headers={"x-request-id": "r-1"})
+        bad = await client.post("/predict", content=b"x", headers={"content-type": "text/plain"})
+    assert ok.status_code == 200 and bad.status_code == 415
+    [record] = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert record["request_id"] == "r-1" and record["inputs"] == {"a": 1}
+    assert record["model_tag"] == "iris-classifier:t1"
+    assert record["outputs"] == {"class_name": "setosa"} and record["latency_ms"] >= 0
+
+
+def _append_many(path: str, worker: int) -> None:
+    log = PredictionLog(path)
+    for i in range(300):  # lines far above PIPE_BUF (4096 bytes)
+        log.append({"worker": worker, "i": i, "pad": "x" * 20_000})
+
+
+def test_prediction_log_lines_never_interleave_across_processes(tmp_path: Path) -> None:
+    path = str(tmp_path / "p.jsonl")
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_append_many, args=(path, w)) for w in range(4)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(60)
+    records = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    assert len(records) == 1200
+    assert len({(r["worker"], r["i"]) for r in records}) == 1200
+
+
+def test_client_error_tracebacks_are_dropped_server_errors_kept() -> None:
+    class Model(BaseModel):
+        x: int
+
+    def record_for(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException as raised:
+            info = (type(raised), raised, raised.__traceback__)
+        return logging.LogRecord("b", logging.ERROR, "f", 1, "Exception on /predict", (), info)
+
+    try:
+        Model(x="nope")
+    except ValidationError as exc:
+        validation = exc
+    log_filter = ClientErrorTracebackFilter()
+    assert log_filter.filter(record_for(validation)) is False
+    assert log_filter.filter(record_for(RuntimeError("bug"))) is True
+
+
+def _audit_module():
+    path = Path(__file__).resolve().parents[2] / "scripts" / "audit_dependencies.py"
+    spec = importlib.util.spec_from_file_location("audit_dependencies", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_audit_fails_only_on_vulnerabilities_with_a_fix(tmp_path: Path) -> None:
+    audit = _audit_module()
+    report = {
+        "dependencies": [
+            {"name": "a", "version": "1.0", "vulns": [{"id": "X-1", "fix_versions": ["1.1"]}]},
+            {"name": "b", "version": "2.0", "vulns": [{"id": "X-2", "fix_versions": []}]},
+            {"name": "c", "skip_reason": "not found"},
+        ]
+    }
+    assert audit.fixable(report) == ["a 1.0: X-1 (fixed in 1.1)"]
+    pins = tmp_path / "c.txt"
+    pins.write_text("Foo_Bar==1.0\n# comment\nbaz>=2\nqux==3 ; python_version>'3'\n")
+    assert audit.pinned_set([pins]) == {"foo-bar": "1.0", "qux": "3"}
