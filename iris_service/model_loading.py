@@ -78,8 +78,8 @@ def _read_verified(mlflow_model_dir: Path, expected_sha256: str | None) -> tuple
         ) from exc
     if expected_sha256 and hashlib.sha256(model_bytes).hexdigest() != expected_sha256:
         raise ModelUnavailableError(
-            f"model {_tag_of(mlflow_model_dir)}: its file does not match the SHA-256 recorded "
-            f"at training (corrupt or altered); re-create it with "
+            f"model {_tag_of(mlflow_model_dir)} is damaged: its file does not match the "
+            f"SHA-256 recorded at training (corrupt or altered); re-create it with "
             f"{_how_to_create(_tag_of(mlflow_model_dir))}"
         )
     return model_bytes, flavour

@@ -115,9 +115,17 @@ def bento_server(
     """`bentoml serve` of the shipped service on a free 127.0.0.1 port, in its own group.
 
     `serve_args` are extra `bentoml serve` options, e.g. ("--timeout-graceful-shutdown", "10").
+    Each server gets its own BENTOML_HOME whose `models` is the trained store: `bentoml serve`
+    wipes `$BENTOML_HOME/prometheus_multiproc_dir` when it starts, so two servers sharing a
+    home would erase each other's metrics.
     """
     port = free_port()
     log_path = log_dir / f"bentoml-serve-{port}.log"
+    if "BENTOML_HOME" not in extra_env:
+        home = log_dir / f"bentoml-home-{port}"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "models").symlink_to(state.bentoml_home / "models", target_is_directory=True)
+        extra_env = {**extra_env, "BENTOML_HOME": str(home)}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [

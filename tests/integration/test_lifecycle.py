@@ -65,7 +65,7 @@ def test_corrupt_model_is_one_clear_line_and_a_failed_exit(
     result = _serve_until_exit(trained_state, store)
     assert result.returncode != 0
     [line] = _error_lines(result)
-    assert "iris-classifier:" in line and "cannot be loaded" in line and "make train" in line
+    assert "iris-classifier:" in line and "damaged" in line and "make train" in line
 
 
 def _records(path: Path) -> list[dict]:

@@ -12,6 +12,7 @@ import pytest
 import requests
 from sklearn.datasets import load_iris
 
+from iris_service.api_docs import API_VERSION, SERVICE_DESCRIPTION
 from iris_service.settings import FEATURE_NAMES, MAX_BATCH_FLOWERS
 from tests.support import SETOSA, VERSICOLOR, VIRGINICA, BentoServer
 
@@ -140,6 +141,8 @@ def test_swagger_ui_and_openapi_examples(server: BentoServer) -> None:
     spec = requests.get(f"{server.url}/docs.json", timeout=10).json()
     assert {"/predict", "/predict_batch"} <= set(spec["paths"])
     assert spec["info"]["title"] == "IrisClassifier"
+    assert spec["info"]["description"] == SERVICE_DESCRIPTION  # not BentoML's generic README
+    assert spec["info"]["version"] == API_VERSION
     features = spec["components"]["schemas"]["IrisFeatures"]
     assert features["example"] == SETOSA
 
