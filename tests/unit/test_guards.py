@@ -86,7 +86,20 @@ async def test_prediction_log_records_successes_only(tmp_path: Path) -> None:
     [record] = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert record["request_id"] == "r-1" and record["inputs"] == {"a": 1}
     assert record["model_tag"] == "iris-classifier:t1"
-    assert record["outputs"] == {"class_name": "setosa"} and record["latency_ms"] >= 0
+    assert record["outputs"] == {"class_name": "setosa", "model_tag": "iris-classifier:t1"}
+    assert record["latency_ms"] >= 0
+
+
+async def test_a_pretty_printed_body_is_still_one_record_line(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.jsonl")
+    async with _app(
+        (PredictionLogMiddleware, {"log": log}), (RequestMonitoringMiddleware, {})
+    ) as client:
+        body = b'{\n  "a": 1,\r\n  "b": "x"\n}'
+        headers = {"content-type": "application/json"}
+        assert (await client.post("/predict", content=body, headers=headers)).status_code == 200
+    [line] = (tmp_path / "p.jsonl").read_text().splitlines()
+    assert json.loads(line)["inputs"] == {"a": 1, "b": "x"}
 
 
 def _append_many(path: str, worker: int) -> None:
