@@ -10,6 +10,7 @@ import logging
 import os
 import platform
 import subprocess
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from .resources import ProcessTreeMonitor, TreeUsage, wait_quiet
 logger = logging.getLogger("iris_service.bench")
 
 PAUSE_BETWEEN_RUNS_S = 1.0
+SETTLE_AFTER_WARMUP_S = 1.0
 
 
 @dataclass
@@ -233,6 +235,10 @@ def measure(
                 options.connections,
                 options.threads,
             )
+            # When the warm-up's wrk exits, the requests it left in flight are still being
+            # answered; starting the measured run at once would put up to twice the
+            # connections' worth of requests in flight (and trip the admission limit).
+            time.sleep(SETTLE_AFTER_WARMUP_S)
         load, usage = measured_load(
             running,
             running.endpoints.predict,
