@@ -68,8 +68,8 @@ bench: $(INSTALLED) ## Benchmark vs plain FastAPI and mlflow models serve (wrk, 
 	scripts/ensure-debian-packages.sh wrk
 	$(PY) -m iris_service.bench --out-dir reports $(BENCH_ARGS)
 
-finops: $(INSTALLED) ## Cost simulation: reports/finops.md, finops.json and PNGs (uses reports/bench.json if present)
-	$(PY) -m iris_service.finops --out-dir reports
+finops: $(INSTALLED) ## Cost simulation: reports/finops.md, finops.json and PNGs (uses reports/bench.json if present; FINOPS_ARGS=...)
+	$(PY) -m iris_service.finops --out-dir reports $(FINOPS_ARGS)
 
 report: $(INSTALLED) ## Monitoring plots in reports/ (PROMETHEUS_URL=... or SERVICE_URL=..., else a local serve)
 	$(PY) -m iris_service.report $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) --out-dir reports $(REPORT_ARGS)
