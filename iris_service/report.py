@@ -17,6 +17,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -245,12 +246,9 @@ def traffic_with_snapshots(
 @contextmanager
 def started_service(log_dir: Path) -> Iterator[str]:
     """`make serve`'s service on a free 127.0.0.1 port (trains a model first if none)."""
-    sys.path.insert(0, str(PROJECT_ROOT))
-    from tests.support import ProjectState, bento_server  # the same bounded start/stop
+    from .local_server import ProjectState, bento_server
 
     subprocess.run([sys.executable, "train.py", "--if-missing"], cwd=PROJECT_ROOT, check=True)
-    import os
-
     state = ProjectState(
         Path(os.environ.get("BENTOML_HOME", PROJECT_ROOT / "state/bentoml")).parent
     )

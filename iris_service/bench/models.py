@@ -8,47 +8,19 @@ MLflow run.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from iris_service.local_server import PROJECT_ROOT, ProjectState
+
 # Model family -> name in the benchmark's BentoML store.
 MODEL_NAMES: dict[str, str] = {
     "logistic_regression": "iris-lr",
     "random_forest": "iris-rf",
 }
 SHORT_NAMES: dict[str, str] = {"logistic_regression": "lr", "random_forest": "rf"}
-
-
-@dataclass(frozen=True)
-class BenchState:
-    """Where the benchmark keeps its BentoML home and MLflow store."""
-
-    root: Path
-
-    @property
-    def bentoml_home(self) -> Path:
-        return self.root / "bentoml"
-
-    @property
-    def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.root / 'mlflow' / 'mlflow.db'}"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        (self.root / "mlflow").mkdir(parents=True, exist_ok=True)
-        venv_bin = str(Path(sys.executable).parent)  # mlflow runs `uvicorn` from PATH
-        return {
-            **os.environ,
-            "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-            "BENTOML_HOME": str(self.bentoml_home),
-            "MLFLOW_TRACKING_URI": self.mlflow_uri,
-            "BENTOML_DO_NOT_TRACK": "True",
-            "PYTHONUNBUFFERED": "1",
-            **extra,
-        }
 
 
 @dataclass(frozen=True)
@@ -67,7 +39,7 @@ class BenchModel:
         return f"runs:/{self.mlflow_run_id}/model"
 
 
-def ensure_trained(state: BenchState, family: str, timeout: float = 600) -> BenchModel:
+def ensure_trained(state: ProjectState, family: str, timeout: float = 600) -> BenchModel:
     """Train `family` into the state unless it is already there; describe the stored model."""
     name = MODEL_NAMES[family]
     result = subprocess.run(
@@ -92,7 +64,7 @@ def ensure_trained(state: BenchState, family: str, timeout: float = 600) -> Benc
     return describe(state, name, family)
 
 
-def describe(state: BenchState, name: str, family: str) -> BenchModel:
+def describe(state: ProjectState, name: str, family: str) -> BenchModel:
     """Read the stored model's tag, directory and MLflow run id (in a clean subprocess,
     because BENTOML_HOME is read once per process)."""
     script = (

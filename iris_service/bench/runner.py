@@ -18,7 +18,7 @@ from typing import Any
 
 from . import payloads, servers
 from .load import LoadResult, ensure_wrk, run_wrk
-from .models import BenchModel, BenchState, ensure_trained
+from .models import BenchModel, ProjectState, ensure_trained
 from .resources import ProcessTreeMonitor, TreeUsage, wait_quiet
 
 logger = logging.getLogger("iris_service.bench")
@@ -210,7 +210,7 @@ def measure(
     workers: int,
     phase: str,
     options: Options,
-    state: BenchState,
+    state: ProjectState,
     with_batches: bool,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Start one server, measure it, stop it. A failure becomes a `failed` record."""
@@ -286,7 +286,7 @@ def run(options: Options) -> dict[str, Any]:
 
     ensure_wrk()
     load_at_start = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    state = BenchState(options.state_dir)
+    state = ProjectState(options.state_dir)
     families = list(dict.fromkeys([*options.models, options.baseline_model]))
     models = {}
     for family in families:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .models import PROJECT_ROOT, BenchModel, BenchState
+from .models import PROJECT_ROOT, BenchModel, ProjectState
 
 HOST = "127.0.0.1"
 SERVERS = ("bentoml", "fastapi", "mlflow")
@@ -114,7 +114,7 @@ def http_status(port: int, method: str, path: str, body: str | None = None) -> i
         connection.close()
 
 
-def bentoml_config(state: BenchState, workers: int) -> Path:
+def bentoml_config(state: ProjectState, workers: int) -> Path:
     """configuration.yaml as shipped, or a copy with the API service's workers set."""
     shipped = PROJECT_ROOT / "configuration.yaml"
     if workers == 1:
@@ -128,7 +128,7 @@ def bentoml_config(state: BenchState, workers: int) -> Path:
 
 
 def command_and_env(
-    server: str, model: BenchModel, workers: int, port: int, state: BenchState
+    server: str, model: BenchModel, workers: int, port: int, state: ProjectState
 ) -> tuple[list[str], dict[str, str]]:
     venv_bin = Path(sys.executable).parent
     if server == "bentoml":
@@ -151,7 +151,7 @@ def command_and_env(
 
 
 def start(
-    server: str, model: BenchModel, workers: int, state: BenchState, log_dir: Path
+    server: str, model: BenchModel, workers: int, state: ProjectState, log_dir: Path
 ) -> RunningServer:
     """Start the server in its own process group and wait until it is ready."""
     port = free_port()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 
 import aiohttp
 import psutil
@@ -188,11 +189,16 @@ def test_every_request_succeeds_at_50_concurrent_connections(server: BentoServer
 def test_each_prediction_writes_one_structured_log_line(server: BentoServer) -> None:
     response = _post(server, "/predict", SETOSA, headers={"X-Request-ID": "log-line-check-7"})
     assert response.status_code == 200
-    lines = [
-        json.loads(line)
-        for line in server.log().splitlines()
-        if line.startswith("{") and "log-line-check-7" in line
-    ]
+    deadline = time.monotonic() + 10  # the supervisor relays worker output asynchronously
+    while True:
+        lines = [
+            json.loads(line)
+            for line in server.log().splitlines()
+            if line.startswith("{") and "log-line-check-7" in line
+        ]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert len(lines) == 1
     assert lines[0]["endpoint"] == "/predict" and lines[0]["status"] == 200
     assert lines[0]["latency_ms"] > 0 and "memory_delta_mb" in lines[0] and "cpu_ms" in lines[0]
