@@ -13,9 +13,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from .settings import MAX_CONCURRENT_REQUESTS
-
-PREDICTION_PATHS = ("/predict", "/predict_batch")
+from .settings import MAX_CONCURRENT_REQUESTS, PREDICTION_PATHS
 
 
 class AdmissionControlMiddleware:

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from .admission import PREDICTION_PATHS
+from .settings import PREDICTION_PATHS
 
 _BEARER = b"bearer "
 

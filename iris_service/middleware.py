@@ -27,7 +27,7 @@ import psutil
 
 from . import errors, metrics
 from .request_log import REQUEST_LOGGER_NAME, RequestLog
-from .settings import MAX_BODY_BYTES
+from .settings import MAX_BODY_BYTES, PREDICTION_PATHS
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -35,7 +35,6 @@ Message = dict[str, Any]
 logger = logging.getLogger(REQUEST_LOGGER_NAME)
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
 _BYTES_PER_MB = 1024 * 1024
-MONITORED_PATHS = ("/predict", "/predict_batch")
 
 
 class ResidentMemory:
@@ -98,7 +97,7 @@ class RequestMonitoringMiddleware:
     def __init__(
         self,
         app: Any,
-        monitored_paths: tuple[str, ...] = MONITORED_PATHS,
+        monitored_paths: tuple[str, ...] = PREDICTION_PATHS,
         max_body_bytes: int = MAX_BODY_BYTES,
         request_log: RequestLog | None = None,
     ) -> None:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .admission import PREDICTION_PATHS
+from .settings import PREDICTION_PATHS
 
 logger = logging.getLogger("iris_service.prediction_log")
 FSYNC = os.environ.get("IRIS_PREDICTION_LOG_FSYNC", "") == "1"

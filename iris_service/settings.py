@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 
 MODEL_NAME = "iris-classifier"
+# The routes that predict: measured, guarded, logged (health, metrics and docs are not).
+PREDICTION_PATHS: tuple[str, ...] = ("/predict", "/predict_batch")
 FEATURE_NAMES: tuple[str, ...] = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 CLASS_NAMES: tuple[str, ...] = ("setosa", "versicolor", "virginica")
 
