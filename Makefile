@@ -43,13 +43,13 @@ serve: $(INSTALLED) ## Train if no model is in the store, then serve on $(HOST):
 		--timeout-graceful-shutdown $(GRACE_PERIOD)
 
 test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
-	scripts/ensure-debian-packages.sh prometheus chromium
+	tools/ensure-debian-packages.sh prometheus chromium
 	$(BIN)/ruff check .
-	$(PY) scripts/audit_dependencies.py
+	$(PY) -m tools.audit_dependencies
 	$(BIN)/pytest
 
 audit: $(INSTALLED) ## Vulnerability audit of the pinned dependencies (fails on fixable ones)
-	$(PY) scripts/audit_dependencies.py
+	$(PY) -m tools.audit_dependencies
 
 lint: $(INSTALLED) ## ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -62,24 +62,24 @@ BENCH_ARGS ?=
 
 loadtest: $(INSTALLED) ## Locust, headless, against a service it starts (SCENARIO=typical|saturation, RUN_TIME=60s): reports/locust-*
 	$(PY) train.py --if-missing
-	$(PY) -m iris_service.loadtest --scenario $(SCENARIO) --users $(USERS) --run-time $(RUN_TIME) --out-dir reports
+	$(PY) -m tools.loadtest --scenario $(SCENARIO) --users $(USERS) --run-time $(RUN_TIME) --out-dir reports
 
 bench: $(INSTALLED) ## Benchmark vs plain FastAPI and mlflow models serve (wrk, ~12-15 min): reports/bench.{json,md} + PNGs
-	scripts/ensure-debian-packages.sh wrk
-	$(PY) -m iris_service.bench --out-dir reports $(BENCH_ARGS)
+	tools/ensure-debian-packages.sh wrk
+	$(PY) -m tools.bench --out-dir reports $(BENCH_ARGS)
 
 finops: $(INSTALLED) ## Cost simulation: reports/finops.md, finops.json and PNGs (uses reports/bench.json if present; FINOPS_ARGS=...)
-	$(PY) -m iris_service.finops --out-dir reports $(FINOPS_ARGS)
+	$(PY) -m tools.finops --out-dir reports $(FINOPS_ARGS)
 
 report: $(INSTALLED) ## Monitoring plots in reports/ (PROMETHEUS_URL=... or SERVICE_URL=..., else a local serve)
-	$(PY) -m iris_service.report $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) --out-dir reports $(REPORT_ARGS)
+	$(PY) -m tools.report $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) --out-dir reports $(REPORT_ARGS)
 
 container: $(INSTALLED) ## OCI image: bentoml build + containerize (docker, else buildah/podman; CONTAINER_BACKEND=...)
 	$(PY) train.py --if-missing
-	$(PY) -m iris_service.containers build
+	$(PY) -m tools.containers build
 
 container-run: $(INSTALLED) ## Run the image of `make container` on 127.0.0.1:$(PORT)
-	$(PY) -m iris_service.containers run --port $(PORT)
+	$(PY) -m tools.containers run --port $(PORT)
 
 k8s-manifests: $(INSTALLED) ## Point deploy/k8s at the image of `make container` (IMAGE=registry/name:tag to override)
 	deploy/k8s/set-image.sh $(or $(IMAGE),$$(cat state/containers/last-image))

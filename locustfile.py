@@ -31,12 +31,14 @@ import gevent
 from locust import FastHttpUser, between, constant, events, task
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
+from iris_service.settings import FEATURE_NAMES
+
 SCENARIOS = ("typical", "saturation")
 SCENARIO = os.environ.get("IRIS_LOAD_SCENARIO", "typical")
 if SCENARIO not in SCENARIOS:
     raise ValueError(f"IRIS_LOAD_SCENARIO must be one of {', '.join(SCENARIOS)}, got {SCENARIO!r}")
 
-FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+
 JITTER_CM = 0.1  # standard deviation of the noise added to real measurements
 MAX_BATCH = 64
 logger = logging.getLogger("locustfile")
@@ -72,7 +74,7 @@ def random_flower() -> dict[str, float]:
     row = random.choice(iris_measurements())
     return {
         name: round(max(0.1, value + random.gauss(0.0, JITTER_CM)), 2)
-        for name, value in zip(FEATURES, row, strict=True)
+        for name, value in zip(FEATURE_NAMES, row, strict=True)
     }
 
 

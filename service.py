@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
 import bentoml
 import numpy as np
-from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
-from iris_service import log_filters, metrics
+from iris_service import log_filters, metrics, runner_client
 from iris_service.admission import AdmissionControlMiddleware
 from iris_service.api_docs import SERVICE_DESCRIPTION, DescribedService
 from iris_service.auth import ApiKeyMiddleware
@@ -23,9 +21,16 @@ from iris_service.coalescing import RequestCoalescer
 from iris_service.drift import DriftMonitor, drift_app, publish_to_prometheus
 from iris_service.errors import error_response
 from iris_service.middleware import RequestMonitoringMiddleware
+from iris_service.model_loading import model_fingerprint
 from iris_service.prediction_log import PredictionLogMiddleware, open_prediction_log
 from iris_service.runner import RUNNER_MAX_BATCH_SIZE, IrisModelRunner
 from iris_service.schemas import BatchPrediction, IrisBatch, IrisFeatures, Prediction
+from iris_service.served_models import (
+    ModelDirectory,
+    ServedModel,
+    UnknownModelError,
+    stored_models,
+)
 from iris_service.settings import (
     API_KEY,
     DRIFT_MIN_FLOWERS,
@@ -36,17 +41,6 @@ from iris_service.settings import (
 )
 
 logger = logging.getLogger("iris_service.api")
-
-# Connection-level failures of the internal call: the runner is restarting or not up yet.
-RUNNER_UNREACHABLE = (aiohttp.ClientConnectionError, ConnectionError)
-# A pooled keep-alive connection the runner closed just as it was reused (uvicorn closes
-# idle connections after 5 s, aiohttp keeps them 15 s): seen as a disconnect, a reset, or
-# ClientOSError "Can not write request body". Inference is idempotent: retry once.
-STALE_CONNECTION = (
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientConnectionResetError,
-    aiohttp.ClientOSError,
-)
 
 
 @bentoml.service(
@@ -67,73 +61,91 @@ class IrisClassifier:
     bento_model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        self.model_tag = str(self.bento_model.tag)
-        self.class_names: list[str] = list(self.bento_model.info.metadata.get("class_names", ()))
+        # Answers name the model that computed them: the runner returns its fingerprint.
+        self.models = ModelDirectory(stored_models(self.bento_model.tag.name))
         self.coalescer = RequestCoalescer(self._call_runner, max_rows=RUNNER_MAX_BATCH_SIZE)
-        # Live inputs vs the training statistics stored with the model; served on GET /drift.
-        self.drift = DriftMonitor.from_model_metadata(
-            self.bento_model.info.metadata,
-            FEATURE_NAMES,
-            window=DRIFT_WINDOW_FLOWERS,
-            min_flowers=DRIFT_MIN_FLOWERS,
-            publish=publish_to_prometheus,
+        # Live inputs vs the training statistics of the model that answered; GET /drift.
+        self._drift_monitors: dict[str, DriftMonitor] = {}
+        self.drift = self._drift_monitor(
+            self.models.lookup(model_fingerprint(str(self.bento_model.tag)))
         )
 
     @bentoml.api(route="/predict", input_spec=IrisFeatures)
     async def predict(self, **measurements: float) -> Prediction:
         """Classify one flower."""
-        row = [measurements[name] for name in IrisFeatures.model_fields]
-        self.drift.observe(row)
-        probabilities = await self._probabilities(np.array([row], dtype=float))
-        if isinstance(probabilities, JSONResponse):
-            return probabilities  # type: ignore[return-value]
-        return self._prediction(probabilities[0])
+        rows = np.array([[measurements[name] for name in FEATURE_NAMES]], dtype=float)
+        answer = await self._infer(rows)
+        if isinstance(answer, JSONResponse):
+            return answer  # type: ignore[return-value]
+        model, probabilities = answer
+        return self._prediction(model, probabilities[0])
 
     @bentoml.api(route="/predict_batch", input_spec=IrisBatch)
     async def predict_batch(self, flowers: list[IrisFeatures]) -> BatchPrediction:
         """Classify several flowers in one call; answers keep the order of the flowers."""
         rows = np.array([flower.as_row() for flower in flowers], dtype=float)
-        self.drift.observe_many(rows.tolist())
-        probabilities = await self._probabilities(rows)
-        if isinstance(probabilities, JSONResponse):
-            return probabilities  # type: ignore[return-value]
-        predictions = [self._prediction(row) for row in probabilities]
-        return BatchPrediction(predictions=predictions, model_tag=self.model_tag)
+        answer = await self._infer(rows)
+        if isinstance(answer, JSONResponse):
+            return answer  # type: ignore[return-value]
+        model, probabilities = answer
+        predictions = [self._prediction(model, row) for row in probabilities]
+        return BatchPrediction(predictions=predictions, model_tag=model.tag)
+
+    async def _infer(self, rows: np.ndarray) -> tuple[ServedModel, np.ndarray] | JSONResponse:
+        """The model that answered and its class probabilities for `rows` (all rows of one
+        request travel in one runner call, so one model computes them all)."""
+        answer = await self._probabilities(rows)
+        if isinstance(answer, JSONResponse):
+            return answer
+        try:
+            model = self.models.lookup(float(answer[0, -1]))
+        except UnknownModelError:
+            logger.error("the runner answered with a model missing from the store", exc_info=True)
+            return error_response(500, "An internal error occurred.")
+        self._drift_monitor(model).observe_many(rows.tolist())
+        return model, answer[:, :-1]
 
     async def _probabilities(self, rows: np.ndarray) -> np.ndarray | JSONResponse:
-        """Ask the runner; map its failures to 503/504/500 answers instead of exceptions."""
+        """Ask the runner; every failure of the call becomes a 503 or 504 answer."""
         try:
             return await self.coalescer.predict(rows)
-        except RUNNER_UNREACHABLE:
-            logger.warning("runner unreachable", exc_info=True)
-            return error_response(
-                503, "The model runner is not reachable; retry shortly.", "model_not_ready"
+        except Exception as exc:  # noqa: BLE001 - classified, logged in one line, answered
+            failure = runner_client.classify(exc)
+            logger.warning(
+                "runner call failed (%s): answered %d", runner_client.describe(exc), failure.status
             )
-        except TimeoutError:
-            return error_response(504, "The model did not answer in time.")
-        except BentoMLException as exc:
-            if exc.error_code.value == 503:
-                return error_response(
-                    503, "The model runner is busy or starting; retry shortly.", "model_not_ready"
-                )
-            logger.exception("runner error")
-            return error_response(500, "An internal error occurred.")
+            return error_response(failure.status, failure.detail, failure.code)
 
     async def _call_runner(self, rows: np.ndarray) -> np.ndarray:
-        try:
-            return await self.runner.to_async.predict_proba(rows)
-        except STALE_CONNECTION:
-            return await self.runner.to_async.predict_proba(rows)
+        return await runner_client.call_with_retry(self.runner.to_async.predict_proba, rows)
 
-    def _prediction(self, probabilities: np.ndarray) -> Prediction:
+    def _drift_monitor(self, model: ServedModel) -> DriftMonitor:
+        """The drift monitor against `model`'s training statistics; it also becomes the one
+        that GET /drift reports."""
+        monitor = self._drift_monitors.get(model.tag)
+        if monitor is None:
+            monitor = DriftMonitor.from_model_metadata(
+                model.metadata,
+                FEATURE_NAMES,
+                window=DRIFT_WINDOW_FLOWERS,
+                min_flowers=DRIFT_MIN_FLOWERS,
+                publish=publish_to_prometheus,
+            )
+            self._drift_monitors[model.tag] = monitor
+        self.drift = monitor
+        return monitor
+
+    def _prediction(self, model: ServedModel, probabilities: np.ndarray) -> Prediction:
         class_id = int(np.argmax(probabilities))
-        class_name = self.class_names[class_id]
+        class_name = model.class_names[class_id]
         metrics.PREDICTIONS_TOTAL.labels(class_name).inc()
         return Prediction(
             class_id=class_id,
             class_name=class_name,
-            probabilities=dict(zip(self.class_names, probabilities.round(6).tolist(), strict=True)),
-            model_tag=self.model_tag,
+            probabilities=dict(
+                zip(model.class_names, probabilities.round(6).tolist(), strict=True)
+            ),
+            model_tag=model.tag,
         )
 
 

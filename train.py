@@ -11,8 +11,8 @@ import argparse
 import logging
 import sys
 
+from iris_pipeline.training import CANDIDATES
 from iris_service.settings import MODEL_NAME
-from iris_service.training import CANDIDATES
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iris_service import tracking, training
+    from iris_pipeline import tracking, training
 
     if args.if_missing and tracking.model_in_store(f"{args.model_name}:latest"):
         print(f"Model {args.model_name}:latest is already in the BentoML store; not training.")

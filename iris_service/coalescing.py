@@ -28,6 +28,8 @@ class RequestCoalescer:
         self.max_in_flight = max_in_flight
         self._waiting: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
         self._in_flight = 0
+        # The event loop keeps only weak references to tasks: hold them until they finish.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def predict(self, rows: np.ndarray) -> np.ndarray:
         """Result rows for `rows`, computed in a runner call shared with concurrent requests."""
@@ -40,7 +42,9 @@ class RequestCoalescer:
         while self._waiting and self._in_flight < self.max_in_flight:
             batch = self._take_batch()
             self._in_flight += 1
-            asyncio.get_running_loop().create_task(self._send(batch))
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _take_batch(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
         """Whole requests, oldest first, up to max_rows rows (a larger request goes alone)."""
@@ -57,9 +61,11 @@ class RequestCoalescer:
             inputs = batch[0][0] if len(batch) == 1 else np.concatenate([r for r, _ in batch])
             outputs = await self._call(inputs)
         except Exception as exc:  # noqa: BLE001 - every waiting request gets the failure
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            self._fail(batch, exc)
+        except asyncio.CancelledError:
+            # The call itself was cancelled (shutdown): its requests must not wait forever.
+            self._fail(batch, RuntimeError("the runner call was cancelled"))
+            raise
         else:
             start = 0
             for rows, future in batch:
@@ -69,3 +75,9 @@ class RequestCoalescer:
         finally:
             self._in_flight -= 1
             self._dispatch()
+
+    @staticmethod
+    def _fail(batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]], exc: Exception) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)

@@ -12,7 +12,7 @@ For each request to a monitored path (/predict, /predict_batch) it:
 Every other path (health, metrics, docs, unknown paths) is not measured, but its error
 answers get the same treatment as all others: the {"error", "detail", "request_id"} shape.
 
-Its own cost is measured by `python -m iris_service.middleware_overhead`.
+Its own cost is measured by `python -m tools.middleware_overhead`.
 """
 
 from __future__ import annotations

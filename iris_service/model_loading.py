@@ -29,12 +29,23 @@ class ModelUnavailableError(BentoMLException, RuntimeError):
     """
 
 
+def model_fingerprint(tag: str) -> float:
+    """A number that names a stored model version: the first 52 bits of the SHA-256 of its
+    tag, exact in a float64. The runner returns it beside every row it computes, so the API
+    worker knows which model computed an answer (see served_models.ModelDirectory)."""
+    return float(int(hashlib.sha256(tag.encode()).hexdigest()[:13], 16))
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     estimator: Any
     tag: str
     class_names: tuple[str, ...]
     feature_names: tuple[str, ...]
+
+    @property
+    def fingerprint(self) -> float:
+        return model_fingerprint(self.tag)
 
 
 def _how_to_create(tag: str) -> str:
@@ -87,11 +98,15 @@ def _read_verified(mlflow_model_dir: Path, expected_sha256: str | None) -> tuple
 
 def load_sklearn_estimator(mlflow_model_dir: Path, expected_sha256: str | None = None) -> Any:
     model_bytes, flavour = _read_verified(mlflow_model_dir, expected_sha256)
+    serialization = flavour.get("serialization_format", "pickle")
+    if serialization != "pickle":
+        # skops and cloudpickle are not installed in the Bento (requirements-serve.txt).
+        raise ModelUnavailableError(
+            f"model {_tag_of(mlflow_model_dir)} is saved as {serialization!r}, which this "
+            f"service does not load (pickle only); re-create it with "
+            f"{_how_to_create(_tag_of(mlflow_model_dir))}"
+        )
     try:
-        if flavour.get("serialization_format", "pickle") == "skops":
-            import skops.io
-
-            return skops.io.loads(model_bytes, trusted=flavour.get("skops_trusted_types") or [])
         return pickle.loads(model_bytes)
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [""])[0][:200]
@@ -114,8 +129,7 @@ def load_model(bento_model: Any) -> LoadedModel:
     estimator = load_sklearn_estimator(
         Path(bento_model.path_of("mlflow_model")), metadata.get("model_file_sha256")
     )
-    class_names = tuple(metadata.get("class_names", CLASS_NAMES))
-    feature_names = tuple(metadata.get("feature_names", FEATURE_NAMES))
+    class_names, feature_names = check_schema(str(bento_model.tag), metadata)
     if not hasattr(estimator, "predict_proba") or len(getattr(estimator, "classes_", ())) != len(
         class_names
     ):
@@ -123,6 +137,20 @@ def load_model(bento_model: Any) -> LoadedModel:
             f"model {bento_model.tag} is not a {len(class_names)}-class probabilistic classifier"
         )
     return LoadedModel(estimator, str(bento_model.tag), class_names, feature_names)
+
+
+def check_schema(tag: str, metadata: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """The model's class and feature names, which must be the ones the API's schema declares
+    (settings.CLASS_NAMES, settings.FEATURE_NAMES): a model trained on other columns or
+    classes, or stored without them, would answer every request wrongly or not at all."""
+    for key, expected in (("class_names", CLASS_NAMES), ("feature_names", FEATURE_NAMES)):
+        found = tuple(metadata.get(key) or ())
+        if found != expected:
+            raise ModelUnavailableError(
+                f"model {tag} has {key} {list(found)}, but the service's schema declares "
+                f"{list(expected)}; re-create it with {_how_to_create(tag)}"
+            )
+    return CLASS_NAMES, FEATURE_NAMES
 
 
 def checked_model_reference(tag: str) -> Any:
@@ -141,6 +169,7 @@ def checked_model_reference(tag: str) -> Any:
     stored = reference.stored
     if stored is None:
         raise ModelUnavailableError(_missing(tag))
+    check_schema(str(stored.tag), stored.info.metadata)
     checksum = stored.info.metadata.get("model_file_sha256")
     if checksum:
         _read_verified(Path(stored.path_of("mlflow_model")), checksum)

@@ -44,6 +44,11 @@ class IrisModelRunner:
         max_latency_ms=RUNNER_MAX_LATENCY_MS,
     )
     def predict_proba(self, measurements: np.ndarray) -> np.ndarray:
-        """Class probabilities for rows of the four measurements, in FEATURE_NAMES order."""
+        """Class probabilities for rows of the four measurements, in FEATURE_NAMES order, and
+        as last column the fingerprint of the model that computed them (one model per batch),
+        so that every answer names its model even when the model changes while serving."""
         self.last_request = time.monotonic()
-        return self.model.estimator.predict_proba(measurements)
+        model = self.model
+        probabilities = model.estimator.predict_proba(measurements)
+        fingerprints = np.full((len(probabilities), 1), model.fingerprint)
+        return np.hstack([probabilities, fingerprints])

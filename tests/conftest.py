@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BentoServer, ProjectState, bento_server
+from tools.local_server import LocalServer, ProjectState, bento_server
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(trained_state: ProjectState, server_logs: Path) -> Iterator[BentoServer]:
+def server(trained_state: ProjectState, server_logs: Path) -> Iterator[LocalServer]:
     """The shipped service under a real `bentoml serve`, shared by read-only tests."""
     with bento_server(trained_state, server_logs) as running:
         yield running

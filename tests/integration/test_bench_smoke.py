@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PROJECT_ROOT, ensure_debian_packages
+from iris_pipeline.paths import PROJECT_ROOT
+from tests.support import ensure_debian_packages
 
 pytestmark = pytest.mark.server
 
@@ -23,7 +24,7 @@ RUN_KEYS = {
 def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
     ensure_debian_packages("wrk")
     out_dir = tmp_path / "reports"
-    command = [sys.executable, "-m", "iris_service.bench", "--quick", "--out-dir", str(out_dir)]
+    command = [sys.executable, "-m", "tools.bench", "--quick", "--out-dir", str(out_dir)]
     command += ["--state-dir", str(tmp_path / "state"), "--connections", "10"]
     # Every server kind and code path (baselines at start/end, ratios, batches), few starts.
     command += ["--servers", "bentoml", "mlflow", "--models", "logistic_regression"]

@@ -1,7 +1,7 @@
 """The OCI image, end to end: build it from the current tree (`bentoml build` + `bentoml
 containerize`), run it bound to 127.0.0.1, and talk to it over HTTP.
 
-Daemonless machines (no Docker engine) get their tools from scripts/container/install-tools.sh,
+Daemonless machines (no Docker engine) get their tools from tools/container/install-tools.sh,
 so this runs, not skips, wherever those can be installed (root or sudo, apt). The local base
 image is cached (local store + ~/.cache/iris-service), so a warm run costs the Bento build and
 the `uv pip install` layer: about 2 minutes here.
@@ -19,8 +19,9 @@ import uuid
 import pytest
 import requests
 
-from iris_service import containers
-from tests.support import SETOSA, free_port
+from tests.support import SETOSA
+from tools import containers
+from tools.local_server import free_port
 
 READY_TIMEOUT_S = 120
 BUILD_TIMEOUT_S = 1500  # cold: apt install + debootstrap + PyPI downloads

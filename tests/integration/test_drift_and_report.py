@@ -10,25 +10,26 @@ import pytest
 import requests
 from sklearn.datasets import load_iris
 
+from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.settings import FEATURE_NAMES
-from tests.support import PROJECT_ROOT, BentoServer
+from tools.local_server import LocalServer
 
 pytestmark = pytest.mark.server
 
 
-def _send(server: BentoServer, rows: np.ndarray) -> None:
+def _send(server: LocalServer, rows: np.ndarray) -> None:
     flowers = [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in rows.round(1)]
     response = requests.post(f"{server.url}/predict_batch", json={"flowers": flowers}, timeout=60)
     assert response.status_code == 200, response.text
 
 
-def _drift(server: BentoServer) -> dict:
+def _drift(server: LocalServer) -> dict:
     response = requests.get(f"{server.url}/drift", timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def test_drift_is_low_for_iris_traffic_and_high_for_shifted_traffic(server: BentoServer) -> None:
+def test_drift_is_low_for_iris_traffic_and_high_for_shifted_traffic(server: LocalServer) -> None:
     window = _drift(server)["window_size"]
     iris = load_iris().data
     rng = np.random.default_rng(11)
@@ -53,7 +54,7 @@ def test_drift_is_low_for_iris_traffic_and_high_for_shifted_traffic(server: Bent
 
 
 @pytest.mark.timeout(120)
-def test_make_report_renders_the_dashboard_views(server: BentoServer) -> None:
+def test_make_report_renders_the_dashboard_views(server: LocalServer) -> None:
     """`make report SERVICE_URL=...`: /metrics snapshots around its own bounded traffic."""
     started = time.time()
     result = subprocess.run(

@@ -28,7 +28,8 @@ import requests
 from iris_service.settings import MAX_BATCH_FLOWERS, MAX_BODY_BYTES
 from tests.integration.fuzzing import fuzz_operation
 from tests.integration.reliability_support import assert_error_shape, drive, healthy
-from tests.support import SETOSA, BentoServer, ProjectState, bento_server
+from tests.support import SETOSA
+from tools.local_server import LocalServer, ProjectState, bento_server
 
 pytestmark = pytest.mark.server
 
@@ -44,7 +45,7 @@ FUZZ_PLAN = {  # per operation and generation mode: 2,000 cases, about a minute 
 @pytest.fixture(scope="module")
 def guarded(
     trained_state: ProjectState, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[BentoServer]:
+) -> Iterator[LocalServer]:
     logs = tmp_path_factory.mktemp("guarded-server")
     with bento_server(
         trained_state,
@@ -70,7 +71,7 @@ def _check_answer(response: requests.Response) -> None:
 
 
 @pytest.mark.timeout(600)  # includes training the session's model when this runs first
-def test_fuzzing_from_the_openapi_schema_never_gets_a_5xx(guarded: BentoServer) -> None:
+def test_fuzzing_from_the_openapi_schema_never_gets_a_5xx(guarded: LocalServer) -> None:
     started = time.monotonic()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(FUZZ_PLAN), mp_context=context) as pool:
@@ -89,7 +90,7 @@ def test_fuzzing_from_the_openapi_schema_never_gets_a_5xx(guarded: BentoServer) 
 
 
 def _raw(
-    server: BentoServer, path: str, body: bytes, content_type: str | None
+    server: LocalServer, path: str, body: bytes, content_type: str | None
 ) -> requests.Response:
     headers = dict(AUTH)
     if content_type is not None:
@@ -162,14 +163,14 @@ HOSTILE_BODIES: dict[str, tuple[str, bytes, str | None, set[int]]] = {
 
 
 @pytest.mark.parametrize("name", list(HOSTILE_BODIES))
-def test_hand_written_hostile_corpus(guarded: BentoServer, name: str) -> None:
+def test_hand_written_hostile_corpus(guarded: LocalServer, name: str) -> None:
     path, body, content_type, expected = HOSTILE_BODIES[name]
     response = _raw(guarded, path, body, content_type)
     assert response.status_code in expected, (name, response.status_code, response.text[:300])
     _check_answer(response)
 
 
-def test_oversized_body_is_refused_before_it_is_read_whole(guarded: BentoServer) -> None:
+def test_oversized_body_is_refused_before_it_is_read_whole(guarded: LocalServer) -> None:
     """Declare 50 MB, send 1 KB: the 413 arrives without the server waiting for the rest."""
     with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as conn:
         conn.sendall(
@@ -189,7 +190,7 @@ def test_oversized_body_is_refused_before_it_is_read_whole(guarded: BentoServer)
     assert json.loads(body)["error"] == "payload_too_large"
 
 
-def test_streamed_oversized_body_gets_413(guarded: BentoServer) -> None:
+def test_streamed_oversized_body_gets_413(guarded: LocalServer) -> None:
     def chunks() -> Iterator[bytes]:
         for _ in range(100):  # 100 x 64 KB, no Content-Length (chunked)
             yield b" " * 65536
@@ -204,7 +205,7 @@ def test_streamed_oversized_body_gets_413(guarded: BentoServer) -> None:
     _check_answer(response)
 
 
-def test_healthy_after_hostile_input_and_no_traceback_flood(guarded: BentoServer) -> None:
+def test_healthy_after_hostile_input_and_no_traceback_flood(guarded: LocalServer) -> None:
     assert healthy(guarded.url, AUTH)
     # Client errors are one JSON line each in our request log, not BentoML tracebacks.
     assert guarded.log().count("Traceback") == 0, guarded.log()[-3000:]
@@ -213,7 +214,7 @@ def test_healthy_after_hostile_input_and_no_traceback_flood(guarded: BentoServer
 # --------------------------------------------------------------------------- access control
 
 
-def test_api_key_is_required_for_predictions_only(guarded: BentoServer) -> None:
+def test_api_key_is_required_for_predictions_only(guarded: LocalServer) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY},
                     {"Authorization": f"Basic {API_KEY}"}):  # fmt: skip
         response = requests.post(f"{guarded.url}/predict", json=SETOSA, headers=headers, timeout=10)
@@ -231,7 +232,7 @@ def test_api_key_is_required_for_predictions_only(guarded: BentoServer) -> None:
     assert API_KEY not in guarded.log()
 
 
-def test_cors_is_off_by_default(guarded: BentoServer) -> None:
+def test_cors_is_off_by_default(guarded: LocalServer) -> None:
     preflight = requests.options(
         f"{guarded.url}/predict",
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
@@ -285,7 +286,7 @@ def _overload_summary(name: str, log, duration_s: float) -> str:
 
 
 @pytest.mark.timeout(150)
-def test_overload_is_refused_quickly_with_retry_after(guarded: BentoServer) -> None:
+def test_overload_is_refused_quickly_with_retry_after(guarded: LocalServer) -> None:
     """Two phases of 25x the admission limit: clients that retry at once (a flood), then
     clients that honour Retry-After. Memory is sampled over both."""
     concurrency, duration_s = 25 * ADMISSION_LIMIT, 12.0
@@ -326,19 +327,9 @@ def test_overload_is_refused_quickly_with_retry_after(guarded: BentoServer) -> N
 # --------------------------------------------------------------------------- runner crash
 
 
-def _runner_pid(server: BentoServer) -> int:
-    for proc in psutil.Process(server.process.pid).children(recursive=True):
-        try:
-            if "--service-name IrisModelRunner" in " ".join(proc.cmdline()):
-                return proc.pid
-        except psutil.Error:
-            continue
-    raise AssertionError("no runner process")
-
-
 @pytest.mark.timeout(150)
-def test_runner_crash_gives_503_then_recovers_by_itself(guarded: BentoServer) -> None:
-    old_runner = _runner_pid(guarded)
+def test_runner_crash_gives_503_then_recovers_by_itself(guarded: LocalServer) -> None:
+    old_runner = guarded.worker_pid()
     readiness: list[tuple[float, int]] = []
     killed_at: list[float] = []
 
@@ -378,7 +369,7 @@ def test_runner_crash_gives_503_then_recovers_by_itself(guarded: BentoServer) ->
     assert any(status != 200 for _, status in readiness), "/readyz never reflected the crash"
     ready_again = next(t for t, status in readiness if status == 200 and t > killed_at[0])
     recovery_s = ready_again - killed_at[0]
-    assert _runner_pid(guarded) != old_runner
+    assert guarded.worker_pid() != old_runner
     assert healthy(guarded.url, AUTH)
     slowest = max(o.latency_s for o in log.outcomes)
     print(
@@ -388,7 +379,7 @@ def test_runner_crash_gives_503_then_recovers_by_itself(guarded: BentoServer) ->
     )
 
 
-def test_prediction_log_has_one_record_per_success(guarded: BentoServer) -> None:
+def test_prediction_log_has_one_record_per_success(guarded: LocalServer) -> None:
     path = Path(guarded.log_path).parent / "predictions.jsonl"
     lines = path.read_bytes().splitlines()
     records = [json.loads(line) for line in lines]

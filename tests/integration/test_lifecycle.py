@@ -14,8 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from iris_pipeline.paths import PROJECT_ROOT
 from tests.integration.reliability_support import TrafficLog, drive
-from tests.support import PROJECT_ROOT, VENV_BIN, BentoServer, ProjectState, bento_server, free_port
+from tools.local_server import (
+    LocalServer,
+    ProjectState,
+    bento_server,
+    bentoml_serve_command,
+    free_port,
+)
 
 pytestmark = pytest.mark.server
 
@@ -24,15 +31,14 @@ GRACE_PERIOD_S = 10  # what `make serve` passes as --timeout-graceful-shutdown
 
 def _serve_until_exit(state: ProjectState, bentoml_home: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(VENV_BIN / "bentoml"), "serve", "service:IrisClassifier",
-         "--host", "127.0.0.1", "--port", str(free_port())],
+        bentoml_serve_command(free_port()),
         cwd=PROJECT_ROOT,
         env=state.env(BENTOML_HOME=str(bentoml_home)),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-    )  # fmt: skip
+    )
 
 
 def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -74,7 +80,7 @@ def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in raw.splitlines()]  # a torn line fails to parse
 
 
-async def _traffic_with_sigterm(server: BentoServer, duration_s: float) -> tuple[TrafficLog, float]:
+async def _traffic_with_sigterm(server: LocalServer, duration_s: float) -> tuple[TrafficLog, float]:
     """Load on `server`; SIGTERM to `bentoml serve` alone (as Kubernetes does) midway."""
     traffic = asyncio.create_task(drive(f"{server.url}/predict", 16, duration_s))
     await asyncio.sleep(duration_s / 3)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from iris_service.loadtest.plot import plot_history
-from tests.support import PROJECT_ROOT, VENV_BIN, BentoServer
+from iris_pipeline.paths import PROJECT_ROOT, VENV_BIN
+from tools.loadtest.plot import plot_history
+from tools.local_server import LocalServer
 
 pytestmark = pytest.mark.server
 
@@ -18,7 +19,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _locust(
-    server: BentoServer, prefix: Path, scenario: str, seconds: int, slo_p95_ms: float
+    server: LocalServer, prefix: Path, scenario: str, seconds: int, slo_p95_ms: float
 ) -> subprocess.CompletedProcess[str]:
     command = [str(VENV_BIN / "locust"), "-f", str(PROJECT_ROOT / "locustfile.py"), "--headless"]
     command += ["--users", "5", "--spawn-rate", "5", "--run-time", f"{seconds}s"]
@@ -37,7 +38,7 @@ def _locust(
 
 
 def test_saturation_run_writes_reports_and_passes_its_slo(
-    server: BentoServer, tmp_path: Path
+    server: LocalServer, tmp_path: Path
 ) -> None:
     prefix = tmp_path / "locust-saturation"
     result = _locust(server, prefix, "saturation", seconds=6, slo_p95_ms=60_000)
@@ -57,7 +58,7 @@ def test_saturation_run_writes_reports_and_passes_its_slo(
     assert png.read_bytes().startswith(PNG_SIGNATURE)
 
 
-def test_a_broken_latency_slo_sets_exit_code_1(server: BentoServer, tmp_path: Path) -> None:
+def test_a_broken_latency_slo_sets_exit_code_1(server: LocalServer, tmp_path: Path) -> None:
     result = _locust(server, tmp_path / "locust-typical", "typical", seconds=3, slo_p95_ms=0.001)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-4000:]

@@ -19,16 +19,10 @@ import pytest
 import requests
 import yaml
 
-from iris_service import report
-from tests.support import (
-    PROJECT_ROOT,
-    SETOSA,
-    VERSICOLOR,
-    VIRGINICA,
-    BentoServer,
-    ensure_debian_packages,
-    free_port,
-)
+from iris_pipeline.paths import PROJECT_ROOT
+from tests.support import SETOSA, VERSICOLOR, VIRGINICA, ensure_debian_packages
+from tools import report
+from tools.local_server import LocalServer, free_port
 
 MONITORING = PROJECT_ROOT / "deploy" / "monitoring"
 
@@ -87,7 +81,7 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def prometheus(
-    prometheus_installed: None, server: BentoServer, tmp_path_factory: pytest.TempPathFactory
+    prometheus_installed: None, server: LocalServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Prometheus]:
     """The shipped scrape config and rules, pointed at the session's server, 1 s interval."""
     workdir = tmp_path_factory.mktemp("prometheus")
@@ -135,7 +129,7 @@ def prometheus(
             process.wait(timeout=10)
 
 
-def _send_traffic(server: BentoServer) -> dict[str, int]:
+def _send_traffic(server: LocalServer) -> dict[str, int]:
     """A bounded mix: 20 flowers of each class one by one, one batch of 150, 5 invalid."""
     session = requests.Session()
     sent = {"setosa": 0, "versicolor": 0, "virginica": 0}
@@ -167,7 +161,7 @@ def _value(result: list[dict]) -> float:
 @pytest.mark.server
 @pytest.mark.timeout(180)
 def test_prometheus_scrapes_the_service_and_every_dashboard_query_has_data(
-    prometheus: Prometheus, server: BentoServer, tmp_path: Path
+    prometheus: Prometheus, server: LocalServer, tmp_path: Path
 ) -> None:
     up = prometheus.wait_for('up{job="iris-classifier"} == 1')
     assert up, "Prometheus never scraped the service"

@@ -14,13 +14,14 @@ import requests
 from sklearn.datasets import load_iris
 
 from iris_service.api_docs import API_VERSION, SERVICE_DESCRIPTION
-from iris_service.settings import FEATURE_NAMES, MAX_BATCH_FLOWERS
-from tests.support import SETOSA, VERSICOLOR, VIRGINICA, BentoServer
+from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MAX_BATCH_FLOWERS
+from tests.support import SETOSA, VERSICOLOR, VIRGINICA
+from tools.local_server import LocalServer
 
 pytestmark = pytest.mark.server
 
 
-def _post(server: BentoServer, path: str, body: object, **kwargs) -> requests.Response:
+def _post(server: LocalServer, path: str, body: object, **kwargs) -> requests.Response:
     return requests.post(f"{server.url}{path}", json=body, timeout=10, **kwargs)
 
 
@@ -38,19 +39,19 @@ def _assert_error(response: requests.Response, status: int, code: str) -> dict:
     ("flower", "expected"),
     [(SETOSA, "setosa"), (VERSICOLOR, "versicolor"), (VIRGINICA, "virginica")],
 )
-def test_known_flowers_are_classified(server: BentoServer, flower: dict, expected: str) -> None:
+def test_known_flowers_are_classified(server: LocalServer, flower: dict, expected: str) -> None:
     response = _post(server, "/predict", flower)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["class_name"] == expected
-    assert body["class_id"] == ["setosa", "versicolor", "virginica"].index(expected)
-    assert set(body["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert body["class_id"] == CLASS_NAMES.index(expected)
+    assert set(body["probabilities"]) == set(CLASS_NAMES)
     assert abs(sum(body["probabilities"].values()) - 1) < 1e-3
     assert body["probabilities"][expected] == max(body["probabilities"].values())
     assert re.fullmatch(r"iris-classifier:\w+", body["model_tag"])
 
 
-def test_batch_answers_every_flower_in_order(server: BentoServer) -> None:
+def test_batch_answers_every_flower_in_order(server: LocalServer) -> None:
     iris = load_iris()
     flowers = [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in iris.data]
     response = _post(server, "/predict_batch", {"flowers": flowers})
@@ -63,7 +64,7 @@ def test_batch_answers_every_flower_in_order(server: BentoServer) -> None:
     assert predictions[120]["class_name"] == single["class_name"]
 
 
-def test_measurement_headers_on_every_prediction(server: BentoServer) -> None:
+def test_measurement_headers_on_every_prediction(server: LocalServer) -> None:
     response = _post(server, "/predict", SETOSA, headers={"X-Request-ID": "trace-me-1"})
     assert response.headers["x-request-id"] == "trace-me-1"
     assert float(response.headers["x-latency-ms"]) > 0
@@ -81,24 +82,24 @@ def test_measurement_headers_on_every_prediction(server: BentoServer) -> None:
         ([1, 2, 3, 4], 400, "validation_error"),
     ],
 )
-def test_invalid_flowers_get_400(server: BentoServer, body: object, status: int, code: str) -> None:
+def test_invalid_flowers_get_400(server: LocalServer, body: object, status: int, code: str) -> None:
     _assert_error(_post(server, "/predict", body), status, code)
 
 
-def test_malformed_json_and_non_finite_literals_get_400(server: BentoServer) -> None:
+def test_malformed_json_and_non_finite_literals_get_400(server: LocalServer) -> None:
     headers = {"content-type": "application/json"}
     for raw in (b"{not json", b"", b"\xff\xfe", json.dumps(SETOSA).replace("5.1", "NaN").encode()):
         response = requests.post(f"{server.url}/predict", data=raw, headers=headers, timeout=10)
         _assert_error(response, 400, "validation_error")
 
 
-def test_batch_over_the_limit_gets_400(server: BentoServer) -> None:
+def test_batch_over_the_limit_gets_400(server: LocalServer) -> None:
     too_many = {"flowers": [SETOSA] * (MAX_BATCH_FLOWERS + 1)}
     body = _assert_error(_post(server, "/predict_batch", too_many), 400, "validation_error")
     assert "flowers" in body["detail"]
 
 
-def test_transport_errors_have_the_same_shape(server: BentoServer) -> None:
+def test_transport_errors_have_the_same_shape(server: LocalServer) -> None:
     _assert_error(requests.get(f"{server.url}/predict", timeout=10), 405, "method_not_allowed")
     _assert_error(requests.get(f"{server.url}/no-such-path", timeout=10), 404, "not_found")
     plain = requests.post(
@@ -114,13 +115,13 @@ def test_transport_errors_have_the_same_shape(server: BentoServer) -> None:
     _assert_error(huge, 413, "payload_too_large")
 
 
-def test_health_endpoints(server: BentoServer) -> None:
+def test_health_endpoints(server: LocalServer) -> None:
     assert requests.get(f"{server.url}/livez", timeout=5).status_code == 200
     assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
 
 
 def test_metrics_expose_the_middleware_histograms_and_the_configured_buckets(
-    server: BentoServer,
+    server: LocalServer,
 ) -> None:
     _post(server, "/predict", VIRGINICA)
     text = requests.get(f"{server.url}/metrics", timeout=10).text
@@ -136,7 +137,7 @@ def test_metrics_expose_the_middleware_histograms_and_the_configured_buckets(
     assert re.search(r'bentoml_service_request_duration_seconds_bucket\{[^}]*le="0\.0025"', text)
 
 
-def test_swagger_ui_and_openapi_examples(server: BentoServer) -> None:
+def test_swagger_ui_and_openapi_examples(server: LocalServer) -> None:
     page = requests.get(f"{server.url}/", timeout=10)
     assert page.status_code == 200 and "swagger" in page.text.lower()
     spec = requests.get(f"{server.url}/docs.json", timeout=10).json()
@@ -148,7 +149,7 @@ def test_swagger_ui_and_openapi_examples(server: BentoServer) -> None:
     assert features["example"] == SETOSA
 
 
-def test_runner_is_its_own_process(server: BentoServer) -> None:
+def test_runner_is_its_own_process(server: LocalServer) -> None:
     processes = psutil.Process(server.process.pid).children(recursive=True)
     commands = {p.pid: " ".join(p.cmdline()) for p in processes}
     runner = [pid for pid, cmd in commands.items() if "--service-name IrisModelRunner" in cmd]
@@ -178,7 +179,7 @@ async def _hammer(url: str, total: int, concurrency: int) -> list[int]:
 
 
 @pytest.mark.timeout(240)
-def test_every_request_succeeds_at_50_concurrent_connections(server: BentoServer) -> None:
+def test_every_request_succeeds_at_50_concurrent_connections(server: LocalServer) -> None:
     """Regression test for the runner-connection recycling bug (see configuration.yaml)."""
     statuses = asyncio.run(_hammer(f"{server.url}/predict", total=3000, concurrency=50))
     assert len(statuses) == 3000
@@ -186,7 +187,7 @@ def test_every_request_succeeds_at_50_concurrent_connections(server: BentoServer
     assert failures == {}
 
 
-def test_each_prediction_writes_one_structured_log_line(server: BentoServer) -> None:
+def test_each_prediction_writes_one_structured_log_line(server: LocalServer) -> None:
     response = _post(server, "/predict", SETOSA, headers={"X-Request-ID": "log-line-check-7"})
     assert response.status_code == 200
     deadline = time.monotonic() + 10  # the supervisor relays worker output asynchronously
@@ -204,7 +205,7 @@ def test_each_prediction_writes_one_structured_log_line(server: BentoServer) -> 
     assert lines[0]["latency_ms"] > 0 and "memory_delta_mb" in lines[0] and "cpu_ms" in lines[0]
 
 
-def test_the_readme_python_client_call_works(server: BentoServer) -> None:
+def test_the_readme_python_client_call_works(server: LocalServer) -> None:
     import bentoml
 
     with bentoml.SyncHTTPClient(server.url) as client:
@@ -212,4 +213,4 @@ def test_the_readme_python_client_call_works(server: BentoServer) -> None:
             sepal_length=5.1, sepal_width=3.5, petal_length=1.4, petal_width=0.2
         )
     assert answer["class_name"] == "setosa"
-    assert set(answer["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert set(answer["probabilities"]) == set(CLASS_NAMES)

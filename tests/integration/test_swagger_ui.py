@@ -10,8 +10,11 @@ import json
 
 import pytest
 
+from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.api_docs import API_VERSION
-from tests.support import PROJECT_ROOT, BentoServer, ensure_debian_packages
+from iris_service.settings import CLASS_NAMES
+from tests.support import ensure_debian_packages
+from tools.local_server import LocalServer
 
 pytestmark = pytest.mark.server
 
@@ -24,11 +27,10 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-CLASS_NAMES = ("setosa", "versicolor", "virginica")
 
 
 @pytest.mark.timeout(150)
-def test_swagger_ui_try_it_out_answers_a_class(server: BentoServer) -> None:
+def test_swagger_ui_try_it_out_answers_a_class(server: LocalServer) -> None:
     ensure_debian_packages("chromium")
     from playwright.sync_api import expect, sync_playwright
 

@@ -7,7 +7,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.support import PROJECT_ROOT, ProjectState
+from iris_pipeline.paths import PROJECT_ROOT
+from iris_service.settings import FEATURE_NAMES
+from tools.local_server import ProjectState
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -90,7 +92,7 @@ def test_bentoml_model_is_the_best_runs_model(store: ProjectState) -> None:
     registered = client.get_model_version("iris-classifier", labels["mlflow_registered_version"])
     assert registered.run_id == labels["mlflow_run_id"]
     stats = bento_model.info.metadata["feature_statistics"]
-    assert set(stats) == {"sepal_length", "sepal_width", "petal_length", "petal_width"}
+    assert set(stats) == set(FEATURE_NAMES)
 
 
 def test_if_missing_does_not_train_again(store: ProjectState) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from iris_service.bench import load, report
+from tools.bench import load, report
 
 WRK_OUTPUT = """\
 Running 2s test @ http://127.0.0.1:3000

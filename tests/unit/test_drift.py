@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
-from iris_service import drift, training
+from iris_pipeline import training
+from iris_service import drift
 from iris_service.settings import FEATURE_NAMES
 
 

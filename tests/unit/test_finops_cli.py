@@ -62,7 +62,7 @@ instances:
 def finops(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env_path = {"PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "iris_service.finops", *args],
+        [sys.executable, "-m", "tools.finops", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

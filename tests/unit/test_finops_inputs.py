@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from iris_service.finops import capacity
-from iris_service.finops.catalogue import DEFAULT_PRICES, load_catalogue
-from iris_service.finops.errors import FinOpsError
-from iris_service.finops.traffic import (
+from tools.finops import capacity
+from tools.finops.catalogue import DEFAULT_PRICES, load_catalogue
+from tools.finops.errors import FinOpsError
+from tools.finops.traffic import (
     MINUTES_PER_DAY,
     MINUTES_PER_MONTH,
     constant,

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from iris_service.finops.capacity import ReplicaConfig
-from iris_service.finops.catalogue import parse_catalogue
-from iris_service.finops.errors import FinOpsError
-from iris_service.finops.simulation import (
+from tools.finops.capacity import ReplicaConfig
+from tools.finops.catalogue import parse_catalogue
+from tools.finops.errors import FinOpsError
+from tools.finops.simulation import (
     Policy,
     autoscale,
     compare,
@@ -22,7 +17,7 @@ from iris_service.finops.simulation import (
     replicas_per_instance,
     required_replicas,
 )
-from iris_service.finops.traffic import (
+from tools.finops.traffic import (
     MINUTES_PER_MONTH,
     Traffic,
     constant,

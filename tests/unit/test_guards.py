@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
 import multiprocessing
 from pathlib import Path
 
 import httpx
+import pytest
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -142,11 +142,9 @@ def test_client_error_tracebacks_are_dropped_server_errors_kept() -> None:
 
 
 def _audit_module():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "audit_dependencies.py"
-    spec = importlib.util.spec_from_file_location("audit_dependencies", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from tools import audit_dependencies
+
+    return audit_dependencies
 
 
 def test_audit_fails_only_on_vulnerabilities_with_a_fix(tmp_path: Path) -> None:
@@ -162,3 +160,17 @@ def test_audit_fails_only_on_vulnerabilities_with_a_fix(tmp_path: Path) -> None:
     pins = tmp_path / "c.txt"
     pins.write_text("Foo_Bar==1.0\n# comment\nbaz>=2\nqux==3 ; python_version>'3'\n")
     assert audit.pinned_set([pins]) == {"foo-bar": "1.0", "qux": "3"}
+
+
+def test_a_model_in_a_format_the_bento_cannot_load_is_refused_clearly(tmp_path: Path) -> None:
+    """skops is not installed in the Bento: such a model gets one clear error, no ImportError."""
+    from iris_service.model_loading import ModelUnavailableError, load_sklearn_estimator
+
+    model_dir = tmp_path / "iris-classifier" / "v1" / "mlflow_model"
+    model_dir.mkdir(parents=True)
+    (model_dir / "model.skops").write_bytes(b"not read")
+    (model_dir / "MLmodel").write_text(
+        "flavors:\n  sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n"
+    )
+    with pytest.raises(ModelUnavailableError, match=r"saved as 'skops'.*make train"):
+        load_sklearn_estimator(model_dir)

@@ -2,8 +2,8 @@ import json
 import subprocess
 import sys
 
-from iris_service.middleware_overhead import measure
-from tests.support import PROJECT_ROOT
+from iris_pipeline.paths import PROJECT_ROOT
+from tools.middleware_overhead import measure
 
 
 def test_measurement_reports_both_timings_and_their_difference() -> None:
@@ -16,7 +16,7 @@ def test_measurement_reports_both_timings_and_their_difference() -> None:
 
 def test_cli_writes_the_report(tmp_path) -> None:
     out = tmp_path / "overhead.json"
-    cmd = [sys.executable, "-m", "iris_service.middleware_overhead", "--iterations", "200"]
+    cmd = [sys.executable, "-m", "tools.middleware_overhead", "--iterations", "200"]
     completed = subprocess.run(
         [*cmd, "--rounds", "1", "--out", str(out)], cwd=PROJECT_ROOT, timeout=60, check=False
     )

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from iris_service.schemas import IrisBatch, IrisFeatures, Prediction
-from iris_service.settings import MAX_BATCH_FLOWERS
+from iris_service.settings import FEATURE_NAMES, MAX_BATCH_FLOWERS
 from tests.support import SETOSA
 
 
@@ -41,7 +41,7 @@ def test_non_finite_json_literals_are_rejected(literal: str) -> None:
         IrisFeatures.model_validate_json(body)
 
 
-@pytest.mark.parametrize("missing", ["sepal_length", "sepal_width", "petal_length", "petal_width"])
+@pytest.mark.parametrize("missing", FEATURE_NAMES)
 def test_every_field_is_required(missing: str) -> None:
     body = {key: value for key, value in SETOSA.items() if key != missing}
     with pytest.raises(ValidationError, match=missing):

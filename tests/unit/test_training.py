@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from iris_service import training
+from iris_pipeline import training
 from iris_service.settings import FEATURE_NAMES
 
 

@@ -1,0 +1,161 @@
+"""MLflow tracking and the hand-over of the chosen MLflow run to the BentoML model store."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from iris_pipeline.paths import DEFAULT_MLFLOW_DIR
+from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
+
+if TYPE_CHECKING:
+    import bentoml
+
+    from .training import CandidateResult, Dataset
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else an embedded SQLite store inside the project."""
+    explicit = os.environ.get("MLFLOW_TRACKING_URI")
+    if explicit:
+        return explicit
+    DEFAULT_MLFLOW_DIR.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{DEFAULT_MLFLOW_DIR / 'mlflow.db'}"
+
+
+def ensure_experiment(name: str) -> str:
+    """Experiment id for `name`; artifacts of a local SQLite store stay under state/mlflow."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if tracking_uri().startswith("sqlite:///"):
+        db_path = Path(tracking_uri().removeprefix("sqlite:///"))
+        artifact_location = (db_path.parent / "artifacts").resolve().as_uri()
+    return mlflow.create_experiment(name, artifact_location=artifact_location)
+
+
+def _confusion_matrix_png(result: CandidateResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    figure, axes = plt.subplots(figsize=(4.5, 4))
+    ConfusionMatrixDisplay(result.confusion, display_labels=list(CLASS_NAMES)).plot(
+        ax=axes, colorbar=False
+    )
+    axes.set_title(f"{result.family} (held-out test split)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def log_candidate(
+    result: CandidateResult, data: Dataset, stats: dict[str, Any], experiment_id: str
+) -> str:
+    """One MLflow run per candidate: params, metrics, confusion matrix, statistics, model.
+
+    The model is saved as a pickle, not MLflow's default skops: importing skops.io takes
+    about 8 s (it walks scikit-learn to build its trusted-type list), which alone would
+    break the 5 s cold-start budget. Pickle is only safe for files you trust: the service
+    loads nothing but models this script wrote into its own store, and verifies their
+    SHA-256 (recorded at import) before unpickling.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=result.family) as run:
+        mlflow.set_tags({"model_family": result.family, "dataset": "iris"})
+        mlflow.log_params(result.params)
+        mlflow.log_metrics(result.metrics)
+        with tempfile.TemporaryDirectory() as scratch:
+            png = Path(scratch) / "confusion_matrix.png"
+            _confusion_matrix_png(result, png)
+            mlflow.log_artifact(str(png))
+        mlflow.log_dict(stats, "feature_statistics.json")
+        example = data.x_train.iloc[:3]
+        mlflow.sklearn.log_model(
+            result.model,
+            name="model",
+            signature=infer_signature(example, result.model.predict_proba(example.to_numpy())),
+            input_example=example,
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="pickle",
+        )
+        return run.info.run_id
+
+
+def register_best(run_id: str, registered_name: str = MODEL_NAME) -> str:
+    """Register the chosen run's model in the MLflow model registry; returns its version."""
+    import mlflow
+
+    version = mlflow.register_model(f"runs:/{run_id}/model", registered_name)
+    mlflow.MlflowClient().set_tag(run_id, "selected", "true")
+    return str(version.version)
+
+
+def import_into_bentoml(
+    best: CandidateResult,
+    stats: dict[str, Any],
+    registered_version: str,
+    experiment_name: str,
+    bento_model_name: str = MODEL_NAME,
+) -> bentoml.Model:
+    """Copy that MLflow run's model into the BentoML store, labelled with its lineage."""
+    import bentoml
+
+    labels = {
+        "mlflow_run_id": best.run_id or "",
+        "model_family": best.family,
+        "test_macro_f1": f"{best.metrics['test_macro_f1']:.4f}",
+        "test_accuracy": f"{best.metrics['test_accuracy']:.4f}",
+        "cv_macro_f1": f"{best.metrics['cv_macro_f1_mean']:.4f}",
+        "mlflow_registered_version": registered_version,
+    }
+    metadata = {
+        "mlflow_run_id": best.run_id,
+        "mlflow_experiment": experiment_name,
+        "mlflow_tracking_uri": tracking_uri(),
+        "model_family": best.family,
+        "metrics": best.metrics,
+        "feature_names": list(FEATURE_NAMES),
+        "class_names": list(CLASS_NAMES),
+        "feature_statistics": json.loads(json.dumps(stats)),
+    }
+    model_uri = f"runs:/{best.run_id}/model"
+    metadata["model_file_sha256"] = _model_file_sha256(model_uri)
+    return bentoml.mlflow.import_model(
+        bento_model_name, model_uri=model_uri, labels=labels, metadata=metadata
+    )
+
+
+def _model_file_sha256(model_uri: str) -> str:
+    """Checksum of the serialized estimator, checked by the service before loading it."""
+    import hashlib
+
+    import mlflow
+    import yaml
+
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=scratch))
+        flavour = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["sklearn"]
+        return hashlib.sha256((local / flavour["pickled_model"]).read_bytes()).hexdigest()
+
+
+def model_in_store(tag: str) -> bool:
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        bentoml.models.get(tag)
+    except NotFound:
+        return False
+    return True

@@ -1,0 +1,188 @@
+"""Training helpers: data, candidate models, evaluation, feature statistics, selection.
+
+Nothing here talks to MLflow or BentoML; `tracking.py` does. That keeps these pieces
+pure and unit-testable.
+
+Models are fitted on plain arrays whose columns are in FEATURE_NAMES order: the service
+builds its rows from named, validated fields in that order, so the serving path needs no
+pandas (which would add a second of cold start and a DataFrame per batch). The MLflow
+signature still names the columns, so MLflow's own pyfunc maps DataFrames by name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.datasets import load_iris
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.model_selection import StratifiedKFold, cross_validate, train_test_split
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+
+QUANTILE_LEVELS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def _logistic_regression(seed: int) -> Pipeline:
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+
+
+def _random_forest(seed: int) -> RandomForestClassifier:
+    return RandomForestClassifier(n_estimators=100, random_state=seed)
+
+
+def _svm(seed: int) -> Pipeline:
+    calibrated = CalibratedClassifierCV(SVC(random_state=seed), ensemble=False)
+    return make_pipeline(StandardScaler(), calibrated)
+
+
+def _gradient_boosting(seed: int) -> GradientBoostingClassifier:
+    return GradientBoostingClassifier(random_state=seed)
+
+
+CANDIDATES: dict[str, Callable[[int], BaseEstimator]] = {
+    "logistic_regression": _logistic_regression,
+    "random_forest": _random_forest,
+    "svm": _svm,
+    "gradient_boosting": _gradient_boosting,
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    x_train: pd.DataFrame
+    x_test: pd.DataFrame
+    y_train: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass
+class CandidateResult:
+    """Everything measured about one trained candidate."""
+
+    family: str
+    model: BaseEstimator
+    metrics: dict[str, float]
+    confusion: np.ndarray
+    params: dict[str, str] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+def load_dataset(seed: int, test_size: float = 0.2) -> Dataset:
+    """Iris (shipped with scikit-learn, no download) split with stratification."""
+    iris = load_iris()
+    features = pd.DataFrame(iris.data, columns=list(FEATURE_NAMES))
+    x_train, x_test, y_train, y_test = train_test_split(
+        features, iris.target, test_size=test_size, stratify=iris.target, random_state=seed
+    )
+    return Dataset(x_train, x_test, np.asarray(y_train), np.asarray(y_test))
+
+
+def build_candidate(family: str, seed: int) -> BaseEstimator:
+    try:
+        factory = CANDIDATES[family]
+    except KeyError:
+        known = ", ".join(CANDIDATES)
+        raise ValueError(f"unknown candidate {family!r}; choose from: {known}") from None
+    return factory(seed)
+
+
+def single_row_latency_ms(model: BaseEstimator, row: np.ndarray, repeats: int = 200) -> float:
+    """Median wall time of predict_proba on one row: the serving cost of the model itself."""
+    model.predict_proba(row)  # warm-up
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict_proba(row)
+        timings.append(time.perf_counter() - start)
+    return float(np.median(timings) * 1000)
+
+
+def evaluate_candidate(family: str, data: Dataset, seed: int, cv_folds: int = 5) -> CandidateResult:
+    """Cross-validate on the training split, then fit on it and score the held-out split."""
+    estimator = build_candidate(family, seed)
+    folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
+    x_train, x_test = data.x_train.to_numpy(), data.x_test.to_numpy()
+    cv = cross_validate(
+        clone(estimator), x_train, data.y_train, cv=folds, scoring=("accuracy", "f1_macro")
+    )
+    model = estimator.fit(x_train, data.y_train)
+    predicted = model.predict(x_test)
+    metrics = {
+        "cv_accuracy_mean": float(np.mean(cv["test_accuracy"])),
+        "cv_accuracy_std": float(np.std(cv["test_accuracy"])),
+        "cv_macro_f1_mean": float(np.mean(cv["test_f1_macro"])),
+        "cv_macro_f1_std": float(np.std(cv["test_f1_macro"])),
+        "test_accuracy": float(accuracy_score(data.y_test, predicted)),
+        "test_macro_f1": float(f1_score(data.y_test, predicted, average="macro")),
+        "predict_latency_ms": single_row_latency_ms(model, x_test[:1]),
+    }
+    params = {key: str(value) for key, value in model.get_params(deep=False).items()}
+    params.update({"family": family, "seed": str(seed), "cv_folds": str(cv_folds)})
+    confusion = confusion_matrix(data.y_test, predicted, labels=list(range(len(CLASS_NAMES))))
+    return CandidateResult(family, model, metrics, confusion, _flat_params(params))
+
+
+def _flat_params(params: dict[str, str]) -> dict[str, str]:
+    """MLflow caps parameter values at 6000 characters; pipelines print long reprs."""
+    return {key: value[:500] for key, value in params.items()}
+
+
+def selection_key(result: CandidateResult) -> tuple[float, float, float, str]:
+    """Order used to pick the best run: higher is better for every element.
+
+    1. test macro-F1 (rounded to 4 decimals so float noise does not decide);
+    2. on a tie, cross-validated macro-F1 (steadier than a 30-flower test split);
+    3. then the faster single-row predict (cheaper to serve);
+    4. then the family name, so the choice is always deterministic.
+    """
+    return (
+        round(result.metrics["test_macro_f1"], 4),
+        round(result.metrics["cv_macro_f1_mean"], 4),
+        -round(result.metrics["predict_latency_ms"], 2),
+        result.family,
+    )
+
+
+def select_best(results: Sequence[CandidateResult]) -> CandidateResult:
+    if not results:
+        raise ValueError("no candidates were trained")
+    return max(results, key=selection_key)
+
+
+def feature_statistics(features: pd.DataFrame) -> dict[str, dict[str, object]]:
+    """Per-feature training statistics that drift monitoring compares live traffic with."""
+    stats: dict[str, dict[str, object]] = {}
+    for name in features.columns:
+        column = features[name].to_numpy(dtype=float)
+        stats[name] = {
+            "count": int(column.size),
+            "mean": float(np.mean(column)),
+            "std": float(np.std(column, ddof=1)),
+            "min": float(np.min(column)),
+            "max": float(np.max(column)),
+            "quantile_levels": list(QUANTILE_LEVELS),
+            "quantiles": [float(q) for q in np.quantile(column, QUANTILE_LEVELS)],
+            **drift_bins(column),
+        }
+    return stats
+
+
+def drift_bins(column: np.ndarray) -> dict[str, list[float]]:
+    """Bins for drift monitoring (iris_service/drift.py): the distinct inner deciles as cut
+    points, bin i = (cut[i-1], cut[i]], and the exact share of training values in each bin
+    (measurements repeat, so a decile's own value can hold far more than 10 %)."""
+    cut_points = np.unique(np.quantile(column, QUANTILE_LEVELS[1:-1]))
+    bins = np.searchsorted(cut_points, column, side="left")
+    shares = np.bincount(bins, minlength=cut_points.size + 1) / column.size
+    return {"bin_cut_points": cut_points.tolist(), "bin_shares": shares.tolist()}

@@ -1,6 +1,0 @@
-"""FinOps cost simulation: measured capacity -> replicas, monthly cost and SLO risk.
-
-Run `python -m iris_service.finops --help` (or `make finops`). Modules, one concern each:
-catalogue (prices), traffic (load profiles), capacity (benchmark or flags), simulation
-(autoscaler and cost), report (Markdown, JSON, plots, terminal table).
-"""

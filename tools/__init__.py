@@ -1,0 +1,5 @@
+"""Tools around the service: benchmark, load test, FinOps, monitoring report, container build,
+overhead measurements, and the one way to run a served instance locally.
+
+Never imported by the served code (`iris_service`) and never packed into the Bento.
+"""

@@ -1,0 +1,51 @@
+"""The plain FastAPI + uvicorn baseline: the same estimator behind a minimal app.
+
+This is what a user would write without BentoML (the original project's stack): Pydantic
+validation with the service's own schemas, `predict_proba` on a one-row array in the event
+loop (the estimator was fitted on arrays in FEATURE_NAMES order, as the runner calls it), no
+runner, no middleware. Run with
+`IRIS_BASELINE_MODEL_DIR=<bento model>/mlflow_model uvicorn tools.bench.baseline_app:app`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+
+from iris_service.model_loading import load_sklearn_estimator
+from iris_service.schemas import IrisBatch, IrisFeatures
+from iris_service.settings import CLASS_NAMES
+
+MODEL_DIR_ENV = "IRIS_BASELINE_MODEL_DIR"
+
+app = FastAPI(title="Iris baseline (plain FastAPI)")
+_estimator = load_sklearn_estimator(Path(os.environ[MODEL_DIR_ENV]))
+
+
+def _prediction(probabilities: np.ndarray) -> dict[str, Any]:
+    class_id = int(np.argmax(probabilities))
+    return {
+        "class_id": class_id,
+        "class_name": CLASS_NAMES[class_id],
+        "probabilities": dict(zip(CLASS_NAMES, probabilities.round(6).tolist(), strict=True)),
+    }
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.post("/predict")
+async def predict(features: IrisFeatures) -> dict[str, Any]:
+    return _prediction(_estimator.predict_proba(np.array([features.as_row()]))[0])
+
+
+@app.post("/predict_batch")
+async def predict_batch(batch: IrisBatch) -> dict[str, Any]:
+    rows = np.array([flower.as_row() for flower in batch.flowers])
+    return {"predictions": [_prediction(row) for row in _estimator.predict_proba(rows)]}

@@ -1,0 +1,329 @@
+"""One benchmark run: train the models, then start, warm up, load and stop every server.
+
+Order: baselines (start) -> for each worker count and model, every server -> baselines (end),
+so that the comparison runs are close in time and the drift of the machine is visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tools.local_server import ProjectState, http_status
+
+from . import payloads, servers
+from .load import LoadResult, ensure_wrk, run_wrk
+from .models import BenchModel, ensure_trained
+from .resources import ProcessTreeMonitor, TreeUsage, wait_quiet
+
+logger = logging.getLogger("tools.bench")
+
+PAUSE_BETWEEN_RUNS_S = 1.0
+SETTLE_AFTER_WARMUP_S = 1.0
+
+
+@dataclass
+class Options:
+    out_dir: Path
+    state_dir: Path
+    duration_s: float = 20
+    warmup_s: float = 3
+    connections: int = 50
+    threads: int = 1
+    servers: tuple[str, ...] = servers.SERVERS
+    models: tuple[str, ...] = ("logistic_regression", "random_forest")
+    workers: tuple[int, ...] = (1, 2)
+    batch_sizes: tuple[int, ...] = (1, 10, 100, 1000)
+    batch_duration_s: float = 5
+    batch_connections: int = 8
+    baseline_servers: tuple[str, ...] = ("fastapi", "mlflow")
+    # Servers also measured with more than one worker (mlflow is left out to save time).
+    multi_worker_servers: tuple[str, ...] = ("bentoml", "fastapi")
+    baseline_model: str = "logistic_regression"
+
+
+@dataclass
+class Results:
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    batch: list[dict[str, Any]] = field(default_factory=list)
+
+
+def machine() -> dict[str, Any]:
+    cpu_model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+        wrk_version = (wrk.stdout or wrk.stderr).split("Copyright")[0].strip()
+    except OSError:
+        wrk_version = "wrk ?"
+    cpus = os.cpu_count() or 1
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    description = (
+        f"{cpus} CPUs ({cpu_model}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, {_versions()}, {wrk_version}"
+    )
+    return {"cpus": cpus, "description": description, "load_average_at_end": load}
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for package in ("bentoml", "mlflow", "scikit-learn", "fastapi", "uvicorn"):
+        try:
+            parts.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            continue
+    return ", ".join(parts)
+
+
+def run_name(server: str, model: BenchModel, workers: int) -> str:
+    return f"{server}-{model.short}-{workers}w"
+
+
+def check_answers(running: servers.RunningServer) -> None:
+    """One real prediction before loading the server: a broken setup fails loudly here."""
+    body = payloads.single_body(running.server, 0)
+    status = http_status(running.port, "POST", running.endpoints.predict, body)
+    if status != 200:
+        raise RuntimeError(
+            f"{running.server} answered {status} to a valid prediction:\n{running.log_tail()}"
+        )
+
+
+def measured_load(
+    running: servers.RunningServer,
+    path: str,
+    bodies: list[str],
+    duration_s: float,
+    connections: int,
+    threads: int,
+) -> tuple[LoadResult, TreeUsage]:
+    monitor = ProcessTreeMonitor(running.local.process.pid, running.port)
+    monitor.start()
+    try:
+        load = run_wrk(running.url, path, bodies, duration_s, connections, threads)
+    finally:
+        usage = monitor.stop()
+    return load, usage
+
+
+def run_record(
+    running: servers.RunningServer,
+    phase: str,
+    options: Options,
+    load: LoadResult,
+    usage: TreeUsage,
+) -> dict[str, Any]:
+    answered = max(load.requests, 1)
+    record: dict[str, Any] = {
+        "name": run_name(running.server, running.model, running.workers),
+        "server": running.server,
+        "model": running.model.family,
+        "workers": running.workers,
+        "phase": phase,
+        "connections": options.connections,
+        "duration_s": round(load.duration_s, 2),
+        "requests": load.requests,
+        "requests_per_s": round(load.requests_per_s, 1),
+        "latency_ms": load.latency_ms,
+        "errors": load.errors,
+        "non_2xx": load.non_2xx,
+        "socket_errors": load.socket_errors,
+        "cpu_ms_per_request": round(usage.cpu_s * 1000 / answered, 3),
+        "server_cpu_cores": round(usage.cpu_s / load.duration_s, 2) if load.duration_s else None,
+        "rss_mb_per_worker": round(usage.peak_rss_mb_per_process, 1),
+        "rss_mb_total": round(usage.rss_mb_total, 1),
+        "cold_start_s": round(running.cold_start_s or 0.0, 2),
+        "loadgen_cpu_ms_per_request": round(load.loadgen_cpu_s * 1000 / answered, 3),
+        "model_tag": running.model.tag,
+        "processes": [
+            {"role": p.role, "peak_rss_mb": round(p.peak_rss_mb, 1), "cpu_s": round(p.cpu_s, 2)}
+            for p in usage.processes
+        ],
+    }
+    if running.workers > 1:
+        record["connection_split"] = usage.connection_split
+    return record
+
+
+def batch_records(running: servers.RunningServer, options: Options) -> list[dict[str, Any]]:
+    records = []
+    for size in options.batch_sizes:
+        bodies = [payloads.batch_body(running.server, size, offset) for offset in range(3)]
+        entry: dict[str, Any] = {
+            "server": running.server,
+            "model": running.model.family,
+            "workers": running.workers,
+            "batch_size": size,
+            "connections": options.batch_connections,
+        }
+        try:
+            load, usage = measured_load(
+                running,
+                running.endpoints.batch,
+                bodies,
+                options.batch_duration_s,
+                options.batch_connections,
+                options.threads,
+            )
+        except (RuntimeError, ValueError) as exc:
+            entry["failed"] = str(exc).splitlines()[0]
+            records.append(entry)
+            continue
+        rows = load.requests * size
+        entry |= {
+            "duration_s": round(load.duration_s, 2),
+            "requests_per_s": round(load.requests_per_s, 1),
+            "rows_per_s": round(rows / load.duration_s, 1) if load.duration_s else 0.0,
+            "latency_ms": load.latency_ms,
+            "errors": load.errors,
+            "non_2xx": load.non_2xx,
+            "socket_errors": load.socket_errors,
+            "cpu_us_per_row": round(usage.cpu_s * 1e6 / max(rows, 1), 2),
+        }
+        records.append(entry)
+        logger.info(
+            "  batch %4d: %8.0f rows/s, p99 %.1f ms, %d errors",
+            size,
+            entry["rows_per_s"],
+            load.latency_ms["p99"],
+            load.errors,
+        )
+    return records
+
+
+def measure(
+    server: str,
+    model: BenchModel,
+    workers: int,
+    phase: str,
+    options: Options,
+    state: ProjectState,
+    with_batches: bool,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Start one server, measure it, stop it. A failure becomes a `failed` record."""
+    name = run_name(server, model, workers)
+    logger.info("%s (%s): starting", name, phase)
+    log_dir = options.out_dir / "bench-logs"
+    try:
+        running = servers.start(server, model, workers, state, log_dir)
+    except (RuntimeError, TimeoutError) as exc:
+        logger.error("%s failed to start: %s", name, exc)
+        return _failed(server, model, workers, phase, options, exc), []
+    try:
+        check_answers(running)
+        logger.info("%s: ready in %.2f s, warming up", name, running.cold_start_s)
+        predict_bodies = payloads.single_bodies(server)
+        if options.warmup_s > 0:
+            run_wrk(
+                running.url,
+                running.endpoints.predict,
+                predict_bodies,
+                options.warmup_s,
+                options.connections,
+                options.threads,
+            )
+            # When the warm-up's wrk exits, the requests it left in flight are still being
+            # answered; starting the measured run at once would put up to twice the
+            # connections' worth of requests in flight (and trip the admission limit).
+            time.sleep(SETTLE_AFTER_WARMUP_S)
+        load, usage = measured_load(
+            running,
+            running.endpoints.predict,
+            predict_bodies,
+            options.duration_s,
+            options.connections,
+            options.threads,
+        )
+        record = run_record(running, phase, options, load, usage)
+        logger.info(
+            "%s: %.0f req/s, p99 %.1f ms, %d errors, %.2f CPU ms/req",
+            name,
+            record["requests_per_s"],
+            record["latency_ms"]["p99"],
+            record["errors"],
+            record["cpu_ms_per_request"],
+        )
+        batches = batch_records(running, options) if with_batches else []
+    except (RuntimeError, ValueError) as exc:
+        logger.error("%s failed: %s", name, exc)
+        return _failed(server, model, workers, phase, options, exc), []
+    finally:
+        running.stop()
+        wait_quiet(PAUSE_BETWEEN_RUNS_S)
+    return record, batches
+
+
+def _failed(
+    server: str, model: BenchModel, workers: int, phase: str, options: Options, exc: Exception
+) -> dict[str, Any]:
+    return {
+        "name": run_name(server, model, workers),
+        "server": server,
+        "model": model.family,
+        "workers": workers,
+        "phase": phase,
+        "connections": options.connections,
+        "failed": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+    }
+
+
+def run(options: Options) -> dict[str, Any]:
+    """The whole benchmark; returns the bench.json document (not yet written)."""
+    from . import report
+
+    ensure_wrk()
+    load_at_start = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    state = ProjectState(options.state_dir)
+    families = list(dict.fromkeys([*options.models, options.baseline_model]))
+    models = {}
+    for family in families:
+        logger.info("training %s into %s (unless present)", family, state.root)
+        models[family] = ensure_trained(state, family)
+    results = Results()
+    baseline_model = models[options.baseline_model]
+
+    def baselines(phase: str) -> None:
+        for server in options.baseline_servers:
+            record, _ = measure(server, baseline_model, 1, phase, options, state, False)
+            results.runs.append(record)
+
+    baselines("baseline_start")
+    for workers in options.workers:
+        for family in options.models:
+            for server in options.servers:
+                if workers > 1 and server not in options.multi_worker_servers:
+                    continue
+                with_batches = workers == options.workers[0] and bool(options.batch_sizes)
+                record, batches = measure(
+                    server, models[family], workers, "main", options, state, with_batches
+                )
+                results.runs.append(record)
+                results.batch.extend(batches)
+    baselines("baseline_end")
+    settings = {
+        "connections": options.connections,
+        "threads": options.threads,
+        "duration_s": options.duration_s,
+        "warmup_s": options.warmup_s,
+        "batch_duration_s": options.batch_duration_s,
+        "batch_connections": options.batch_connections,
+        "models": {family: model.tag for family, model in models.items()},
+        "load_average_at_start": load_at_start,
+    }
+    generated_at = datetime.now(UTC).isoformat(timespec="seconds")
+    return report.build(generated_at, machine(), settings, results.runs, results.batch)

@@ -1,0 +1,124 @@
+"""Start and stop each server under test on 127.0.0.1, and measure its cold start.
+
+- bentoml: the shipped service exactly as users get it (`bentoml serve service:IrisClassifier`
+  with BENTOML_CONFIG=configuration.yaml; for N != 1 workers, a copy of that file with the
+  API service's `workers` set to N);
+- fastapi: `uvicorn tools.bench.baseline_app:app --workers N` (uvicorn defaults);
+- mlflow: `mlflow models serve -m runs:/<run>/model --env-manager local --workers N`.
+
+Every server runs in its own process group so that stopping it stops all of its workers.
+Cold start = process start until the readiness endpoint first answers 200.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from iris_pipeline.paths import CONFIGURATION, VENV_BIN
+from tools.local_server import (
+    HOST,
+    LocalServer,
+    ProjectState,
+    bentoml_serve_command,
+    free_port,
+    start_server,
+)
+
+from .models import BenchModel
+
+SERVERS = ("bentoml", "fastapi", "mlflow")
+API_SERVICE = "IrisClassifier"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    ready: str
+    predict: str
+    batch: str
+
+
+ENDPOINTS: dict[str, Endpoints] = {
+    "bentoml": Endpoints("/readyz", "/predict", "/predict_batch"),
+    "fastapi": Endpoints("/health", "/predict", "/predict_batch"),
+    "mlflow": Endpoints("/ping", "/invocations", "/invocations"),
+}
+
+
+@dataclass
+class RunningServer:
+    """One server under test: which one, with which model and workers, and its process."""
+
+    server: str
+    model: BenchModel
+    workers: int
+    local: LocalServer
+
+    @property
+    def port(self) -> int:
+        return self.local.port
+
+    @property
+    def url(self) -> str:
+        return self.local.url
+
+    @property
+    def cold_start_s(self) -> float | None:
+        return self.local.cold_start_s
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return ENDPOINTS[self.server]
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.local.log_tail(chars)
+
+    def stop(self) -> None:
+        self.local.stop(timeout=20)
+
+
+def bentoml_config(state: ProjectState, workers: int) -> Path:
+    """configuration.yaml as shipped, or a copy with the API service's workers set."""
+    shipped = CONFIGURATION
+    if workers == 1:
+        return shipped
+    config = yaml.safe_load(shipped.read_text()) or {}
+    services = config.setdefault("services", {})
+    services.setdefault(API_SERVICE, {})["workers"] = workers
+    path = state.root / f"configuration-{workers}-workers.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def command_and_env(
+    server: str, model: BenchModel, workers: int, port: int, state: ProjectState
+) -> tuple[list[str], dict[str, str]]:
+    if server == "bentoml":
+        command = bentoml_serve_command(port)
+        env = state.env(
+            BENTOML_CONFIG=str(bentoml_config(state, workers)), IRIS_MODEL_TAG=model.tag
+        )
+        return command, env
+    if server == "fastapi":
+        command = [str(VENV_BIN / "uvicorn"), "tools.bench.baseline_app:app"]
+        command += ["--host", HOST, "--port", str(port), "--workers", str(workers)]
+        return command, state.env(IRIS_BASELINE_MODEL_DIR=str(model.mlflow_model_dir))
+    if server == "mlflow":
+        command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model.mlflow_uri]
+        command += ["--env-manager", "local", "--host", HOST, "--port", str(port)]
+        command += ["--workers", str(workers)]
+        return command, state.env()
+    raise ValueError(f"unknown server {server!r}; choose from {', '.join(SERVERS)}")
+
+
+def start(
+    server: str, model: BenchModel, workers: int, state: ProjectState, log_dir: Path
+) -> RunningServer:
+    """Start the server in its own process group and wait until it is ready."""
+    port = free_port()
+    command, env = command_and_env(server, model, workers, port, state)
+    log_path = log_dir / f"{server}-{model.short}-{workers}w-{port}.log"
+    local = start_server(command, env, port, log_path, ready_path=ENDPOINTS[server].ready)
+    return RunningServer(server, model, workers, local)

@@ -1,0 +1,235 @@
+"""The one way to run a served instance on this machine: start, wait until ready, stop.
+
+Used by the tests, the benchmark (for every server it compares), the load test and
+`make report`, so that each of them starts a server the same bounded way: on 127.0.0.1 only,
+on a free port, in a process group of its own (stopping it stops every worker), with an
+isolated BentoML home, and with its output in a log file.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from iris_pipeline.paths import CONFIGURATION, PROJECT_ROOT, VENV_BIN
+
+HOST = "127.0.0.1"
+READY_TIMEOUT_S = 120.0
+API_SERVICE = "service:IrisClassifier"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def http_status(port: int, method: str, path: str, body: str | None = None) -> int | None:
+    """Status of one request to 127.0.0.1:port, or None when nothing answers (yet)."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=5)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+@dataclass(frozen=True)
+class ProjectState:
+    """A BentoML home and an MLflow store of their own, apart from the user's."""
+
+    root: Path
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.root / "bentoml"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow' / 'mlflow.db'}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            # tools such as `mlflow models serve` start `uvicorn` from PATH
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "BENTOML_HOME": str(self.bentoml_home),
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "BENTOML_CONFIG": str(CONFIGURATION),
+            "BENTOML_DO_NOT_TRACK": "True",
+            "PYTHONUNBUFFERED": "1",
+        }
+        (self.root / "mlflow").mkdir(parents=True, exist_ok=True)
+        env.update(extra)
+        return env
+
+    def train(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run the real train.py against this state."""
+        return subprocess.run(
+            [sys.executable, "train.py", *args],
+            cwd=PROJECT_ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+@dataclass
+class LocalServer:
+    """A server process started by `start_server`; `url` is on 127.0.0.1."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    ready_path: str
+    started_at: float
+    cold_start_s: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log()[-chars:]
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
+        """Seconds from process start until the readiness route answered 200 (cold start);
+        fails with the end of the server's log otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_tail()}")
+            if http_status(self.port, "GET", self.ready_path) == 200:
+                self.cold_start_s = time.monotonic() - self.started_at
+                return self.cold_start_s
+            time.sleep(0.05)
+        raise TimeoutError(f"not ready after {timeout} s:\n{self.log_tail()}")
+
+    def worker_pid(self, service_name: str = "IrisModelRunner") -> int:
+        """PID of the (first) worker process of a BentoML service of this server."""
+        import psutil
+
+        for proc in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if f"--service-name {service_name}" in " ".join(proc.cmdline()):
+                    return proc.pid
+            except psutil.Error:
+                continue
+        raise LookupError(f"no {service_name} worker under process {self.process.pid}")
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM to the whole process group; SIGKILL when it outlives `timeout`."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+
+def start_server(
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    log_path: Path,
+    ready_path: str = "/readyz",
+    wait: bool = True,
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> LocalServer:
+    """Start `command` (which must listen on 127.0.0.1:port) in its own process group and,
+    unless `wait` is false, wait until `ready_path` answers 200; stopped again on failure."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log_file:
+        started_at = time.monotonic()
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = LocalServer(process, port, log_path, ready_path, started_at)
+    if wait:
+        try:
+            server.wait_ready(ready_timeout)
+        except BaseException:
+            server.stop()
+            raise
+    return server
+
+
+def bentoml_serve_command(port: int, *serve_args: str) -> list[str]:
+    """`bentoml serve` of the shipped service on 127.0.0.1:port."""
+    command = [str(VENV_BIN / "bentoml"), "serve", API_SERVICE, "--host", HOST]
+    return [*command, "--port", str(port), *serve_args]
+
+
+def isolated_home(models: Path, parent: Path, port: int) -> Path:
+    """A BENTOML_HOME of its own whose model store is `models`: `bentoml serve` wipes
+    `$BENTOML_HOME/prometheus_multiproc_dir` at start, so two servers sharing a home would
+    erase each other's metrics."""
+    home = parent / f"bentoml-home-{port}"
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "models"
+    if not link.exists():
+        link.symlink_to(models, target_is_directory=True)
+    return home
+
+
+@contextmanager
+def bento_server(
+    state: ProjectState | None,
+    log_dir: Path,
+    wait: bool = True,
+    serve_args: tuple[str, ...] = (),
+    port: int | None = None,
+    **extra_env: str,
+) -> Iterator[LocalServer]:
+    """`bentoml serve` of the shipped service, stopped when the block ends.
+
+    With a `state`, the server uses that state's model store and MLflow store; with None, the
+    environment's (BENTOML_HOME, as `make serve` sets it). Either way it gets its own home.
+    `serve_args` are extra `bentoml serve` options, e.g. ("--timeout-graceful-shutdown", "10").
+    """
+    port = port or free_port()
+    env = state.env() if state is not None else {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("BENTOML_CONFIG", str(CONFIGURATION))
+    if "BENTOML_HOME" not in extra_env:
+        models = Path(env.get("BENTOML_HOME", Path.home() / "bentoml")) / "models"
+        extra_env = {**extra_env, "BENTOML_HOME": str(isolated_home(models, log_dir, port))}
+    env.update(extra_env)
+    server = start_server(
+        bentoml_serve_command(port, *serve_args),
+        env,
+        port,
+        log_dir / f"bentoml-serve-{port}.log",
+        wait=wait,
+    )
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,348 @@
+"""`make report`: the Grafana dashboard's views as PNG plots, for users without Grafana.
+
+Two sources, one set of views (the panels of deploy/monitoring/grafana-dashboard.json):
+- `--prometheus-url URL`: every panel query of the dashboard, run as a query range over the
+  last `--minutes` minutes on that Prometheus;
+- otherwise `/metrics` snapshots of a running service (`--service-url`), or of a
+  `bentoml serve` this command starts on 127.0.0.1 (`--start-service`), taken every
+  `--interval` seconds while it sends a bounded mix of Iris traffic (in-distribution, then
+  shifted, plus a few invalid requests); rates, percentiles and gauges are computed from
+  consecutive snapshots the way PromQL's rate() and histogram_quantile() do.
+Writes reports/monitoring-<panel>.png per panel and reports/monitoring.png with all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from iris_pipeline.paths import PROJECT_ROOT, REPORTS_DIR
+from iris_service.settings import FEATURE_NAMES
+
+DASHBOARD = PROJECT_ROOT / "deploy" / "monitoring" / "grafana-dashboard.json"
+RATE_WINDOW = "1m"
+
+Series = dict[str, list[tuple[float, float]]]  # legend -> [(unix time, value)]
+
+
+def dashboard_panels(path: Path = DASHBOARD) -> list[dict]:
+    return json.loads(path.read_text())["panels"]
+
+
+def promql(expr: str, rate_window: str = RATE_WINDOW) -> str:
+    """A dashboard expression with Grafana's variables replaced, as Prometheus runs it."""
+    return expr.replace("$__rate_interval", rate_window).replace("$__interval", rate_window)
+
+
+def _legend(template: str, labels: dict[str, str]) -> str:
+    text = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template)
+    return text or ",".join(f"{k}={v}" for k, v in labels.items()) or "value"
+
+
+# --- Prometheus query range ------------------------------------------------------------------
+
+
+def panels_from_prometheus(url: str, minutes: float, step_seconds: float) -> dict[str, Series]:
+    end = time.time()
+    views: dict[str, Series] = {}
+    for panel in dashboard_panels():
+        series: Series = {}
+        for target in panel["targets"]:
+            response = requests.get(
+                f"{url.rstrip('/')}/api/v1/query_range",
+                params={
+                    "query": promql(target["expr"]),
+                    "start": end - minutes * 60,
+                    "end": end,
+                    "step": step_seconds,
+                },
+                timeout=30,
+            )
+            response.raise_for_status()
+            for result in response.json()["data"]["result"]:
+                points = [(float(t), float(v)) for t, v in result["values"]]
+                series[_legend(target.get("legendFormat", ""), result["metric"])] = points
+        views[panel["title"]] = series
+    return views
+
+
+# --- /metrics snapshots ----------------------------------------------------------------------
+
+Sample = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
+
+
+@dataclass
+class Snapshot:
+    time: float  # wall clock, for the plots
+    elapsed: float  # monotonic seconds, for rates
+    samples: dict[Sample, float]
+
+    def select(self, name: str, **match: str) -> Iterator[tuple[dict[str, str], float]]:
+        for (sample_name, labels), value in self.samples.items():
+            if sample_name != name:
+                continue
+            label_map = dict(labels)
+            if all(re.fullmatch(pattern, label_map.get(k, "")) for k, pattern in match.items()):
+                yield label_map, value
+
+
+def take_snapshot(service_url: str) -> Snapshot:
+    text = requests.get(f"{service_url}/metrics", timeout=10).text
+    samples: dict[Sample, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+    return Snapshot(time.time(), time.monotonic(), samples)
+
+
+def _grouped(snapshot: Snapshot, name: str, by: str, **match: str) -> dict[str, float]:
+    sums: dict[str, float] = defaultdict(float)
+    for labels, value in snapshot.select(name, **match):
+        sums[labels.get(by, "")] += value
+    return sums
+
+
+def _rates(snapshots: list[Snapshot], name: str, by: str, **match: str) -> Series:
+    """Per-second increase between consecutive snapshots, summed by one label (rate())."""
+    series: Series = defaultdict(list)
+    for before, after in itertools.pairwise(snapshots):
+        old, new = _grouped(before, name, by, **match), _grouped(after, name, by, **match)
+        for key, value in new.items():
+            increase = value - old.get(key, 0.0)
+            series[key or "value"].append(
+                (after.time, max(increase, 0.0) / (after.elapsed - before.elapsed))
+            )
+    return dict(series)
+
+
+def _ratio(numerator: Series, denominator: Series) -> Series:
+    result: Series = {}
+    for key, points in numerator.items():
+        below = dict(denominator.get(key, []))
+        result[key] = [(t, v / below[t]) for t, v in points if below.get(t)]
+    return result
+
+
+def histogram_quantile(quantile: float, buckets: dict[float, float]) -> float:
+    """Prometheus's histogram_quantile over cumulative bucket counts {upper bound: count}."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0.0
+    if total <= 0:
+        return math.nan
+    rank = quantile * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (
+                count - lower_count
+            )
+        lower_bound, lower_count = bound, count
+    return bounds[-1]
+
+
+def _latency_percentiles(snapshots: list[Snapshot]) -> Series:
+    series: Series = defaultdict(list)
+    for before, after in itertools.pairwise(snapshots):
+        old = _grouped(before, "iris_request_latency_ms_bucket", "le", endpoint="/predict")
+        new = _grouped(after, "iris_request_latency_ms_bucket", "le", endpoint="/predict")
+        buckets = {float(le): new[le] - old.get(le, 0.0) for le in new}
+        for q in (0.5, 0.95, 0.99):
+            value = histogram_quantile(q, buckets)
+            if not math.isnan(value):
+                series[f"p{round(q * 100)}"].append((after.time, value))
+    return dict(series)
+
+
+def _gauge(snapshots: list[Snapshot], name: str, by: str | None = None) -> Series:
+    series: Series = defaultdict(list)
+    for snapshot in snapshots:
+        values: dict[str, float] = defaultdict(lambda: -math.inf)
+        for labels, value in snapshot.select(name):
+            key = labels.get(by, "") if by else "value"
+            values[key] = max(values[key], value)
+        for key, value in values.items():
+            series[key].append((snapshot.time, value))
+    return dict(series)
+
+
+SNAPSHOT_VIEWS: dict[str, Callable[[list[Snapshot]], Series]] = {
+    "Request rate": lambda s: _rates(s, "iris_request_latency_ms_count", "endpoint"),
+    "Errors": lambda s: _rates(s, "iris_errors_total", "error"),
+    "Latency percentiles (POST /predict)": _latency_percentiles,
+    "Memory (resident, per API worker max)": lambda s: _gauge(s, "iris_process_resident_memory_mb"),
+    "CPU time per request": lambda s: _ratio(
+        _rates(s, "iris_request_cpu_ms_sum", "endpoint"),
+        _rates(s, "iris_request_cpu_ms_count", "endpoint"),
+    ),
+    "Data drift (PSI per feature)": lambda s: _gauge(s, "iris_feature_drift_psi", "feature"),
+    "Class mix": lambda s: _rates(s, "iris_predictions_total", "class_name"),
+}
+
+
+def panels_from_snapshots(snapshots: list[Snapshot]) -> dict[str, Series]:
+    views = {}
+    for panel in dashboard_panels():
+        compute = SNAPSHOT_VIEWS.get(panel["title"])
+        views[panel["title"]] = compute(snapshots) if compute else {}
+    return views
+
+
+def _flowers(count: int, shift_cm: float, rng: np.random.Generator) -> list[dict[str, float]]:
+    from sklearn.datasets import load_iris
+
+    data = load_iris().data[rng.integers(0, 150, count)]
+    data[:, 2:] += shift_cm  # petal length and width
+    return [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in data.round(1)]
+
+
+def traffic_with_snapshots(
+    service_url: str, seconds: float, interval: float, max_requests: int
+) -> list[Snapshot]:
+    """Bounded traffic (time and count): in-distribution, then shifted petals, some errors."""
+    rng = np.random.default_rng(0)
+    snapshots = [take_snapshot(service_url)]
+    started = time.monotonic()
+    sent = 0
+    session = requests.Session()
+    while time.monotonic() - started < seconds and sent < max_requests:
+        shift_cm = 1.5 if time.monotonic() - started > seconds / 2 else 0.0
+        if sent % 50 == 49:
+            session.post(f"{service_url}/predict", json={"sepal_length": -1}, timeout=10)
+        elif sent % 50 == 0:
+            batch = {"flowers": _flowers(50, shift_cm, rng)}
+            session.post(f"{service_url}/predict_batch", json=batch, timeout=30)
+        else:
+            session.post(f"{service_url}/predict", json=_flowers(1, shift_cm, rng)[0], timeout=10)
+        sent += 1
+        if time.monotonic() - snapshots[-1].elapsed >= interval:
+            snapshots.append(take_snapshot(service_url))
+    if time.monotonic() - snapshots[-1].elapsed >= interval / 2:  # no tiny last interval
+        snapshots.append(take_snapshot(service_url))
+    return snapshots
+
+
+@contextmanager
+def started_service(log_dir: Path) -> Iterator[str]:
+    """`make serve`'s service on a free 127.0.0.1 port (trains a model first if none)."""
+    from .local_server import bento_server
+
+    subprocess.run([sys.executable, "train.py", "--if-missing"], cwd=PROJECT_ROOT, check=True)
+    with bento_server(None, log_dir) as server:
+        yield server.url
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def render(views: dict[str, Series], out_dir: Path, source: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from datetime import datetime
+
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def draw(axes: plt.Axes, title: str, series: Series) -> None:
+        for legend, points in sorted(series.items()):
+            finite = [(datetime.fromtimestamp(t), v) for t, v in points if math.isfinite(v)]
+            if finite:
+                axes.plot(*zip(*finite, strict=True), label=legend, marker=".", markersize=3)
+        if title.startswith("Data drift"):
+            axes.axhline(0.1, color="orange", linestyle="--", linewidth=1)
+            axes.axhline(0.25, color="red", linestyle="--", linewidth=1)
+        axes.set_title(title, fontsize=10)
+        axes.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
+        axes.tick_params(labelsize=7)
+        if series:
+            axes.legend(fontsize=7)
+        else:
+            axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
+
+    for title, series in views.items():
+        figure, axes = plt.subplots(figsize=(7, 3.5))
+        draw(axes, title, series)
+        figure.tight_layout()
+        path = out_dir / f"monitoring-{_slug(title)}.png"
+        figure.savefig(path, dpi=90)
+        plt.close(figure)
+        written.append(path)
+
+    rows = math.ceil(len(views) / 2)
+    figure, grid = plt.subplots(rows, 2, figsize=(13, 3.2 * rows), squeeze=False)
+    for axes, (title, series) in zip(grid.flat, views.items(), strict=False):
+        draw(axes, title, series)
+    for axes in list(grid.flat)[len(views) :]:
+        axes.axis("off")
+    figure.suptitle(f"Iris classifier — {source}", fontsize=12)
+    figure.tight_layout()
+    overview = out_dir / "monitoring.png"
+    figure.savefig(overview, dpi=80)
+    plt.close(figure)
+    written.append(overview)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--prometheus-url", help="render the dashboard queries from this Prometheus"
+    )
+    source.add_argument("--service-url", help="snapshot /metrics of this running service")
+    parser.add_argument("--minutes", type=float, default=15, help="query range (Prometheus)")
+    parser.add_argument("--step", type=float, default=5, help="query step in seconds")
+    parser.add_argument("--seconds", type=float, default=20, help="traffic duration (snapshots)")
+    parser.add_argument("--interval", type=float, default=2, help="seconds between snapshots")
+    parser.add_argument("--max-requests", type=int, default=5000, help="traffic bound")
+    parser.add_argument("--out-dir", type=Path, default=REPORTS_DIR)
+    args = parser.parse_args(argv)
+
+    if args.prometheus_url:
+        views = panels_from_prometheus(args.prometheus_url, args.minutes, args.step)
+        label = f"Prometheus {args.prometheus_url}, last {args.minutes:g} min"
+    elif args.service_url:
+        snapshots = traffic_with_snapshots(
+            args.service_url, args.seconds, args.interval, args.max_requests
+        )
+        views, label = panels_from_snapshots(snapshots), f"/metrics of {args.service_url}"
+    else:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        with started_service(Path(tempfile.mkdtemp(prefix="iris-report-"))) as url:
+            snapshots = traffic_with_snapshots(url, args.seconds, args.interval, args.max_requests)
+        views, label = panels_from_snapshots(snapshots), "/metrics of a local bentoml serve"
+    for path in render(views, args.out_dir, label):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
