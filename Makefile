@@ -84,8 +84,9 @@ container-run: $(INSTALLED) ## Run the image of `make container` on 127.0.0.1:$(
 k8s-manifests: $(INSTALLED) ## Point deploy/k8s at the image of `make container` (IMAGE=registry/name:tag to override)
 	deploy/k8s/set-image.sh $(or $(IMAGE),$$(cat state/containers/last-image))
 
-lock: ## Re-pin every transitive dependency into constraints.txt
+lock: ## Re-pin every transitive dependency (constraints.txt, requirements-serve.lock)
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+	$(PY) -m tools.serve_requirements
 
 clean: ## Remove generated state (MLflow store, BentoML home, reports)
 	rm -rf state reports build

@@ -38,7 +38,11 @@ STATE = Path(os.environ.get("CONTAINERS_STATE_DIR", STATE_DIR / "containers"))
 CACHE = Path(
     os.environ.get("IRIS_CONTAINER_CACHE", Path.home() / ".cache" / "iris-service" / "containers")
 )
-LOCAL_CA_DIR = Path(os.environ.get("LOCAL_CA_DIR", "/usr/local/share/ca-certificates"))
+# The build host's CA bundle (with its locally added certificates, e.g. for a TLS-inspecting
+# egress proxy): mounted read-only over the image's bundle during the build steps only, so
+# that pip/uv can reach the package index while the image itself keeps Debian's bundle.
+HOST_CA_BUNDLE = Path(os.environ.get("HOST_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
+IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 BENTO = os.environ.get("BENTO_SERVICE", "service:IrisClassifier")
 DAEMONLESS = ("buildah", "podman")
 BACKENDS = ("docker", *DAEMONLESS)
@@ -124,11 +128,8 @@ def install_tools() -> None:
 
 
 def base_image_tag() -> str:
-    """Tag that changes whenever the recipe or the host's extra CA certificates change."""
+    """Tag that changes whenever the recipe changes."""
     digest = hashlib.sha256((SCRIPTS / "make-base-image.sh").read_bytes())
-    if LOCAL_CA_DIR.is_dir():
-        for crt in sorted(LOCAL_CA_DIR.rglob("*.crt")):
-            digest.update(crt.name.encode() + crt.read_bytes())
     return f"localhost/iris-base:bookworm-py311-{digest.hexdigest()[:10]}"
 
 
@@ -246,6 +247,8 @@ def build(
         # Keep intermediate layers: an unchanged requirements set reuses the `uv pip install`
         # layer (podman builds with layers by default; docker/BuildKit caches anyway).
         cmd += ["--opt", "layers"]
+    if backend in DAEMONLESS and HOST_CA_BUNDLE.is_file():
+        cmd += ["--opt", f"volume={HOST_CA_BUNDLE}:{IMAGE_CA_BUNDLE}:ro"]
     subprocess.run(
         cmd,
         cwd=ctx,

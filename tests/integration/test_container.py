@@ -15,16 +15,26 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
 
+from iris_pipeline.paths import PROJECT_ROOT
 from tests.support import SETOSA
 from tools import containers
 from tools.local_server import free_port
+from tools.serve_requirements import LOCK, canonical, constraint_pins
 
 READY_TIMEOUT_S = 120
 BUILD_TIMEOUT_S = 1500  # cold: apt install + debootstrap + PyPI downloads
+LIST_DISTRIBUTIONS = """
+import importlib.metadata
+for dist in importlib.metadata.distributions():
+    print(f"{dist.metadata['Name']}=={dist.version}")
+"""
+# Where the build host keeps its locally added CA certificates (update-ca-certificates).
+HOST_EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(BUILD_TIMEOUT_S)]
 
@@ -130,3 +140,57 @@ def test_runs_as_non_root_with_packed_config(container):
     uid, config = out.stdout.split()
     assert uid != "0"
     assert config == "/home/bentoml/bento/src/configuration.yaml"
+
+
+def _exec(container, *argv: str) -> str:
+    _, cli, name, env = container
+    out = subprocess.run(
+        [cli, "exec", name, *argv], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_the_bento_holds_the_served_code_and_nothing_else(container):
+    """service.py, the iris_service package and the runtime configuration (plus the
+    bentofile.yaml that BentoML always copies): no pipeline, no tools, no tests."""
+    script = "cd /home/bentoml/bento/src && find . -type f ! -path '*/__pycache__/*' | sort"
+    packed = _exec(container, "sh", "-c", script).split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "service.py", "iris_service", "configuration.yaml"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(f"./{path}" for path in [*tracked, "bentofile.yaml"]) == packed
+
+
+def test_the_image_installs_exactly_the_pinned_versions(container):
+    """The Python environment of the image (BentoML's venv, which has no pip) holds exactly
+    requirements-serve.lock: every pinned distribution at its pinned version (the set the tests
+    ran with and the audit checked), and nothing else."""
+    pins = constraint_pins(LOCK)
+    listing = _exec(container, "python", "-c", LIST_DISTRIBUTIONS)
+    installed = {}
+    for line in listing.split():
+        name, _, version = line.partition("==")
+        installed[canonical(name)] = version
+    assert len(installed) > 50, listing  # BentoML, scikit-learn and their dependencies
+    assert installed == pins, {
+        name: (installed.get(name), pins.get(name))
+        for name in set(installed) | set(pins)
+        if installed.get(name) != pins.get(name)
+    }
+
+
+def test_the_image_trusts_only_debians_certificates(container):
+    """The build host's extra CA certificates (mounted only while building) are not in the
+    runtime image."""
+    bundle = _exec(container, "cat", "/etc/ssl/certs/ca-certificates.crt")
+    assert "BEGIN CERTIFICATE" in bundle
+    host_extra = sorted(HOST_EXTRA_CA_DIR.glob("*.crt"))
+    for crt in host_extra:
+        body = "".join(crt.read_text().strip().splitlines()[1:-1])
+        assert body not in bundle.replace("\n", ""), f"{crt.name} is in the image's CA bundle"
+    assert _exec(container, "ls", "/usr/local/share/ca-certificates/").split() == []

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build the local base image for daemonless Bento builds: Debian bookworm (minbase) with
-# Python 3.11 and pip, the host's locally added CA certificates, PIP_BREAK_SYSTEM_PACKAGES=1.
+# Python 3.11 and pip, Debian's own CA certificates, PIP_BREAK_SYSTEM_PACKAGES=1.
+# The build host's extra CA certificates (e.g. a TLS-inspecting egress proxy) are NOT baked in:
+# tools/containers.py mounts the host's bundle read-only during the build steps only.
 # Needed because no container registry (Docker Hub) is reachable on our machines.
 #
 #   make-base-image.sh IMAGE_TAG        e.g. localhost/iris-base:bookworm-py311-1a2b3c4d
@@ -11,7 +13,6 @@ set -euo pipefail
 
 IMAGE=${1:?usage: make-base-image.sh IMAGE_TAG}
 SUITE=${BASE_SUITE:-bookworm}
-LOCAL_CA_DIR=${LOCAL_CA_DIR:-/usr/local/share/ca-certificates}
 
 if podman image exists "$IMAGE"; then
   echo "base image: $IMAGE already in the local store"
@@ -40,11 +41,6 @@ debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-cert
   exit 1
 }
 
-# The host's locally added CA certificates (e.g. a TLS-inspecting egress proxy): without them,
-# pip/uv inside the build container fail certificate checks.
-if [[ -d $LOCAL_CA_DIR ]]; then
-  cp -a "$LOCAL_CA_DIR/." "$rootfs/usr/local/share/ca-certificates/"
-fi
 chroot "$rootfs" update-ca-certificates >/dev/null
 
 python=$(chroot "$rootfs" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
