@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import contextlib
+import io
 import json
 import re
+import shlex
+import subprocess
 import time
+from urllib.parse import urlsplit
 
 import aiohttp
 import psutil
@@ -15,7 +21,14 @@ from sklearn.datasets import load_iris
 
 from iris_service.api_docs import API_VERSION, SERVICE_DESCRIPTION
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MAX_BATCH_FLOWERS
-from tests.support import SETOSA, VERSICOLOR, VIRGINICA
+from tests.documented_commands import (
+    LOCAL_URL,
+    README,
+    documented_commands,
+    fenced_blocks,
+    is_local_curl,
+)
+from tests.support import SETOSA, VERSICOLOR, VIRGINICA, ensure_debian_packages
 from tools.local_server import LocalServer
 
 pytestmark = pytest.mark.server
@@ -205,12 +218,60 @@ def test_each_prediction_writes_one_structured_log_line(server: LocalServer) -> 
     assert lines[0]["latency_ms"] > 0 and "memory_delta_mb" in lines[0] and "cpu_ms" in lines[0]
 
 
-def test_the_readme_python_client_call_works(server: LocalServer) -> None:
-    import bentoml
+def _curl(command: str, url: str) -> tuple[int, object]:
+    """Run a documented curl call with the real curl against `url`: (status, JSON answer)."""
+    words = shlex.split(command.replace(LOCAL_URL, url))
+    result = subprocess.run(
+        [*words, "--max-time", "10", "--write-out", "\n%{http_code}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    body, _, status = result.stdout.rpartition("\n")
+    return int(status), json.loads(body)
 
-    with bentoml.SyncHTTPClient(server.url) as client:
-        answer = client.predict(
-            sepal_length=5.1, sepal_width=3.5, petal_length=1.4, petal_width=0.2
-        )
-    assert answer["class_name"] == "setosa"
-    assert set(answer["probabilities"]) == set(CLASS_NAMES)
+
+def _flowers_sent(command: str) -> list[dict]:
+    """The flowers in the body of a documented curl call (none for a call without a body)."""
+    words = shlex.split(command)
+    bodies = [json.loads(words[i + 1]) for i, w in enumerate(words) if w in ("-d", "--data")]
+    return [flower for body in bodies for flower in body.get("flowers", [body])]
+
+
+def test_the_documented_curl_calls_answer(server: LocalServer) -> None:
+    """Every curl call of the README and docs/, as shown, against a real server; the class
+    names answered are those of the known flowers the calls send."""
+    ensure_debian_packages("curl")
+    names = {"setosa": SETOSA, "versicolor": VERSICOLOR, "virginica": VIRGINICA}
+    known = {json.dumps(flower, sort_keys=True): name for name, flower in names.items()}
+    calls = [command for command in documented_commands() if is_local_curl(command.text)]
+    readme_routes = [
+        urlsplit(next(w for w in shlex.split(c.text) if w.startswith(LOCAL_URL))).path
+        for c in calls
+        if c.path == README
+    ]
+    assert readme_routes == ["/predict", "/predict_batch"]
+    for call in calls:
+        status, answer = _curl(call.text, server.url)
+        assert status == 200, (call.where(), answer)
+        assert isinstance(answer, dict), call.where()
+        flowers = _flowers_sent(call.text)
+        expected = [known[json.dumps(flower, sort_keys=True)] for flower in flowers]
+        predictions = answer.get("predictions", [answer]) if flowers else []
+        assert [p["class_name"] for p in predictions] == expected, call.where()
+        if not flowers:
+            assert "status" in answer, call.where()  # GET /drift
+
+
+def test_the_readme_python_client_example_works(server: LocalServer) -> None:
+    """The README's BentoML client example, run as shown (only the address changes)."""
+    [example] = [b for b in fenced_blocks(README.read_text()) if b.tag == "python"]
+    assert LOCAL_URL in example.text
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(example.text.replace(LOCAL_URL, server.url), str(README), "exec"), {})
+    class_name, _, probabilities = printed.getvalue().strip().partition(" ")
+    assert class_name == "setosa"
+    assert set(ast.literal_eval(probabilities)) == set(CLASS_NAMES)
