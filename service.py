@@ -23,6 +23,7 @@ from iris_service.errors import error_response
 from iris_service.middleware import RequestMonitoringMiddleware
 from iris_service.model_loading import model_fingerprint
 from iris_service.prediction_log import PredictionLogMiddleware, open_prediction_log
+from iris_service.protocols.routes import protocol_app
 from iris_service.runner import RUNNER_MAX_BATCH_SIZE, IrisModelRunner
 from iris_service.schemas import BatchPrediction, IrisBatch, IrisFeatures, Prediction
 from iris_service.served_models import (
@@ -50,11 +51,14 @@ logger = logging.getLogger("iris_service.api")
     service_class=DescribedService,
 )
 @bentoml.asgi_app(drift_app(lambda: bentoml.get_current_service().drift), path="/")
+@bentoml.asgi_app(protocol_app(bentoml.get_current_service), path="/")
 class IrisClassifier:
     """Classifies Iris flowers (setosa, versicolor, virginica) from four measurements in cm.
 
     POST /predict with one flower, or POST /predict_batch with up to the configured number of
-    flowers. Every error answer is {"error", "detail", "request_id"}.
+    flowers. Every error answer is {"error", "detail", "request_id"}. The same inference also
+    answers the Open Inference Protocol V2 (/v2/...) and MLflow scoring (/invocations), in
+    their own shapes (iris_service/protocols, docs/protocols.md).
     """
 
     runner = bentoml.depends(IrisModelRunner)
@@ -66,9 +70,9 @@ class IrisClassifier:
         self.coalescer = RequestCoalescer(self._call_runner, max_rows=RUNNER_MAX_BATCH_SIZE)
         # Live inputs vs the training statistics of the model that answered; GET /drift.
         self._drift_monitors: dict[str, DriftMonitor] = {}
-        self.drift = self._drift_monitor(
-            self.models.lookup(model_fingerprint(str(self.bento_model.tag)))
-        )
+        # The model that answered last (first: the configured one): what V2 calls ready.
+        self.serving = self.models.lookup(model_fingerprint(str(self.bento_model.tag)))
+        self.drift = self._drift_monitor(self.serving)
 
     @bentoml.api(route="/predict", input_spec=IrisFeatures)
     async def predict(self, **measurements: float) -> Prediction:
@@ -103,6 +107,7 @@ class IrisClassifier:
             logger.error("the runner answered with a model missing from the store", exc_info=True)
             return error_response(500, "An internal error occurred.")
         self._drift_monitor(model).observe_many(rows.tolist())
+        self.serving = model
         return model, answer[:, :-1]
 
     async def _probabilities(self, rows: np.ndarray) -> np.ndarray | JSONResponse:

@@ -28,6 +28,15 @@ VIRGINICA_EXAMPLE = {
 }
 
 
+# The largest plausible measurement of each feature, in cm (every value must be in (0, bound]).
+UPPER_BOUNDS_CM: dict[str, float] = {
+    "sepal_length": 20,
+    "sepal_width": 15,
+    "petal_length": 20,
+    "petal_width": 10,
+}
+
+
 def _centimetres(description: str, upper_bound: float) -> object:
     """A measurement in cm: a finite JSON number in (0, upper_bound]; strings are refused."""
     return Field(
@@ -52,10 +61,10 @@ class IrisFeatures(BaseModel):
         json_schema_extra={"example": SETOSA_EXAMPLE},
     )
 
-    sepal_length: Annotated[float, _centimetres("Sepal length", 20)]
-    sepal_width: Annotated[float, _centimetres("Sepal width", 15)]
-    petal_length: Annotated[float, _centimetres("Petal length", 20)]
-    petal_width: Annotated[float, _centimetres("Petal width", 10)]
+    sepal_length: Annotated[float, _centimetres("Sepal length", UPPER_BOUNDS_CM["sepal_length"])]
+    sepal_width: Annotated[float, _centimetres("Sepal width", UPPER_BOUNDS_CM["sepal_width"])]
+    petal_length: Annotated[float, _centimetres("Petal length", UPPER_BOUNDS_CM["petal_length"])]
+    petal_width: Annotated[float, _centimetres("Petal width", UPPER_BOUNDS_CM["petal_width"])]
 
     def as_row(self) -> list[float]:
         return [self.sepal_length, self.sepal_width, self.petal_length, self.petal_width]
