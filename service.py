@@ -13,7 +13,7 @@ import bentoml
 import numpy as np
 from starlette.responses import JSONResponse
 
-from iris_service import log_filters, metrics, runner_client
+from iris_service import answers, log_filters, runner_client
 from iris_service.admission import AdmissionControlMiddleware
 from iris_service.api_docs import SERVICE_DESCRIPTION, DescribedService
 from iris_service.auth import ApiKeyMiddleware
@@ -25,7 +25,14 @@ from iris_service.model_loading import model_fingerprint
 from iris_service.prediction_log import PredictionLogMiddleware, open_prediction_log
 from iris_service.protocols.routes import protocol_app
 from iris_service.runner import RUNNER_MAX_BATCH_SIZE, IrisModelRunner
-from iris_service.schemas import BatchPrediction, IrisBatch, IrisFeatures, Prediction
+from iris_service.schemas import (
+    BatchPrediction,
+    IrisBatch,
+    IrisFeatures,
+    IrisFlower,
+    Prediction,
+    flower_rows,
+)
 from iris_service.served_models import (
     ModelDirectory,
     ServedModel,
@@ -82,18 +89,17 @@ class IrisClassifier:
         if isinstance(answer, JSONResponse):
             return answer  # type: ignore[return-value]
         model, probabilities = answer
-        return self._prediction(model, probabilities[0])
+        return Prediction(**answers.predictions(model, probabilities)[0])
 
     @bentoml.api(route="/predict_batch", input_spec=IrisBatch)
-    async def predict_batch(self, flowers: list[IrisFeatures]) -> BatchPrediction:
+    async def predict_batch(self, flowers: list[IrisFlower]) -> BatchPrediction:
         """Classify several flowers in one call; answers keep the order of the flowers."""
-        rows = np.array([flower.as_row() for flower in flowers], dtype=float)
+        rows = flower_rows(flowers)
         answer = await self._infer(rows)
         if isinstance(answer, JSONResponse):
             return answer  # type: ignore[return-value]
         model, probabilities = answer
-        predictions = [self._prediction(model, row) for row in probabilities]
-        return BatchPrediction(predictions=predictions, model_tag=model.tag)
+        return answers.batch_response(model, probabilities)  # type: ignore[return-value]
 
     async def _infer(self, rows: np.ndarray) -> tuple[ServedModel, np.ndarray] | JSONResponse:
         """The model that answered and its class probabilities for `rows` (all rows of one
@@ -106,7 +112,7 @@ class IrisClassifier:
         except UnknownModelError:
             logger.error("the runner answered with a model missing from the store", exc_info=True)
             return error_response(500, "An internal error occurred.")
-        self._drift_monitor(model).observe_many(rows.tolist())
+        self._drift_monitor(model).observe_many(rows)
         self.serving = model
         return model, answer[:, :-1]
 
@@ -139,19 +145,6 @@ class IrisClassifier:
             self._drift_monitors[model.tag] = monitor
         self.drift = monitor
         return monitor
-
-    def _prediction(self, model: ServedModel, probabilities: np.ndarray) -> Prediction:
-        class_id = int(np.argmax(probabilities))
-        class_name = model.class_names[class_id]
-        metrics.PREDICTIONS_TOTAL.labels(class_name).inc()
-        return Prediction(
-            class_id=class_id,
-            class_name=class_name,
-            probabilities=dict(
-                zip(model.class_names, probabilities.round(6).tolist(), strict=True)
-            ),
-            model_tag=model.tag,
-        )
 
 
 # Outermost first: prediction log -> monitoring (request id, error shape) -> API key ->
