@@ -1,8 +1,8 @@
 """The service's own answers (/predict, /predict_batch) built from class probabilities.
 
-Built as plain dicts for all rows at once (one argmax, one rounding, one `tolist`, one
-counter update per class) and serialised once: a batch of 1,000 flowers would otherwise make
-1,000 Pydantic objects and 1,000 metric updates. The shape is exactly `schemas.Prediction`
+Built for all rows at once (one argmax, one rounding, one `tolist`, one counter update per
+class): a batch of 1,000 flowers would otherwise make 1,000 Pydantic objects and 1,000
+metric updates. The shape is exactly `schemas.Prediction`
 and `schemas.BatchPrediction`, which stay the documented response models.
 """
 
@@ -20,14 +20,20 @@ from .served_models import ServedModel
 PROBABILITY_DIGITS = 6
 
 
-def predictions(model: ServedModel, probabilities: np.ndarray) -> list[dict[str, Any]]:
-    """One `Prediction` dict per row of `probabilities`; counted in the class metrics."""
-    names = model.class_names
+def _classified(model: ServedModel, probabilities: np.ndarray) -> tuple[list[int], list[list]]:
+    """(class id per row, rounded probabilities per row), counted in the class metrics."""
     class_ids = np.argmax(probabilities, axis=1)
-    for class_id, count in enumerate(np.bincount(class_ids, minlength=len(names)).tolist()):
+    counts = np.bincount(class_ids, minlength=len(model.class_names)).tolist()
+    for class_id, count in enumerate(counts):
         if count:
-            metrics.PREDICTIONS_TOTAL.labels(names[class_id]).inc(count)
-    rounded = probabilities.round(PROBABILITY_DIGITS).tolist()
+            metrics.PREDICTIONS_TOTAL.labels(model.class_names[class_id]).inc(count)
+    return class_ids.tolist(), probabilities.round(PROBABILITY_DIGITS).tolist()
+
+
+def predictions(model: ServedModel, probabilities: np.ndarray) -> list[dict[str, Any]]:
+    """One `Prediction` dict per row of `probabilities`."""
+    names = model.class_names
+    class_ids, rounded = _classified(model, probabilities)
     return [
         {
             "class_id": class_id,
@@ -35,11 +41,28 @@ def predictions(model: ServedModel, probabilities: np.ndarray) -> list[dict[str,
             "probabilities": dict(zip(names, row, strict=True)),
             "model_tag": model.tag,
         }
-        for class_id, row in zip(class_ids.tolist(), rounded, strict=True)
+        for class_id, row in zip(class_ids, rounded, strict=True)
     ]
 
 
 def batch_response(model: ServedModel, probabilities: np.ndarray) -> Response:
-    """The /predict_batch answer, {"predictions": [...], "model_tag": ...}, as JSON."""
-    body = {"predictions": predictions(model, probabilities), "model_tag": model.tag}
-    return Response(json.dumps(body, separators=(",", ":")).encode(), media_type="application/json")
+    """The /predict_batch answer, {"predictions": [...], "model_tag": ...}, as JSON.
+
+    Written from string pieces prepared once per answer (the constant parts of a
+    prediction, per class) and the probabilities' `repr` (what json.dumps writes for a
+    float): about half the cost of json.dumps over 1,000 dicts, the same JSON.
+    """
+    class_ids, rounded = _classified(model, probabilities)
+    tag = json.dumps(model.tag)
+    heads = [
+        f'{{"class_id":{class_id},"class_name":{json.dumps(name)},"probabilities":{{'
+        for class_id, name in enumerate(model.class_names)
+    ]
+    keys = [f"{json.dumps(name)}:" for name in model.class_names]
+    tail = f'}},"model_tag":{tag}}}'
+    rows = [
+        heads[class_id] + ",".join(map(str.__add__, keys, map(repr, row))) + tail
+        for class_id, row in zip(class_ids, rounded, strict=True)
+    ]
+    body = f'{{"predictions":[{",".join(rows)}],"model_tag":{tag}}}'
+    return Response(body.encode(), media_type="application/json")
