@@ -97,26 +97,27 @@ def protocol_app(service_of: Callable[[], Any]) -> Starlette:
             metadata["versions"] = [_version_of(model)]
         return JSONResponse(metadata)
 
-    async def model_ready(request: Request) -> JSONResponse:
+    def served(request: Request) -> ServedModel | JSONResponse:
+        """The model the path names when it is the one being served; else the refusal."""
         model = resolve(request)
         if isinstance(model, JSONResponse):
             return model
+        return not_served(model, service_of().serving) or model
+
+    async def model_ready(request: Request) -> JSONResponse:
+        model = served(request)
+        if isinstance(model, JSONResponse):
+            return model
         service = service_of()
-        refusal = not_served(model, service.serving)
-        if refusal is not None:
-            return refusal
         if not await _ready(service):
             return _v2_error(503, "the model runner is not ready")
         return JSONResponse({"name": MODEL_NAME, "ready": True})
 
     async def infer(request: Request) -> Response:
-        model = resolve(request)
+        model = served(request)
         if isinstance(model, JSONResponse):
             return model
         service = service_of()
-        refusal = not_served(model, service.serving)
-        if refusal is not None:
-            return refusal
         body = await request.body()
         try:
             parsed = v2.parse_infer_request(body, request.headers.get(v2.HEADER_LENGTH))
