@@ -13,7 +13,7 @@ import bentoml
 import numpy as np
 from starlette.responses import JSONResponse
 
-from iris_service import log_filters, metrics, runner_client
+from iris_service import answers, log_filters, runner_client
 from iris_service.admission import AdmissionControlMiddleware
 from iris_service.api_docs import SERVICE_DESCRIPTION, DescribedService
 from iris_service.auth import ApiKeyMiddleware
@@ -23,8 +23,16 @@ from iris_service.errors import error_response
 from iris_service.middleware import RequestMonitoringMiddleware
 from iris_service.model_loading import model_fingerprint
 from iris_service.prediction_log import PredictionLogMiddleware, open_prediction_log
+from iris_service.protocols.routes import protocol_app
 from iris_service.runner import RUNNER_MAX_BATCH_SIZE, IrisModelRunner
-from iris_service.schemas import BatchPrediction, IrisBatch, IrisFeatures, Prediction
+from iris_service.schemas import (
+    BatchPrediction,
+    IrisBatch,
+    IrisFeatures,
+    IrisFlower,
+    Prediction,
+    flower_rows,
+)
 from iris_service.served_models import (
     ModelDirectory,
     ServedModel,
@@ -50,11 +58,14 @@ logger = logging.getLogger("iris_service.api")
     service_class=DescribedService,
 )
 @bentoml.asgi_app(drift_app(lambda: bentoml.get_current_service().drift), path="/")
+@bentoml.asgi_app(protocol_app(bentoml.get_current_service), path="/")
 class IrisClassifier:
     """Classifies Iris flowers (setosa, versicolor, virginica) from four measurements in cm.
 
     POST /predict with one flower, or POST /predict_batch with up to the configured number of
-    flowers. Every error answer is {"error", "detail", "request_id"}.
+    flowers. Every error answer is {"error", "detail", "request_id"}. The same inference also
+    answers the Open Inference Protocol V2 (/v2/...) and MLflow scoring (/invocations), in
+    their own shapes (iris_service/protocols, docs/protocols.md).
     """
 
     runner = bentoml.depends(IrisModelRunner)
@@ -66,9 +77,9 @@ class IrisClassifier:
         self.coalescer = RequestCoalescer(self._call_runner, max_rows=RUNNER_MAX_BATCH_SIZE)
         # Live inputs vs the training statistics of the model that answered; GET /drift.
         self._drift_monitors: dict[str, DriftMonitor] = {}
-        self.drift = self._drift_monitor(
-            self.models.lookup(model_fingerprint(str(self.bento_model.tag)))
-        )
+        # The model that answered last (first: the configured one): what V2 calls ready.
+        self.serving = self.models.lookup(model_fingerprint(str(self.bento_model.tag)))
+        self.drift = self._drift_monitor(self.serving)
 
     @bentoml.api(route="/predict", input_spec=IrisFeatures)
     async def predict(self, **measurements: float) -> Prediction:
@@ -78,18 +89,17 @@ class IrisClassifier:
         if isinstance(answer, JSONResponse):
             return answer  # type: ignore[return-value]
         model, probabilities = answer
-        return self._prediction(model, probabilities[0])
+        return Prediction(**answers.predictions(model, probabilities)[0])
 
     @bentoml.api(route="/predict_batch", input_spec=IrisBatch)
-    async def predict_batch(self, flowers: list[IrisFeatures]) -> BatchPrediction:
+    async def predict_batch(self, flowers: list[IrisFlower]) -> BatchPrediction:
         """Classify several flowers in one call; answers keep the order of the flowers."""
-        rows = np.array([flower.as_row() for flower in flowers], dtype=float)
+        rows = flower_rows(flowers)
         answer = await self._infer(rows)
         if isinstance(answer, JSONResponse):
             return answer  # type: ignore[return-value]
         model, probabilities = answer
-        predictions = [self._prediction(model, row) for row in probabilities]
-        return BatchPrediction(predictions=predictions, model_tag=model.tag)
+        return answers.batch_response(model, probabilities)  # type: ignore[return-value]
 
     async def _infer(self, rows: np.ndarray) -> tuple[ServedModel, np.ndarray] | JSONResponse:
         """The model that answered and its class probabilities for `rows` (all rows of one
@@ -102,7 +112,8 @@ class IrisClassifier:
         except UnknownModelError:
             logger.error("the runner answered with a model missing from the store", exc_info=True)
             return error_response(500, "An internal error occurred.")
-        self._drift_monitor(model).observe_many(rows.tolist())
+        self._drift_monitor(model).observe_many(rows)
+        self.serving = model
         return model, answer[:, :-1]
 
     async def _probabilities(self, rows: np.ndarray) -> np.ndarray | JSONResponse:
@@ -134,19 +145,6 @@ class IrisClassifier:
             self._drift_monitors[model.tag] = monitor
         self.drift = monitor
         return monitor
-
-    def _prediction(self, model: ServedModel, probabilities: np.ndarray) -> Prediction:
-        class_id = int(np.argmax(probabilities))
-        class_name = model.class_names[class_id]
-        metrics.PREDICTIONS_TOTAL.labels(class_name).inc()
-        return Prediction(
-            class_id=class_id,
-            class_name=class_name,
-            probabilities=dict(
-                zip(model.class_names, probabilities.round(6).tolist(), strict=True)
-            ),
-            model_tag=model.tag,
-        )
 
 
 # Outermost first: prediction log -> monitoring (request id, error shape) -> API key ->

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from .settings import MAX_CONCURRENT_REQUESTS, PREDICTION_PATHS
+from .settings import MAX_CONCURRENT_REQUESTS, PREDICTION_PATHS, RoutePatterns
 
 
 class AdmissionControlMiddleware:
@@ -29,7 +29,7 @@ class AdmissionControlMiddleware:
             raise ValueError(f"limit must be positive, got {limit}")
         self.app = app
         self.limit = limit
-        self.paths = frozenset(paths)
+        self.paths = RoutePatterns(paths)
         self.in_flight = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

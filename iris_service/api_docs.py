@@ -31,6 +31,10 @@ measurements in centimetres (sepal length and width, petal length and width).
 * `GET /drift` — how far recent inputs have drifted from the training data
   (population stability index per feature; < 0.1 none, ≥ 0.25 significant).
 * `GET /metrics` (Prometheus), `/livez`, `/readyz`.
+* The same model over the **Open Inference Protocol V2** (`/v2/models/iris-classifier/infer`,
+  JSON or binary tensors, e.g. with Triton's `tritonclient`) and **MLflow scoring**
+  (`POST /invocations`, `/ping`, `/version`), as `mlflow models serve` answers; see
+  docs/protocols.md (these routes are not listed below).
 
 Every error answer has the shape `{"error", "detail", "request_id"}`; the request id is also
 in the `X-Request-ID` header, with `X-Latency-Ms` and `X-Cpu-Time-Ms` on each prediction.

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from .settings import PREDICTION_PATHS
+from .settings import PREDICTION_PATHS, RoutePatterns
 
 _BEARER = b"bearer "
 
@@ -35,7 +35,7 @@ class ApiKeyMiddleware:
     ) -> None:
         self.app = app
         self.expected = api_key.encode() if api_key else None
-        self.paths = frozenset(paths)
+        self.paths = RoutePatterns(paths)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self.expected is None or scope["type"] != "http" or scope["path"] not in self.paths:

@@ -2,6 +2,11 @@
 
 Every error answer, whoever produced it (Pydantic validation in BentoML, our API code, the
 middleware itself), leaves the service in this shape, without stack traces or internals.
+
+The routes of the other protocols the service speaks answer in their protocol's shape
+instead, because their clients parse it: the Open Inference Protocol V2 (/v2...) as
+{"error": text}, MLflow scoring (/invocations, /ping, /version) as {"error_code", "message"}.
+`protocol_of(path)` says which; the request id is then in the X-Request-ID header only.
 """
 
 from __future__ import annotations
@@ -36,6 +41,44 @@ GENERIC_DETAIL: dict[int, str] = {
     504: "The prediction took too long.",
 }
 RETRYABLE_STATUSES = frozenset({429, 503})
+
+
+V2 = "v2"
+MLFLOW = "mlflow"
+MLFLOW_PATHS = frozenset({"/invocations", "/ping", "/version"})
+MLFLOW_ERROR_CODES: dict[int, str] = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+
+
+def protocol_of(path: str) -> str | None:
+    """The protocol whose error shape `path` answers in (V2, MLFLOW), or None: ours."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return V2
+    if path in MLFLOW_PATHS:
+        return MLFLOW
+    return None
+
+
+def protocol_error_body(protocol: str, status: int, detail: str) -> bytes:
+    """An error body in the shape of `protocol` (V2 or MLFLOW)."""
+    if protocol == V2:
+        return json.dumps({"error": detail}).encode()
+    fallback = "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
+    code = MLFLOW_ERROR_CODES.get(status, fallback)
+    return json.dumps({"error_code": code, "message": detail}).encode()
+
+
+def _in_protocol_shape(protocol: str, parsed: object) -> bool:
+    if not isinstance(parsed, dict):
+        return False
+    if protocol == V2:
+        return set(parsed) == {"error"} and isinstance(parsed["error"], str)
+    return set(parsed) == {"error_code", "message"}
 
 
 def error_code(status: int) -> str:
@@ -89,8 +132,11 @@ def _describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request body"
 
 
-def normalise(status: int, body: bytes, request_id: str) -> tuple[str, bytes]:
-    """Rewrite any error body (BentoML's, Starlette's, ours) into the one shape.
+def normalise(
+    status: int, body: bytes, request_id: str, protocol: str | None = None
+) -> tuple[str, bytes]:
+    """Rewrite any error body (BentoML's, Starlette's, ours) into the one shape, or into the
+    shape of `protocol` (see protocol_of); a protocol route's own 4xx body is kept as it is.
 
     Returns the error code and the new body.
     """
@@ -99,6 +145,8 @@ def normalise(status: int, body: bytes, request_id: str) -> tuple[str, bytes]:
     except ValueError:
         parsed = None
     code = error_code(status)
+    if protocol is not None and status < 500 and _in_protocol_shape(protocol, parsed):
+        return code, body
     if isinstance(parsed, dict) and set(parsed) == {"error", "detail", "request_id"}:
         code, detail = str(parsed["error"]), str(parsed["detail"])
     elif status >= 500:
@@ -112,6 +160,8 @@ def normalise(status: int, body: bytes, request_id: str) -> tuple[str, bytes]:
             detail = _safe_text(str(parsed.get("detail") or parsed.get("error") or code))
         else:
             detail = _safe_text(body.decode("utf-8", "replace")) or code
+    if protocol is not None:
+        return code, protocol_error_body(protocol, status, detail)
     return code, error_body(status, detail, request_id, code)
 
 

@@ -1,6 +1,7 @@
 """ASGI middleware that measures every prediction request and owns the error shape.
 
-For each request to a monitored path (/predict, /predict_batch) it:
+For each request to a monitored path (settings.PREDICTION_PATHS: /predict, /predict_batch,
+the V2 and MLflow inference routes) it:
 - assigns a request id (a valid incoming X-Request-ID is kept, else a new one);
 - refuses bodies over the size limit with 413 before reading them whole, and bodies not
   declared as application/json with 415;
@@ -11,6 +12,8 @@ For each request to a monitored path (/predict, /predict_batch) it:
   as Prometheus histograms and writes one JSON log line with the request id.
 Every other path (health, metrics, docs, unknown paths) is not measured, but its error
 answers get the same treatment as all others: the {"error", "detail", "request_id"} shape.
+The routes of other protocols (errors.protocol_of: V2, MLflow scoring) check their own
+content types (a Triton client sends none) and keep their protocol's error shape.
 
 Its own cost is measured by `python -m tools.middleware_overhead`.
 """
@@ -27,7 +30,7 @@ import psutil
 
 from . import errors, metrics
 from .request_log import REQUEST_LOGGER_NAME, RequestLog
-from .settings import MAX_BODY_BYTES, PREDICTION_PATHS
+from .settings import MAX_BODY_BYTES, PREDICTION_PATHS, RoutePatterns
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -102,7 +105,7 @@ class RequestMonitoringMiddleware:
         request_log: RequestLog | None = None,
     ) -> None:
         self.app = app
-        self.monitored_paths = frozenset(monitored_paths)
+        self.monitored_paths = RoutePatterns(monitored_paths)
         self.max_body_bytes = max_body_bytes
         self.memory = ResidentMemory()
         self.request_log = request_log or RequestLog()
@@ -146,7 +149,10 @@ class _MonitoredRequest:
         self.receive_downstream = receive
         self.send_downstream = send
         self.request_id = _request_id(scope)
-        self.endpoint: str = scope["path"]
+        self.path: str = scope["path"]
+        self.protocol = errors.protocol_of(self.path)
+        # The route, not the path: path parameters must not create metric series.
+        self.endpoint: str = owner.monitored_paths.label(self.path) or self.path
         self.status = 500
         self.response_started = False
         self.error_start: Message | None = None
@@ -182,7 +188,11 @@ class _MonitoredRequest:
         declared_length = _content_length(self.scope)
         if declared_length is not None and declared_length > self.owner.max_body_bytes:
             return 413, self._too_large_detail()
-        if self.scope["method"] == "POST" and not _declares_json(self.scope):
+        if (
+            self.protocol is None
+            and self.scope["method"] == "POST"
+            and not _declares_json(self.scope)
+        ):
             return 415, "send the body as JSON with Content-Type: application/json"
         return None
 
@@ -245,7 +255,10 @@ class _MonitoredRequest:
         if self.body_too_large:  # whatever the app made of the aborted read, the cause is size
             status, detail_or_body = 413, self._too_large_detail()
         if isinstance(detail_or_body, bytes):
-            code, body = errors.normalise(status, detail_or_body, self.request_id)
+            code, body = errors.normalise(status, detail_or_body, self.request_id, self.protocol)
+        elif self.protocol is not None:
+            code = errors.error_code(status)
+            body = errors.protocol_error_body(self.protocol, status, detail_or_body)
         else:
             code = errors.error_code(status)
             body = errors.error_body(status, detail_or_body, self.request_id)
@@ -266,5 +279,5 @@ class _MonitoredRequest:
         if self.error_code is not None:
             metrics.ERRORS_TOTAL.labels(self.endpoint, self.error_code).inc()
         self.owner.request_log.write(
-            self.request_id, self.endpoint, self.status, latency_ms, cpu_ms, memory_delta_mb
+            self.request_id, self.path, self.status, latency_ms, cpu_ms, memory_delta_mb
         )

@@ -2,7 +2,8 @@
 
 One record per 200 answer of /predict or /predict_batch:
 {"ts", "request_id", "endpoint", "model_tag", "latency_ms", "inputs", "outputs"}, where
-"inputs" is the request body and "outputs" the answer body, as JSON.
+"inputs" is the request body and "outputs" the answer body, as JSON (a body that is not JSON,
+MLflow's CSV or a V2 binary tensor, as a JSON string: the text, or base64 of the bytes).
 
 It is an ASGI middleware, outermost of ours, so the prediction code stays untouched: it
 keeps the request body it passes on, and when a 200 answer is complete it writes the record
@@ -19,6 +20,7 @@ also survive a power loss (one fsync per prediction).
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import logging
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .settings import PREDICTION_PATHS
+from .settings import PREDICTION_PATHS, RoutePatterns
 
 logger = logging.getLogger("iris_service.prediction_log")
 FSYNC = os.environ.get("IRIS_PREDICTION_LOG_FSYNC", "") == "1"
@@ -79,7 +81,7 @@ class PredictionLogMiddleware:
     ) -> None:
         self.app = app
         self.log = log
-        self.paths = frozenset(paths)
+        self.paths = RoutePatterns(paths)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if (
@@ -134,8 +136,10 @@ class PredictionLogMiddleware:
         between JSON tokens, impossible inside JSON strings). That costs about a tenth of a
         json.loads + json.dumps round trip on the request path.
         """
-        response = _one_line(b"".join(response_chunks))
-        tag = _MODEL_TAG.search(response)
+        response = _as_json(b"".join(response_chunks), _header(headers, b"content-type"))
+        in_body = _MODEL_TAG.search(response)
+        # Answers whose protocol has no room for it (MLflow scoring) name it in a header.
+        tag = in_body.group(1) if in_body else _as_json_text(_header(headers, b"x-model-tag"))
         latency = _header(headers, b"x-latency-ms")
         latency_ms = float(latency) if latency else (time.perf_counter() - started) * 1000
         line = b"".join(
@@ -147,11 +151,11 @@ class PredictionLogMiddleware:
                 b',"endpoint":',
                 json.dumps(scope["path"]).encode(),
                 b',"model_tag":',
-                tag.group(1) if tag else b"null",
+                tag,
                 b',"latency_ms":',
                 f"{latency_ms:.3f}".encode(),
                 b',"inputs":',
-                _one_line(b"".join(request_chunks)),
+                _as_json(b"".join(request_chunks), _header(scope["headers"], b"content-type")),
                 b',"outputs":',
                 response,
                 b"}\n",
@@ -165,6 +169,20 @@ _MODEL_TAG = re.compile(rb'"model_tag":("[^"\\]*")')
 
 def _one_line(raw_json: bytes) -> bytes:
     return raw_json.replace(b"\n", b" ").replace(b"\r", b" ")
+
+
+def _as_json_text(text: str | None) -> bytes:
+    return json.dumps(text).encode()
+
+
+def _as_json(raw: bytes, content_type: str | None) -> bytes:
+    """A body as one line of JSON: a JSON body as it is, any other as a JSON string."""
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind == "application/json":
+        return _one_line(raw)
+    if kind.startswith("text/"):
+        return _as_json_text(raw.decode("utf-8", "replace"))
+    return _as_json_text(base64.b64encode(raw).decode())
 
 
 def open_prediction_log(path: str | None) -> PredictionLog | None:

@@ -25,6 +25,7 @@ class ServedModel:
     tag: str
     class_names: tuple[str, ...]
     metadata: Mapping[str, Any]
+    path: str | None = None  # the model's folder in the store
 
 
 class UnknownModelError(LookupError):
@@ -59,7 +60,15 @@ class ModelDirectory:
                 continue
             metadata = stored.info.metadata
             class_names, _ = check_schema(tag, metadata)
-            self._known[fingerprint] = ServedModel(tag, class_names, metadata)
+            path = getattr(stored, "path", None)
+            self._known[fingerprint] = ServedModel(
+                tag, class_names, metadata, str(path) if path is not None else None
+            )
+
+    def versions(self) -> dict[str, ServedModel]:
+        """Every stored version of the model, by the version part of its tag (re-read)."""
+        self.refresh()
+        return {model.tag.partition(":")[2]: model for model in self._known.values()}
 
     def lookup(self, fingerprint: float) -> ServedModel:
         model = self._known.get(fingerprint)

@@ -158,8 +158,10 @@ def test_swagger_ui_and_openapi_examples(server: LocalServer) -> None:
     assert spec["info"]["title"] == "IrisClassifier"
     assert spec["info"]["description"] == SERVICE_DESCRIPTION  # not BentoML's generic README
     assert spec["info"]["version"] == API_VERSION
-    features = spec["components"]["schemas"]["IrisFeatures"]
-    assert features["example"] == SETOSA
+    one = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert one["schema"]["example"] == SETOSA
+    batch_item = spec["components"]["schemas"]["IrisFlower"]  # a flower of /predict_batch
+    assert batch_item["example"] == SETOSA
 
 
 def test_runner_is_its_own_process(server: LocalServer) -> None:

@@ -96,13 +96,20 @@ def test_psi_of_known_shares() -> None:
     assert drift.drift_level(0.05) == "none" and drift.drift_level(0.3) == "significant"
 
 
-def test_scores_are_published_every_n_flowers(statistics: dict) -> None:
+def test_scores_are_published_every_n_flowers_at_most_once_per_batch(statistics: dict) -> None:
     published: list[int] = []
     monitor = _monitor(
         statistics, publish_every=10, publish=lambda m: published.append(m.observed_total)
     )
-    monitor.observe_many([[5.1, 3.5, 1.4, 0.2]] * 35)
-    assert published == [10, 20, 30]
+    for _ in range(25):
+        monitor.observe([5.1, 3.5, 1.4, 0.2])
+    assert published == [10, 20]
+    # A batch publishes once, after all its flowers; the cadence continues from there.
+    monitor.observe_many([[5.1, 3.5, 1.4, 0.2]] * 32)
+    assert published == [10, 20, 57]
+    for _ in range(3):
+        monitor.observe([5.1, 3.5, 1.4, 0.2])
+    assert published == [10, 20, 57, 60]
 
 
 async def test_drift_endpoint_answers_the_report(statistics: dict) -> None:
@@ -117,3 +124,35 @@ async def test_drift_endpoint_answers_the_report(statistics: dict) -> None:
     body = response.json()
     assert body["status"] == "ok" and set(body["features"]) == set(FEATURE_NAMES)
     assert body["max_psi"] > drift.SIGNIFICANT_DRIFT  # one flower repeated is not Iris
+
+
+def _window_counts_by_hand(
+    monitor: drift.DriftMonitor, flowers: list[list[float]]
+) -> list[list[int]]:
+    """Bin counts of the last `window` flowers, one bisect per value (the definition)."""
+    window = flowers[-monitor.window :]
+    counts = [[0] * len(feature.expected) for feature in monitor.features]
+    for flower in window:
+        for index, feature in enumerate(monitor.features):
+            counts[index][feature.bin_of(flower[index])] += 1
+    return counts
+
+
+@pytest.mark.parametrize("batch_sizes", [(1,) * 30, (3, 7, 1, 9, 4), (25,), (6, 40, 2), (11, 13)])
+def test_batches_count_exactly_like_single_flowers(
+    statistics: dict, batch_sizes: tuple[int, ...]
+) -> None:
+    """observe_many (vectorised) leaves the window the flowers one by one would leave,
+    whatever the batches: smaller than the window, wrapping around it, larger than it."""
+    iris = load_iris().data
+    rng = np.random.default_rng(sum(batch_sizes))
+    monitor = _monitor(statistics, window=10, min_flowers=5)
+    seen: list[list[float]] = []
+    for size in batch_sizes:
+        batch = iris[rng.integers(0, len(iris), size)].tolist()
+        monitor.observe_many(batch)
+        seen.extend(batch)
+        expected = _window_counts_by_hand(monitor, seen)
+        assert [counts.tolist() for counts in monitor._counts] == expected
+        assert monitor.flowers_in_window == min(10, len(seen))
+        assert monitor.observed_total == len(seen)

@@ -63,3 +63,22 @@ def test_retry_after_only_on_retryable_statuses() -> None:
     body = errors.error_body(429, "slow down", "r")
     assert (b"retry-after", b"1") in errors.error_headers(429, body, "r")
     assert not any(name == b"retry-after" for name, _ in errors.error_headers(400, body, "r"))
+
+
+def test_protocol_routes_keep_their_protocol_error_shape() -> None:
+    assert errors.protocol_of("/v2/models/x/infer") == errors.V2
+    assert errors.protocol_of("/invocations") == errors.MLFLOW
+    assert errors.protocol_of("/predict") is None and errors.protocol_of("/v2x") is None
+    own = b'{"error": "bad shape"}'
+    assert errors.normalise(400, own, "r", errors.V2)[1] == own
+    bentoml_429 = b'{"detail": "more than 64 prediction requests in flight"}'
+    assert json.loads(errors.normalise(429, bentoml_429, "r", errors.V2)[1]) == {
+        "error": "more than 64 prediction requests in flight"
+    }
+    ours = errors.error_response(503, "runner restarting", "model_not_ready").body
+    assert json.loads(errors.normalise(503, ours, "r", errors.MLFLOW)[1]) == {
+        "error_code": "TEMPORARILY_UNAVAILABLE",
+        "message": "runner restarting",
+    }
+    leaky = b'{"error": "Traceback (most recent call last): /secret.py"}'
+    assert "Traceback" not in errors.normalise(500, leaky, "r", errors.V2)[1].decode()

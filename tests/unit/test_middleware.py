@@ -125,3 +125,14 @@ async def test_one_json_log_line_per_request(capfd: pytest.CaptureFixture[str]) 
     assert lines[0]["request_id"] == response.headers["x-request-id"] == "line-1"
     assert lines[0]["status"] == 200 and lines[0]["latency_ms"] >= 0
     assert lines[0]["event"] == "request" and lines[0]["endpoint"] == "/predict"
+
+
+def test_route_patterns_match_path_parameters_and_label_them_by_route() -> None:
+    from iris_service.settings import PREDICTION_PATHS, RoutePatterns
+
+    routes = RoutePatterns(PREDICTION_PATHS)
+    assert "/predict" in routes and "/invocations" in routes
+    assert "/v2/models/iris-classifier/versions/abc/infer" in routes
+    assert "/v2/models/iris-classifier/ready" not in routes and "/predictx" not in routes
+    assert routes.label("/v2/models/made-up-name/infer") == "/v2/models/*/infer"
+    assert routes.label("/predict_batch") == "/predict_batch"

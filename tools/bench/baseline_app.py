@@ -17,7 +17,7 @@ import numpy as np
 from fastapi import FastAPI
 
 from iris_service.model_loading import load_sklearn_estimator
-from iris_service.schemas import IrisBatch, IrisFeatures
+from iris_service.schemas import IrisBatch, IrisFeatures, flower_rows
 from iris_service.settings import CLASS_NAMES
 
 MODEL_DIR_ENV = "IRIS_BASELINE_MODEL_DIR"
@@ -47,5 +47,5 @@ async def predict(features: IrisFeatures) -> dict[str, Any]:
 
 @app.post("/predict_batch")
 async def predict_batch(batch: IrisBatch) -> dict[str, Any]:
-    rows = np.array([flower.as_row() for flower in batch.flowers])
+    rows = flower_rows(batch.flowers)
     return {"predictions": [_prediction(row) for row in _estimator.predict_proba(rows)]}

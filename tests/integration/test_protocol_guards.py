@@ -1,0 +1,99 @@
+"""The protocol routes go through the same guards as /predict: API key, admission control,
+prediction log and drift, against one real server with a key and a prediction log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from iris_service.settings import FEATURE_NAMES, MODEL_NAME
+from tools.bench.payloads import rows as iris_rows
+from tools.local_server import LocalServer, ProjectState, bento_server
+
+pytestmark = pytest.mark.server
+
+API_KEY = "protocol-key-0123456789"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+FLOWERS = np.array(iris_rows(25), dtype=np.float64)
+INFER = f"/v2/models/{MODEL_NAME}/infer"
+
+
+@pytest.fixture(scope="module")
+def guarded(
+    trained_state: ProjectState, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalServer]:
+    logs = tmp_path_factory.mktemp("protocol-guards")
+    with bento_server(
+        trained_state,
+        logs,
+        IRIS_API_KEY=API_KEY,
+        IRIS_PREDICTION_LOG=str(logs / "predictions.jsonl"),
+    ) as running:
+        yield running
+
+
+def _binary_infer_body() -> tuple[bytes, dict[str, str]]:
+    blob = FLOWERS.astype("<f8").tobytes()
+    tensor = {
+        "name": "input-0",
+        "shape": list(FLOWERS.shape),
+        "datatype": "FP64",
+        "parameters": {"binary_data_size": len(blob)},
+    }
+    header = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}})
+    return header.encode() + blob, {"Inference-Header-Content-Length": str(len(header))}
+
+
+CSV = ",".join(FEATURE_NAMES) + "\n" + "\n".join(",".join(map(str, r)) for r in FLOWERS.tolist())
+
+
+def test_inference_needs_the_key_health_and_metadata_do_not(guarded: LocalServer) -> None:
+    body, headers = _binary_infer_body()
+    refused = requests.post(f"{guarded.url}{INFER}", data=body, headers=headers, timeout=10)
+    assert refused.status_code == 401 and set(refused.json()) == {"error"}
+    refused = requests.post(
+        f"{guarded.url}/invocations", data=CSV, headers={"Content-Type": "text/csv"}, timeout=10
+    )
+    assert refused.status_code == 401 and set(refused.json()) == {"error_code", "message"}
+    for path in ("/v2/health/ready", f"/v2/models/{MODEL_NAME}", "/ping"):
+        assert requests.get(f"{guarded.url}{path}", timeout=10).status_code == 200, path
+
+
+def test_binary_and_csv_predictions_are_logged_and_watched_for_drift(
+    guarded: LocalServer,
+) -> None:
+    before = requests.get(f"{guarded.url}/drift", timeout=10).json()["observed_total"]
+    body, headers = _binary_infer_body()
+    v2_answer = requests.post(
+        f"{guarded.url}{INFER}", data=body, headers={**headers, **AUTH}, timeout=30
+    )
+    assert v2_answer.status_code == 200, v2_answer.text[:300]
+    assert v2_answer.headers["content-type"] == "application/octet-stream"
+    csv_answer = requests.post(
+        f"{guarded.url}/invocations",
+        data=CSV,
+        headers={"Content-Type": "text/csv", **AUTH},
+        timeout=30,
+    )
+    assert csv_answer.status_code == 200, csv_answer.text[:300]
+    after = requests.get(f"{guarded.url}/drift", timeout=10).json()["observed_total"]
+    assert after - before == 2 * len(FLOWERS)
+
+    records = [
+        json.loads(line)
+        for line in (Path(guarded.log_path).parent / "predictions.jsonl").read_bytes().splitlines()
+    ]
+    by_request = {r["request_id"]: r for r in records}
+    v2_record = by_request[v2_answer.headers["x-request-id"]]
+    csv_record = by_request[csv_answer.headers["x-request-id"]]
+    assert v2_record["endpoint"] == INFER and csv_record["endpoint"] == "/invocations"
+    for record in (v2_record, csv_record):
+        assert record["model_tag"].startswith(f"{MODEL_NAME}:")
+    assert csv_record["inputs"] == CSV  # CSV kept as its text
+    assert isinstance(v2_record["inputs"], str)  # binary kept as base64
+    assert csv_record["outputs"] == csv_answer.json()
