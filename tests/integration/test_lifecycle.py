@@ -132,8 +132,12 @@ def test_graceful_restart_under_load_loses_no_prediction(
     ) as first:
         before, shutdown_s = asyncio.run(_traffic_with_sigterm(first, 6.0))
     first_log = first.log()
-    with bento_server(
-        trained_state, tmp_path, serve_args=grace, IRIS_PREDICTION_LOG=str(log_file)
+    with bento_server(  # the restarted server keeps the inputs out of its records
+        trained_state,
+        tmp_path,
+        serve_args=grace,
+        IRIS_PREDICTION_LOG=str(log_file),
+        IRIS_PREDICTION_LOG_INPUTS="false",
     ) as second:
         after = asyncio.run(drive(f"{second.url}/predict", 16, 4.0))
 
@@ -166,3 +170,6 @@ def test_graceful_restart_under_load_loses_no_prediction(
     assert sorted(server_ids) == sorted(o.server_request_id for o in successes)
     assert {r["client_request_id"] for r in records} == {o.request_id for o in successes}
     assert all(r["outputs"]["class_name"] == "versicolor" for r in records)
+    after_restart = {o.request_id for o in after.outcomes}
+    for record in records:
+        assert ("inputs" in record) == (record["client_request_id"] not in after_restart)

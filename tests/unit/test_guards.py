@@ -91,6 +91,19 @@ async def test_prediction_log_records_successes_only(tmp_path: Path) -> None:
     assert record["latency_ms"] >= 0
 
 
+async def test_inputs_can_be_left_out_of_the_records(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.jsonl")
+    async with _app(
+        (PredictionLogMiddleware, {"log": log, "log_inputs": False}),
+        (RequestMonitoringMiddleware, {}),
+    ) as client:
+        assert (await client.post("/predict", json={"secret": 1})).status_code == 200
+    assert log.flush()
+    [record] = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert "inputs" not in record and "secret" not in json.dumps(record)
+    assert record["outputs"]["class_name"] == "setosa"
+
+
 async def test_a_pretty_printed_body_is_still_one_record_line(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path / "p.jsonl")
     async with _app(
