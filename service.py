@@ -40,7 +40,7 @@ from iris_service.served_models import (
     stored_models,
 )
 from iris_service.settings import (
-    API_KEY,
+    API_KEYS,
     DRIFT_MIN_FLOWERS,
     DRIFT_WINDOW_FLOWERS,
     FEATURE_NAMES,
@@ -153,6 +153,6 @@ IrisClassifier.add_asgi_middleware(
     PredictionLogMiddleware, log=open_prediction_log(PREDICTION_LOG_PATH)
 )
 IrisClassifier.add_asgi_middleware(RequestMonitoringMiddleware)
-IrisClassifier.add_asgi_middleware(ApiKeyMiddleware, api_key=API_KEY)
+IrisClassifier.add_asgi_middleware(ApiKeyMiddleware, api_keys=API_KEYS)
 IrisClassifier.add_asgi_middleware(AdmissionControlMiddleware)
 log_filters.install()

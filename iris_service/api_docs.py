@@ -37,7 +37,9 @@ measurements in centimetres (sepal length and width, petal length and width).
   docs/protocols.md (these routes are not listed below).
 
 Every error answer has the shape `{"error", "detail", "request_id"}`; the request id is also
-in the `X-Request-ID` header, with `X-Latency-Ms` and `X-Cpu-Time-Ms` on each prediction.
+in the `X-Request-ID` header, with the server's own id in `X-Server-Request-Id` and
+`X-Latency-Ms` on each prediction. With an API key configured, every route but health,
+metrics (and the docs, when opened) needs `Authorization: Bearer <key>`.
 Open an endpoint below, press **Try it out**, then **Execute** to call the live service.
 """
 

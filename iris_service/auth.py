@@ -1,21 +1,37 @@
-"""Optional API key for the prediction endpoints.
+"""API key that fails closed: with a key configured, every route needs it but a short open list.
 
-With IRIS_API_KEY set, /predict and /predict_batch require `Authorization: Bearer <key>`;
-the comparison is constant-time (hmac.compare_digest). Health, metrics and docs stay open
-for probes and scrapers. Refusals are 401 with `WWW-Authenticate: Bearer`, rewritten into
-the one error shape by the monitoring middleware. The key is never logged or echoed.
+Without any key (IRIS_API_KEY and IRIS_API_KEYS unset) the service is open. With one or more,
+every request must send `Authorization: Bearer <key>` with one of them, whatever its path:
+routes added later (a protocol's, a debugging one such as /drift) are protected the moment
+they exist, instead of public until someone remembers to list them. The open list is what
+must work without a key: liveness and readiness for the orchestrator's probes, /metrics for
+the scraper, and the docs (Swagger UI, OpenAPI document, their assets) only with
+IRIS_API_KEY_OPEN_DOCS=true.
+
+Several keys are valid at once, so a key is rotated without downtime: add the new one, move
+the clients, remove the old one. Each presented token is compared with every key in constant
+time (hmac.compare_digest, no early exit), so neither the answer time nor the order of the
+keys tells how much of a key was right. Refusals are 401 with `WWW-Authenticate: Bearer`,
+rewritten into the one error shape by the monitoring middleware; a key is never logged or
+echoed.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.responses import JSONResponse
 
-from .settings import PREDICTION_PATHS, RoutePatterns
+from .settings import API_KEY_OPEN_DOCS, API_KEYS
 
 _BEARER = b"bearer "
+# Probes and the scraper reach these without a key (BentoML's health routes and /metrics).
+OPEN_PATHS: frozenset[str] = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
+# The Swagger UI at /, the OpenAPI document and the UI's assets: open only when configured.
+DOCS_PATHS: frozenset[str] = frozenset({"/", "/docs.json", "/schema.json"})
+DOCS_PREFIXES: tuple[str, ...] = ("/static_content/", "/assets/")
 
 
 def _bearer_token(scope: dict[str, Any]) -> bytes | None:
@@ -27,23 +43,49 @@ def _bearer_token(scope: dict[str, Any]) -> bytes | None:
     return None
 
 
+def is_open_path(path: str, open_docs: bool) -> bool:
+    """Whether `path` is answered without a key."""
+    if path in OPEN_PATHS:
+        return True
+    return open_docs and (path in DOCS_PATHS or path.startswith(DOCS_PREFIXES))
+
+
+def matches_any(token: bytes, keys: Iterable[bytes]) -> bool:
+    """Constant-time comparison with every key: the loop never stops at the first match."""
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(token, key)
+    return found
+
+
 class ApiKeyMiddleware:
-    """401 for prediction requests without the right bearer token; a no-op without a key."""
+    """401 for any request outside the open list without a valid bearer token; a no-op
+    without keys."""
 
     def __init__(
-        self, app: Any, api_key: str | None, paths: tuple[str, ...] = PREDICTION_PATHS
+        self,
+        app: Any,
+        api_keys: Iterable[str] = API_KEYS,
+        open_docs: bool = API_KEY_OPEN_DOCS,
     ) -> None:
         self.app = app
-        self.expected = api_key.encode() if api_key else None
-        self.paths = RoutePatterns(paths)
+        self.keys = tuple(key.encode() for key in api_keys if key)
+        self.open_docs = open_docs
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self.expected is None or scope["type"] != "http" or scope["path"] not in self.paths:
+        if (
+            not self.keys
+            or scope["type"] not in ("http", "websocket")
+            or is_open_path(scope["path"], self.open_docs)
+        ):
             await self.app(scope, receive, send)
             return
         token = _bearer_token(scope)
-        if token is not None and hmac.compare_digest(token, self.expected):
+        if token is not None and matches_any(token, self.keys):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
             return
         detail = "missing API key" if token is None else "invalid API key"
         refusal = JSONResponse(

@@ -59,3 +59,11 @@ DRIFT_WINDOW_FLOWERS = Gauge(
     "Flowers in the drift window of the API worker holding the most.",
     multiprocess_mode="livemax",
 )
+# The prediction log (iris_service/prediction_log.py) answers first and writes in the
+# background: a record it could not keep is counted here (alert: IrisPredictionLogLosingRecords).
+PREDICTION_LOG_LOST = Counter(
+    "iris_prediction_log_lost",
+    "Prediction records not written to the prediction log, by reason (write_error: the "
+    "file system refused the write, e.g. full; queue_full: the writer fell behind).",
+    ("reason",),
+)

@@ -2,14 +2,24 @@
 
 For each request to a monitored path (settings.PREDICTION_PATHS: /predict, /predict_batch,
 the V2 and MLflow inference routes) it:
-- assigns a request id (a valid incoming X-Request-ID is kept, else a new one);
+- assigns a request id (a valid incoming X-Request-ID is kept, else the server's own) and
+  the server's own id (X-Server-Request-Id; iris_service/request_ids.py);
 - refuses bodies over the size limit with 413 before reading them whole, and bodies not
-  declared as application/json with 415;
+  declared as application/json with 415. The 413 is sent at once, but the connection stays
+  open while the rest of the body (up to DRAIN_LIMIT_BYTES and DRAIN_SECONDS) is read and
+  dropped: ordinary clients (`requests`, `urllib`) write the whole body before they read, and
+  a server that closes on unread data makes the kernel answer their writes with a reset,
+  so they would see "connection reset" instead of the 413;
 - measures wall time (ms), the worker's resident-memory change (MB) and the process CPU
   time while the request was in flight (ms; with concurrent requests it includes their
   share), once, when the response starts;
-- returns them as X-Latency-Ms, X-Cpu-Time-Ms and X-Memory-Delta-Mb headers, records them
-  as Prometheus histograms and writes one JSON log line with the request id.
+- records them as Prometheus histograms and writes one JSON log line with the request id;
+- returns X-Latency-Ms on every prediction (the server's share of the client's wait: it
+  tells a client network delay from server delay and reveals nothing the client cannot
+  time itself), and X-Cpu-Time-Ms and X-Memory-Delta-Mb only with
+  IRIS_EXPOSE_MEASUREMENT_HEADERS=true: they describe the worker process (its CPU use and
+  memory growth, which show load and allocation behaviour to anyone who asks), so by
+  default they stay in the metrics and the request log.
 Every other path (health, metrics, docs, unknown paths) is not measured, but its error
 answers get the same treatment as all others: the {"error", "detail", "request_id"} shape.
 The routes of other protocols (errors.protocol_of: V2, MLflow scoring) check their own
@@ -20,24 +30,29 @@ Its own cost is measured by `python -m tools.middleware_overhead`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import re
 import time
 from typing import Any
 
 import psutil
 
 from . import errors, metrics
+from .request_ids import client_request_id, server_request_id
 from .request_log import REQUEST_LOGGER_NAME, RequestLog
-from .settings import MAX_BODY_BYTES, PREDICTION_PATHS, RoutePatterns
+from .settings import EXPOSE_MEASUREMENT_HEADERS, MAX_BODY_BYTES, PREDICTION_PATHS, RoutePatterns
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
 
 logger = logging.getLogger(REQUEST_LOGGER_NAME)
-_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
 _BYTES_PER_MB = 1024 * 1024
+# After a 413, the rest of the body is read and dropped up to these bounds (then the
+# connection is closed): enough for a client that sends a few tens of MB by mistake, not a
+# way to keep a worker busy for long.
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
+DRAIN_SECONDS = 10.0
 
 
 class ResidentMemory:
@@ -74,13 +89,6 @@ def _header(scope: Scope, wanted: bytes) -> bytes | None:
     return None
 
 
-def _request_id(scope: Scope) -> str:
-    incoming = _header(scope, b"x-request-id")
-    if incoming is not None and _VALID_REQUEST_ID.match(incoming):
-        return incoming.decode()
-    return os.urandom(16).hex()
-
-
 def _declares_json(scope: Scope) -> bool:
     content_type = _header(scope, b"content-type")
     if content_type is None:
@@ -103,8 +111,10 @@ class RequestMonitoringMiddleware:
         monitored_paths: tuple[str, ...] = PREDICTION_PATHS,
         max_body_bytes: int = MAX_BODY_BYTES,
         request_log: RequestLog | None = None,
+        expose_measurements: bool = EXPOSE_MEASUREMENT_HEADERS,
     ) -> None:
         self.app = app
+        self.expose_measurements = expose_measurements
         self.monitored_paths = RoutePatterns(monitored_paths)
         self.max_body_bytes = max_body_bytes
         self.memory = ResidentMemory()
@@ -148,7 +158,8 @@ class _MonitoredRequest:
         self.scope = scope
         self.receive_downstream = receive
         self.send_downstream = send
-        self.request_id = _request_id(scope)
+        self.server_request_id = server_request_id(scope)
+        self.request_id = client_request_id(scope) or self.server_request_id
         self.path: str = scope["path"]
         self.protocol = errors.protocol_of(self.path)
         # The route, not the path: path parameters must not create metric series.
@@ -222,12 +233,15 @@ class _MonitoredRequest:
 
     def _measurement_headers(self) -> list[tuple[bytes, bytes]]:
         latency_ms, cpu_ms, memory_delta_mb, _ = self._measure()
-        return [
+        headers = [
             (b"x-request-id", self.request_id.encode()),
+            (b"x-server-request-id", self.server_request_id.encode()),
             (b"x-latency-ms", f"{latency_ms:.3f}".encode()),
-            (b"x-cpu-time-ms", f"{cpu_ms:.3f}".encode()),
-            (b"x-memory-delta-mb", f"{memory_delta_mb:.3f}".encode()),
         ]
+        if self.owner.expose_measurements:
+            headers.append((b"x-cpu-time-ms", f"{cpu_ms:.3f}".encode()))
+            headers.append((b"x-memory-delta-mb", f"{memory_delta_mb:.3f}".encode()))
+        return headers
 
     async def _send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -240,7 +254,7 @@ class _MonitoredRequest:
                 headers = [
                     (name, value)
                     for name, value in message.get("headers", [])
-                    if name != b"x-request-id"
+                    if name not in (b"x-request-id", b"x-server-request-id")
                 ]
                 message = {**message, "headers": headers + self._measurement_headers()}
         elif message["type"] == "http.response.body" and self.error_start is not None:
@@ -264,10 +278,39 @@ class _MonitoredRequest:
             body = errors.error_body(status, detail_or_body, self.request_id)
         self.status, self.error_code, self.response_started = status, code, True
         headers = errors.error_headers(status, body, self.request_id)
+        headers.append((b"x-server-request-id", self.server_request_id.encode()))
         await self.send_downstream(
             {"type": "http.response.start", "status": status, "headers": headers}
         )
-        await self.send_downstream({"type": "http.response.body", "body": body})
+        if status != 413:
+            await self.send_downstream({"type": "http.response.body", "body": body})
+            return
+        # The whole answer goes out now; the response stays open (so the server keeps the
+        # connection) until the rest of the body has been read and dropped.
+        await self.send_downstream({"type": "http.response.body", "body": body, "more_body": True})
+        await self._drain_request_body()
+        await self.send_downstream({"type": "http.response.body", "body": b""})
+
+    async def _drain_request_body(self) -> None:
+        """Read and drop what is left of the request body, within the drain bounds."""
+        declared = _content_length(self.scope)
+        if declared is not None and declared > DRAIN_LIMIT_BYTES:
+            return  # too much to be worth reading: the connection is closed
+        drained = self.body_bytes_read
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while drained <= DRAIN_LIMIT_BYTES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                message = await asyncio.wait_for(self.receive_downstream(), remaining)
+            except TimeoutError:
+                return
+            if message["type"] != "http.request":
+                return  # the client went away
+            drained += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     def _record(self) -> None:
         latency_ms, cpu_ms, memory_delta_mb, rss_after = self._measure()
@@ -279,5 +322,11 @@ class _MonitoredRequest:
         if self.error_code is not None:
             metrics.ERRORS_TOTAL.labels(self.endpoint, self.error_code).inc()
         self.owner.request_log.write(
-            self.request_id, self.path, self.status, latency_ms, cpu_ms, memory_delta_mb
+            self.request_id,
+            self.path,
+            self.status,
+            latency_ms,
+            cpu_ms,
+            memory_delta_mb,
+            self.server_request_id,
         )

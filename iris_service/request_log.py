@@ -33,12 +33,14 @@ class RequestLog:
         latency_ms: float,
         cpu_ms: float,
         memory_delta_mb: float,
+        server_request_id: str = "",
     ) -> None:
         if not self.enabled:
             return
-        # request_id matches [A-Za-z0-9._-] and endpoint is one of our routes: no escaping.
+        # Both ids match [A-Za-z0-9._-] and endpoint is one of our routes: no escaping.
         line = (
-            f'{{"event": "request", "request_id": "{request_id}", "endpoint": "{endpoint}", '
+            f'{{"event": "request", "request_id": "{request_id}", '
+            f'"server_request_id": "{server_request_id or request_id}", "endpoint": "{endpoint}", '
             f'"status": {status}, "latency_ms": {latency_ms:.3f}, "cpu_ms": {cpu_ms:.3f}, '
             f'"memory_delta_mb": {memory_delta_mb:.3f}}}\n'
         )

@@ -13,11 +13,14 @@ import bentoml
 import numpy as np
 
 from .draining import postpone_sigterm_until_idle
+from .limits import check_batch_limits
 from .model_loading import LoadedModel, checked_model_reference, load_model
-from .settings import MODEL_TAG
+from .settings import MODEL_TAG, RUNNER_MAX_BATCH_SIZE
 
-RUNNER_MAX_BATCH_SIZE = 1000
 RUNNER_MAX_LATENCY_MS = 5000
+# At import, which `bentoml serve` does before it starts any worker: contradicting limits
+# stop the server with one line (iris_service/limits.py).
+check_batch_limits()
 
 
 @bentoml.service(name="IrisModelRunner", workers=1, traffic={"timeout": 10})

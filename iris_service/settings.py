@@ -64,9 +64,32 @@ def _int_from_env(name: str, default: int) -> int:
     return value
 
 
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _bool_from_env(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def _api_keys() -> tuple[str, ...]:
+    """IRIS_API_KEY and the comma-separated IRIS_API_KEYS, together: during a rotation the old
+    and the new key are both valid, so clients can switch without downtime."""
+    keys = [os.environ.get("IRIS_API_KEY", ""), *os.environ.get("IRIS_API_KEYS", "").split(",")]
+    return tuple(dict.fromkeys(key.strip() for key in keys if key.strip()))
+
+
 # The model the service serves: any BentoML tag, e.g. "iris-classifier:latest".
 MODEL_TAG = os.environ.get("IRIS_MODEL_TAG", f"{MODEL_NAME}:latest")
-# Most flowers accepted in one POST /predict_batch.
+# Most rows in one call of the runner's adaptive batching (its max_batch_size).
+RUNNER_MAX_BATCH_SIZE = 1000
+# Most flowers accepted in one POST /predict_batch (at most RUNNER_MAX_BATCH_SIZE).
 MAX_BATCH_FLOWERS = _int_from_env("IRIS_MAX_BATCH_FLOWERS", 1000)
 # Request bodies larger than this are refused with 413 before being read whole.
 MAX_BODY_BYTES = _int_from_env("IRIS_MAX_BODY_BYTES", 256 * 1024)
@@ -78,8 +101,13 @@ DRIFT_WINDOW_FLOWERS = _int_from_env("IRIS_DRIFT_WINDOW_FLOWERS", 1000)
 DRIFT_MIN_FLOWERS = _int_from_env("IRIS_DRIFT_MIN_FLOWERS", 200)
 # Prediction requests one API worker handles at once; more are answered 429 at once.
 MAX_CONCURRENT_REQUESTS = _int_from_env("IRIS_MAX_CONCURRENT_REQUESTS", 64)
-# When set, /predict and /predict_batch require `Authorization: Bearer <key>`.
-API_KEY: str | None = os.environ.get("IRIS_API_KEY") or None
+# With at least one key, every route requires `Authorization: Bearer <key>` except health,
+# metrics and (with IRIS_API_KEY_OPEN_DOCS=true) the docs: iris_service/auth.py.
+API_KEYS: tuple[str, ...] = _api_keys()
+API_KEY_OPEN_DOCS = _bool_from_env("IRIS_API_KEY_OPEN_DOCS", False)
+# X-Cpu-Time-Ms and X-Memory-Delta-Mb describe the worker process: in metrics and the request
+# log always, in answers only when this is true (iris_service/middleware.py).
+EXPOSE_MEASUREMENT_HEADERS = _bool_from_env("IRIS_EXPOSE_MEASUREMENT_HEADERS", False)
 # JSON-lines log of every successful prediction; "off" disables it. Default: under
 # BENTOML_HOME (always writable by the service, also inside the container).
 PREDICTION_LOG_PATH: str | None = os.environ.get("IRIS_PREDICTION_LOG") or os.path.join(
@@ -89,3 +117,11 @@ PREDICTION_LOG_PATH: str | None = os.environ.get("IRIS_PREDICTION_LOG") or os.pa
 )
 if PREDICTION_LOG_PATH.lower() == "off":
     PREDICTION_LOG_PATH = None
+# Rotation of the prediction log (iris_service/prediction_log.py): a file is rotated before it
+# would pass MAX_BYTES, and BACKUPS rotated files are kept, so the log never takes more than
+# (BACKUPS + 1) x MAX_BYTES. INPUTS=false leaves the request bodies out of the records.
+PREDICTION_LOG_MAX_BYTES = _int_from_env("IRIS_PREDICTION_LOG_MAX_BYTES", 64 * 1024 * 1024)
+PREDICTION_LOG_BACKUPS = _int_from_env("IRIS_PREDICTION_LOG_BACKUPS", 3)
+PREDICTION_LOG_INPUTS = _bool_from_env("IRIS_PREDICTION_LOG_INPUTS", True)
+# 1: fsync after every record (survives a power loss; costs a disk flush per prediction).
+PREDICTION_LOG_FSYNC = _bool_from_env("IRIS_PREDICTION_LOG_FSYNC", False)

@@ -9,7 +9,9 @@ shell or console is accepted when it is one of:
 - a `curl` call to the local service (`LOCAL_URL`): tests/integration/test_service.py sends
   every one of them to a real server and checks the answer;
 - text that appears, whitespace-normalised, in a Makefile recipe or in the source of a test
-  or a tool (tests/, tools/) that runs it. No placeholders: write a runnable command.
+  or a tool (tests/, tools/) that runs it. No placeholders: write a runnable command;
+- any command of a page that a test runs block by block against a real server
+  (`EXECUTED_PAGES`: the page and the test that executes every fenced block of it).
 
 Used by tests/unit/test_docs.py (the rule) and tests/integration/test_service.py (the calls).
 """
@@ -32,6 +34,10 @@ MAKEFILE = PROJECT_ROOT / "Makefile"
 # since they quote commands without running them).
 RUNNER_DIRS = (PROJECT_ROOT / "tests", TOOLS_DIR)
 RULE_FILES = frozenset({Path(__file__).resolve(), PROJECT_ROOT / "tests/unit/test_docs.py"})
+# Pages whose every bash and python block a test runs as it is, against a real server.
+EXECUTED_PAGES: dict[Path, Path] = {
+    PROJECT_ROOT / "docs/protocols.md": PROJECT_ROOT / "tests/integration/test_protocol_docs.py",
+}
 _FENCE = re.compile(r"^(```+|~~~+)\s*([\w+-]*)")
 _SEPARATORS = ("&&", "||", ";")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import time
 import uuid
@@ -17,9 +18,19 @@ from tests.support import VERSICOLOR
 ERROR_KEYS = {"error", "detail", "request_id"}
 
 
+# The failure of a request that never reached the server: the connection was refused, so
+# nothing was sent. Every other connection-level failure may have lost an answer.
+REFUSED = "ConnectionRefused"
+# The connection was reset: the answer was dropped, or the request was never read (a
+# connection still in the listener's queue when the server closed it); only the server's
+# own logs tell which.
+RESET = "ConnectionReset"
+
+
 @dataclass
 class Outcome:
-    """What one request got: a status, or a connection-level failure."""
+    """What one request got: a status, or a connection-level failure (REFUSED, or the name of
+    the exception that ended it after the connection was made)."""
 
     status: int | None
     request_id: str
@@ -27,6 +38,19 @@ class Outcome:
     error: str | None = None
     retry_after: str | None = None
     body: dict | None = None
+    server_request_id: str | None = None
+
+
+def failure_name(exc: BaseException) -> str:
+    """REFUSED when the connection was refused before anything was sent, RESET when it was
+    reset by the server, else the exception's type."""
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(
+        exc.os_error, ConnectionRefusedError
+    ):
+        return REFUSED
+    if isinstance(exc, aiohttp.ClientOSError) and exc.errno == errno.ECONNRESET:
+        return RESET
+    return type(exc).__name__
 
 
 @dataclass
@@ -66,9 +90,10 @@ async def one_request(
                 time.monotonic() - started,
                 retry_after=response.headers.get("retry-after"),
                 body=parsed,
+                server_request_id=response.headers.get("x-server-request-id"),
             )
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return Outcome(None, request_id, time.monotonic() - started, error=type(exc).__name__)
+        return Outcome(None, request_id, time.monotonic() - started, error=failure_name(exc))
 
 
 async def drive(
@@ -79,11 +104,16 @@ async def drive(
     max_requests: int = 1_000_000,
     pause_after_failure_s: float = 0.05,
     pause_after_refusal_s: float = 0.0,
+    fresh_connections: bool = False,
 ) -> TrafficLog:
-    """`concurrency` clients, each sending back to back until the clock or the count runs out."""
+    """`concurrency` clients, each sending back to back until the clock or the count runs out.
+
+    With `fresh_connections`, every request opens its own connection (no keep-alive), so a
+    server that stops listening refuses new requests at the connection instead of racing
+    them against the close of an idle kept-alive connection."""
     log = TrafficLog()
     deadline = time.monotonic() + duration_s
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=fresh_connections)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 

@@ -1,8 +1,10 @@
 """Hostile input, access control, overload and a runner crash, against one real server.
 
-The server runs with an API key, a prediction log and a low admission limit. Tests run in
-file order; the runner-kill test is last because it disturbs the server (and checks that it
-recovers by itself).
+The server runs with three API keys (IRIS_API_KEY and two in IRIS_API_KEYS, as during a
+rotation), open docs, measurement headers exposed, a prediction log and a low admission
+limit. Tests run in file order; the runner-kill test comes late because it disturbs the
+server (and checks that it recovers by itself); the prediction-log check is last, over all
+the traffic of the module.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import signal
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +28,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from iris_service.settings import MAX_BATCH_FLOWERS, MAX_BODY_BYTES
 from tests.integration.fuzzing import fuzz_operation
@@ -34,6 +39,8 @@ from tools.local_server import LocalServer, ProjectState, bento_server
 pytestmark = pytest.mark.server
 
 API_KEY = "test-key-0123456789abcdef"
+ROTATION_KEYS = ("next-key-fedcba9876543210", "third-key-00112233445566")
+VALID_KEYS = (API_KEY, *ROTATION_KEYS)
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 ADMISSION_LIMIT = 8
 FUZZ_PLAN = {  # per operation and generation mode: 2,000 cases, about a minute on 2 cores
@@ -51,6 +58,9 @@ def guarded(
         trained_state,
         logs,
         IRIS_API_KEY=API_KEY,
+        IRIS_API_KEYS=",".join(ROTATION_KEYS),
+        IRIS_API_KEY_OPEN_DOCS="true",
+        IRIS_EXPOSE_MEASUREMENT_HEADERS="true",
         IRIS_PREDICTION_LOG=str(logs / "predictions.jsonl"),
         IRIS_MAX_CONCURRENT_REQUESTS=str(ADMISSION_LIMIT),
     ) as running:
@@ -214,22 +224,78 @@ def test_healthy_after_hostile_input_and_no_traceback_flood(guarded: LocalServer
 # --------------------------------------------------------------------------- access control
 
 
-def test_api_key_is_required_for_predictions_only(guarded: LocalServer) -> None:
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY},
-                    {"Authorization": f"Basic {API_KEY}"}):  # fmt: skip
-        response = requests.post(f"{guarded.url}/predict", json=SETOSA, headers=headers, timeout=10)
-        assert response.status_code == 401, headers
+OPEN_ROUTES = {"/livez", "/healthz", "/readyz", "/metrics", "/", "/docs.json", "/schema.json"}
+KNOWN_BODIES = {"/predict": SETOSA, "/predict_batch": {"flowers": [SETOSA]}}
+
+
+def _operations(server: LocalServer) -> list[tuple[str, str]]:
+    """Every (path, method) of the OpenAPI document, the docs themselves and /drift (a
+    mounted route the document does not list)."""
+    document = requests.get(f"{server.url}/docs.json", timeout=10)
+    assert document.status_code == 200  # open: IRIS_API_KEY_OPEN_DOCS=true
+    operations = [
+        (path, method.upper())
+        for path, methods in document.json()["paths"].items()
+        for method in methods
+    ]
+    assert {("/predict", "POST"), ("/predict_batch", "POST"), ("/readyz", "GET")} <= set(operations)
+    return [*operations, ("/", "GET"), ("/docs.json", "GET"), ("/drift", "GET")]
+
+
+def test_every_route_needs_a_valid_key_except_the_open_list(guarded: LocalServer) -> None:
+    """Walks the OpenAPI document: no key, a wrong key and a malformed header are refused on
+    every route outside the open list; each of the three valid keys is accepted everywhere."""
+    refusals = 0
+    for path, method in _operations(guarded):
+        body = KNOWN_BODIES.get(path)
+        url = f"{guarded.url}{path}"
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY},
+                        {"Authorization": f"Basic {API_KEY}"}):  # fmt: skip
+            response = requests.request(method, url, json=body, headers=headers, timeout=10)
+            if path in OPEN_ROUTES:
+                assert response.status_code == 200, (path, headers, response.status_code)
+                continue
+            refusals += 1
+            assert response.status_code == 401, (path, headers, response.status_code)
+            _check_answer(response)
+            assert response.json()["error"] == "unauthorized"
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            assert not any(key in response.text for key in VALID_KEYS)
+        for key in VALID_KEYS:
+            headers = {"Authorization": f"Bearer {key}"}
+            response = requests.request(method, url, json=body, headers=headers, timeout=10)
+            if body is not None or method == "GET":
+                assert response.status_code == 200, (path, key[:4], response.text[:200])
+            else:  # a route added later whose body this test does not know
+                assert response.status_code not in (401, 403) and response.status_code < 500
+    assert refusals >= 4 * 3  # /predict, /predict_batch and /drift at least
+    assert not any(key in guarded.log() for key in VALID_KEYS)
+
+
+def test_process_measurements_in_answers_when_configured(guarded: LocalServer) -> None:
+    response = requests.post(f"{guarded.url}/predict", json=SETOSA, headers=AUTH, timeout=10)
+    assert response.status_code == 200
+    assert float(response.headers["x-latency-ms"]) > 0
+    assert float(response.headers["x-cpu-time-ms"]) >= 0
+    float(response.headers["x-memory-delta-mb"])  # a number, possibly negative
+
+
+@pytest.mark.timeout(120)
+def test_a_client_that_writes_32_mb_before_reading_gets_the_413(guarded: LocalServer) -> None:
+    """`requests` and `urllib` send the whole body before they read: they must get the 413
+    (the server drains the body), not a connection reset."""
+    body = b" " * (32 * 1024 * 1024)
+    headers = {**AUTH, "Content-Type": "application/json"}
+    for path in ("/predict", "/predict_batch"):
+        response = requests.post(f"{guarded.url}{path}", data=body, headers=headers, timeout=30)
+        assert response.status_code == 413, (path, response.status_code)
         _check_answer(response)
-        assert response.json()["error"] == "unauthorized"
-        assert response.headers["www-authenticate"].startswith("Bearer")
-        assert API_KEY not in response.text
-    batch = requests.post(f"{guarded.url}/predict_batch", json={"flowers": [SETOSA]}, timeout=10)
-    assert batch.status_code == 401
-    ok = requests.post(f"{guarded.url}/predict", json=SETOSA, headers=AUTH, timeout=10)
-    assert ok.status_code == 200
-    for open_path in ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json"):
-        assert requests.get(f"{guarded.url}{open_path}", timeout=10).status_code == 200, open_path
-    assert API_KEY not in guarded.log()
+        request = urllib.request.Request(f"{guarded.url}{path}", data=body, headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 413
+        assert json.loads(refused.value.read())["error"] == "payload_too_large"
+    assert healthy(guarded.url, AUTH)
 
 
 def test_cors_is_off_by_default(guarded: LocalServer) -> None:
@@ -379,11 +445,51 @@ def test_runner_crash_gives_503_then_recovers_by_itself(guarded: LocalServer) ->
     )
 
 
+def _successes_counted_by_the_server(server: LocalServer) -> int:
+    """Prediction answers with status 200, from the service's own metrics."""
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "iris_request_latency_ms_count" and sample.labels["status"] == "200"
+        )
+    )
+
+
+def _log_records(server: LocalServer) -> list[dict]:
+    path = Path(server.log_path).parent / "predictions.jsonl"
+    raw = path.read_bytes()
+    assert raw.endswith(b"\n"), "a torn last record"
+    return [json.loads(line) for line in raw.splitlines()]  # a torn line fails to parse
+
+
 def test_prediction_log_has_one_record_per_success(guarded: LocalServer) -> None:
-    path = Path(guarded.log_path).parent / "predictions.jsonl"
-    lines = path.read_bytes().splitlines()
-    records = [json.loads(line) for line in lines]
-    ids = [r["request_id"] for r in records]
-    assert len(ids) == len(set(ids))
-    assert all(r["model_tag"].startswith("iris-classifier:") for r in records)
-    assert all({"inputs", "outputs", "latency_ms"} <= set(r) for r in records)
+    """Over every request of this module: as many records as 200 answers (the server's own
+    count), each under a distinct server id; and for answers this test keeps, the record is
+    the answer, with the client's id beside it even when two clients send the same id."""
+    sent = [f"log-check-{i}" for i in range(20)] + ["same-id", "same-id"]
+    kept = []
+    for client_id in sent:
+        headers = {**AUTH, "X-Request-ID": client_id}
+        response = requests.post(f"{guarded.url}/predict", json=SETOSA, headers=headers, timeout=10)
+        assert response.status_code == 200
+        kept.append((client_id, response.headers["x-server-request-id"], response.json()))
+    successes = _successes_counted_by_the_server(guarded)
+    deadline = time.monotonic() + 10  # the writer thread runs behind the answers
+    records = _log_records(guarded)
+    while len(records) < successes and time.monotonic() < deadline:
+        time.sleep(0.2)
+        records = _log_records(guarded)
+    print(f"\nprediction log: {len(records)} records, {successes} successful answers")
+    assert successes >= len(sent)
+    assert len(records) == successes
+    by_server_id = {record["request_id"]: record for record in records}
+    assert len(by_server_id) == len(records), "two records under one server id"
+    for client_id, server_id, answer in kept:
+        record = by_server_id[server_id]
+        assert record["client_request_id"] == client_id
+        assert record["outputs"] == answer and record["inputs"] == SETOSA
+        assert record["model_tag"] == answer["model_tag"]
+    assert sum(r["client_request_id"] == "same-id" for r in records) == 2

@@ -188,3 +188,57 @@ def test_kubectl_kustomize_agrees() -> None:
     rendered = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
     for doc in render():
         assert rendered[(doc["kind"], doc["metadata"]["name"])] == doc
+
+
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes byte quantity ("512Mi", "1Gi", "1000") in bytes."""
+    for suffix in sorted(_UNITS, key=len, reverse=True):
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * _UNITS[suffix])
+    return int(quantity)
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {entry["name"]: entry for entry in container.get("env", [])}
+
+
+def test_env_names_are_settings_the_service_reads() -> None:
+    settings_source = (ROOT / "iris_service" / "settings.py").read_text()
+    for name in env_of(the_container()):
+        assert f'"{name}"' in settings_source, f"{name} is not read by iris_service/settings.py"
+
+
+def test_prediction_log_goes_to_a_size_limited_volume_within_ephemeral_storage() -> None:
+    container = the_container()
+    env = env_of(container)
+    log_dir = Path(env["IRIS_PREDICTION_LOG"]["value"]).parent
+    (mount,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == log_dir]
+    (volume,) = [
+        v for v in pod_spec(by_kind("Deployment"))["volumes"] if v["name"] == mount["name"]
+    ]
+    size_limit = quantity_bytes(volume["emptyDir"]["sizeLimit"])
+    max_bytes = int(env["IRIS_PREDICTION_LOG_MAX_BYTES"]["value"])
+    backups = int(env["IRIS_PREDICTION_LOG_BACKUPS"]["value"])
+    assert (backups + 1) * max_bytes < size_limit  # rotation keeps the log inside the volume
+    resources = container["resources"]
+    request = quantity_bytes(resources["requests"]["ephemeral-storage"])
+    limit = quantity_bytes(resources["limits"]["ephemeral-storage"])
+    assert size_limit < request <= limit  # the volume counts against ephemeral storage
+
+
+def test_api_keys_come_from_an_optional_secret() -> None:
+    reference = env_of(the_container())["IRIS_API_KEYS"]["valueFrom"]["secretKeyRef"]
+    assert reference["optional"] is True  # the pod starts without the Secret
+    example = yaml.safe_load((K8S / "api-keys-secret.example.yaml").read_text())
+    kubernetes_validate.validate(example, K8S_VERSIONS[-1], strict=True)
+    assert example["kind"] == "Secret" and example["metadata"]["name"] == reference["name"]
+    assert reference["key"] in example["stringData"]
+    assert "api-keys-secret.example.yaml" not in load_kustomization()["resources"]
+
+
+def test_quantities_are_read_in_bytes() -> None:
+    assert quantity_bytes("512Mi") == 512 * 2**20
+    assert quantity_bytes("1Gi") == 2**30 and quantity_bytes("1500") == 1500

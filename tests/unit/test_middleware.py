@@ -28,9 +28,11 @@ async def health(_: Request) -> PlainTextResponse:
     return PlainTextResponse("\n")
 
 
-def _client(max_body_bytes: int = 1024) -> httpx.AsyncClient:
+def _client(max_body_bytes: int = 1024, expose: bool = False) -> httpx.AsyncClient:
     app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/livez", health)])
-    wrapped = RequestMonitoringMiddleware(app, max_body_bytes=max_body_bytes)
+    wrapped = RequestMonitoringMiddleware(
+        app, max_body_bytes=max_body_bytes, expose_measurements=expose
+    )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped), base_url="http://t")
 
 
@@ -44,13 +46,26 @@ def _assert_error_shape(response: httpx.Response, status: int, code: str) -> dic
 
 
 async def test_success_carries_measurements_and_a_request_id() -> None:
-    async with _client() as client:
+    async with _client(expose=True) as client:
         response = await client.post("/predict", json={"allocate": 10})
     assert response.status_code == 200
     assert float(response.headers["x-latency-ms"]) >= 0
     assert float(response.headers["x-cpu-time-ms"]) >= 0
     float(response.headers["x-memory-delta-mb"])  # a number, possibly negative
     assert len(response.headers["x-request-id"]) == 32
+    assert response.headers["x-server-request-id"] == response.headers["x-request-id"]
+
+
+async def test_process_measurements_stay_out_of_answers_unless_configured() -> None:
+    before = REGISTRY.get_sample_value("iris_request_cpu_ms_count", {"endpoint": "/predict"})
+    async with _client() as client:
+        response = await client.post("/predict", json={})
+    assert response.status_code == 200
+    assert float(response.headers["x-latency-ms"]) >= 0  # the latency header is kept
+    assert "x-cpu-time-ms" not in response.headers
+    assert "x-memory-delta-mb" not in response.headers
+    after = REGISTRY.get_sample_value("iris_request_cpu_ms_count", {"endpoint": "/predict"})
+    assert after == (before or 0) + 1  # still measured, in the metrics
 
 
 async def test_a_valid_incoming_request_id_is_kept_and_an_unsafe_one_replaced() -> None:
@@ -58,6 +73,7 @@ async def test_a_valid_incoming_request_id_is_kept_and_an_unsafe_one_replaced() 
         kept = await client.post("/predict", json={}, headers={"x-request-id": "client-42"})
         replaced = await client.post("/predict", json={}, headers={"x-request-id": "bad id\x01"})
     assert kept.headers["x-request-id"] == "client-42"
+    assert kept.headers["x-server-request-id"] not in ("client-42", "")
     assert replaced.headers["x-request-id"] != "bad id\x01"
 
 

@@ -1,0 +1,34 @@
+"""The two ids of a request: the client's X-Request-ID and the server's own.
+
+A client may send any X-Request-ID, the same one twice, or another client's: it is kept (for
+the client's tracing, echoed in X-Request-ID) but it identifies nothing on the server. Every
+request also gets a server id, random and never taken from the client, stored in the ASGI
+scope so that every middleware of the request (monitoring, prediction log) uses the same one
+whichever runs first. Records keyed by it can never collide or overwrite each other.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+_VALID_CLIENT_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
+_SCOPE_KEY = "iris.server_request_id"
+
+
+def server_request_id(scope: dict[str, Any]) -> str:
+    """This request's server id (32 hex characters), made on first use."""
+    found = scope.get(_SCOPE_KEY)
+    if found is None:
+        found = scope[_SCOPE_KEY] = os.urandom(16).hex()
+    return found
+
+
+def client_request_id(scope: dict[str, Any]) -> str | None:
+    """The client's X-Request-ID when it is a safe token (letters, digits, . _ -; at most 64),
+    else None: an unsafe one is dropped, never logged."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return value.decode() if _VALID_CLIENT_ID.match(value) else None
+    return None
