@@ -41,6 +41,17 @@ DRIFT_WINDOW_FLOWERS = _int_from_env("IRIS_DRIFT_WINDOW_FLOWERS", 1000)
 DRIFT_MIN_FLOWERS = _int_from_env("IRIS_DRIFT_MIN_FLOWERS", 200)
 # Prediction requests one API worker handles at once; more are answered 429 at once.
 MAX_CONCURRENT_REQUESTS = _int_from_env("IRIS_MAX_CONCURRENT_REQUESTS", 64)
+# Runner heartbeat (iris_service/runner_health.py): each API worker pings the model runner
+# every RUNNER_PING_PERIOD_SECONDS; a ping unanswered after RUNNER_PING_TIMEOUT_SECONDS makes
+# /readyz answer 503; a runner silent for longer than RUNNER_LIVENESS_GRACE_SECONDS (hung,
+# e.g. stopped or deadlocked) makes /livez answer 503 so that the orchestrator restarts it.
+RUNNER_PING_PERIOD_SECONDS = 1
+RUNNER_PING_TIMEOUT_SECONDS = _int_from_env("IRIS_RUNNER_PING_TIMEOUT_SECONDS", 2)
+RUNNER_LIVENESS_GRACE_SECONDS = _int_from_env("IRIS_RUNNER_LIVENESS_GRACE_SECONDS", 30)
+if RUNNER_LIVENESS_GRACE_SECONDS < RUNNER_PING_TIMEOUT_SECONDS:
+    raise ValueError(
+        "IRIS_RUNNER_LIVENESS_GRACE_SECONDS must be at least IRIS_RUNNER_PING_TIMEOUT_SECONDS"
+    )
 # When set, /predict and /predict_batch require `Authorization: Bearer <key>`.
 API_KEY: str | None = os.environ.get("IRIS_API_KEY") or None
 # JSON-lines log of every successful prediction; "off" disables it. Default: under
