@@ -43,7 +43,7 @@ serve: $(INSTALLED) ## Train if no model is in the store, then serve on $(HOST):
 		--timeout-graceful-shutdown $(GRACE_PERIOD)
 
 test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
-	tools/ensure-debian-packages.sh prometheus chromium
+	tools/ensure-debian-packages.sh prometheus chromium nginx-light wrk
 	$(BIN)/ruff check .
 	$(PY) -m tools.audit_dependencies
 	$(BIN)/pytest
