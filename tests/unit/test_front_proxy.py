@@ -40,6 +40,8 @@ def test_service_wide_slots_are_the_admission_limit_of_every_worker() -> None:
     for path in PREDICTION_PATHS:  # each prediction route is limited
         block = re.search(rf"location = {re.escape(path)} \{{(.*?)\}}", text, re.S)
         assert block and "limit_conn iris_service_slots" in block.group(1), path
+        # The flood brake delays (burst, no nodelay) before the slot check refuses.
+        assert re.search(r"limit_req zone=iris_service_rate burst=\d+;", block.group(1)), path
 
 
 def test_timeouts_fit_the_service() -> None:

@@ -157,7 +157,8 @@ def test_ingress_reaches_the_service_with_the_fronts_limits() -> None:
     assert nginx_size(notes["proxy-body-size"]) == MAX_BODY_BYTES
     assert notes["proxy-body-size"] == directive("client_max_body_size")
     assert notes["limit-connections"] == directive("limit_conn iris_per_client")
-    assert f"{notes['limit-rps']}r/s" in directive("limit_req_zone")
+    per_client_rate = directive("limit_req_zone $binary_remote_addr zone=iris_rate_per_client:10m")
+    assert per_client_rate == f"rate={notes['limit-rps']}r/s"
     assert notes["proxy-read-timeout"] + "s" == directive("proxy_read_timeout")
     assert int(notes["proxy-read-timeout"]) > service_timeout_s()
 
