@@ -21,7 +21,7 @@ export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test lint audit lock clean finops container container-run \
-	k8s-manifests report loadtest bench
+	k8s-manifests report loadtest bench overload
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -43,7 +43,7 @@ serve: $(INSTALLED) ## Train if no model is in the store, then serve on $(HOST):
 		--timeout-graceful-shutdown $(GRACE_PERIOD)
 
 test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
-	tools/ensure-debian-packages.sh prometheus chromium
+	tools/ensure-debian-packages.sh prometheus chromium nginx-light wrk
 	$(BIN)/ruff check .
 	$(PY) -m tools.audit_dependencies
 	$(BIN)/pytest
@@ -67,6 +67,11 @@ loadtest: $(INSTALLED) ## Locust, headless, against a service it starts (SCENARI
 bench: $(INSTALLED) ## Benchmark vs plain FastAPI and mlflow models serve (wrk, ~12-15 min): reports/bench.{json,md} + PNGs
 	tools/ensure-debian-packages.sh wrk
 	$(PY) -m tools.bench --out-dir reports $(BENCH_ARGS)
+
+overload: $(INSTALLED) ## Flood benchmark, straight and through the nginx front (~1 min): reports/overload.{json,md}
+	tools/ensure-debian-packages.sh wrk nginx-light
+	$(PY) train.py --if-missing
+	$(PY) -m tools.overload --out-dir reports $(OVERLOAD_ARGS)
 
 finops: $(INSTALLED) ## Cost simulation: reports/finops.md, finops.json and PNGs (uses reports/bench.json if present; FINOPS_ARGS=...)
 	$(PY) -m tools.finops --out-dir reports $(FINOPS_ARGS)

@@ -25,6 +25,7 @@ from iris_service.model_loading import model_fingerprint
 from iris_service.prediction_log import PredictionLogMiddleware, open_prediction_log
 from iris_service.protocols.routes import protocol_app
 from iris_service.runner import RUNNER_MAX_BATCH_SIZE, IrisModelRunner
+from iris_service.runner_health import RunnerHeartbeat, runner_ping
 from iris_service.schemas import (
     BatchPrediction,
     IrisBatch,
@@ -46,6 +47,9 @@ from iris_service.settings import (
     FEATURE_NAMES,
     MODEL_TAG,
     PREDICTION_LOG_PATH,
+    RUNNER_LIVENESS_GRACE_SECONDS,
+    RUNNER_PING_PERIOD_SECONDS,
+    RUNNER_PING_TIMEOUT_SECONDS,
 )
 
 logger = logging.getLogger("iris_service.api")
@@ -80,6 +84,29 @@ class IrisClassifier:
         # The model that answered last (first: the configured one): what V2 calls ready.
         self.serving = self.models.lookup(model_fingerprint(str(self.bento_model.tag)))
         self.drift = self._drift_monitor(self.serving)
+        # /readyz and /livez answer from this heartbeat's record (iris_service/runner_health.py).
+        self.heartbeat = RunnerHeartbeat(
+            lambda: runner_ping(self.runner)(),
+            period_s=RUNNER_PING_PERIOD_SECONDS,
+            timeout_s=RUNNER_PING_TIMEOUT_SECONDS,
+            grace_s=RUNNER_LIVENESS_GRACE_SECONDS,
+        )
+
+    @bentoml.on_startup
+    async def start_runner_heartbeat(self) -> None:
+        self.heartbeat.start()
+
+    @bentoml.on_shutdown
+    async def stop_runner_heartbeat(self) -> None:
+        self.heartbeat.stop()
+
+    async def __is_ready__(self) -> bool:
+        """503 at once while the runner does not answer (never waits on it)."""
+        return self.heartbeat.ready()
+
+    async def __is_alive__(self) -> bool:
+        """503 once the runner has been silent for longer than the grace period."""
+        return self.heartbeat.alive()
 
     @bentoml.api(route="/predict", input_spec=IrisFeatures)
     async def predict(self, **measurements: float) -> Prediction:
@@ -117,7 +144,12 @@ class IrisClassifier:
         return model, answer[:, :-1]
 
     async def _probabilities(self, rows: np.ndarray) -> np.ndarray | JSONResponse:
-        """Ask the runner; every failure of the call becomes a 503 or 504 answer."""
+        """Ask the runner; every failure of the call becomes a 503 or 504 answer. While the
+        heartbeat finds the runner silent (hung), refuse at once instead of waiting for the
+        call's timeout."""
+        if self.heartbeat.silent():
+            failure = runner_client.SILENT
+            return error_response(failure.status, failure.detail, failure.code)
         try:
             return await self.coalescer.predict(rows)
         except Exception as exc:  # noqa: BLE001 - classified, logged in one line, answered

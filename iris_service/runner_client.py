@@ -46,6 +46,7 @@ class RunnerFailure:
 UNREACHABLE = RunnerFailure(503, "The model runner is not reachable; retry shortly.", NOT_READY)
 BUSY = RunnerFailure(503, "The model runner is busy or starting; retry shortly.", NOT_READY)
 FAILED = RunnerFailure(503, "The model runner failed to answer; retry shortly.", NOT_READY)
+SILENT = RunnerFailure(503, "The model runner is not answering; retry shortly.", NOT_READY)
 TIMED_OUT = RunnerFailure(504, "The model did not answer in time.", None)
 
 

@@ -108,6 +108,17 @@ API_KEY_OPEN_DOCS = _bool_from_env("IRIS_API_KEY_OPEN_DOCS", False)
 # X-Cpu-Time-Ms and X-Memory-Delta-Mb describe the worker process: in metrics and the request
 # log always, in answers only when this is true (iris_service/middleware.py).
 EXPOSE_MEASUREMENT_HEADERS = _bool_from_env("IRIS_EXPOSE_MEASUREMENT_HEADERS", False)
+# Runner heartbeat (iris_service/runner_health.py): each API worker pings the model runner
+# every RUNNER_PING_PERIOD_SECONDS; a ping unanswered after RUNNER_PING_TIMEOUT_SECONDS makes
+# /readyz answer 503; a runner silent for longer than RUNNER_LIVENESS_GRACE_SECONDS (hung,
+# e.g. stopped or deadlocked) makes /livez answer 503 so that the orchestrator restarts it.
+RUNNER_PING_PERIOD_SECONDS = 1
+RUNNER_PING_TIMEOUT_SECONDS = _int_from_env("IRIS_RUNNER_PING_TIMEOUT_SECONDS", 2)
+RUNNER_LIVENESS_GRACE_SECONDS = _int_from_env("IRIS_RUNNER_LIVENESS_GRACE_SECONDS", 30)
+if RUNNER_LIVENESS_GRACE_SECONDS < RUNNER_PING_TIMEOUT_SECONDS:
+    raise ValueError(
+        "IRIS_RUNNER_LIVENESS_GRACE_SECONDS must be at least IRIS_RUNNER_PING_TIMEOUT_SECONDS"
+    )
 # JSON-lines log of every successful prediction; "off" disables it. Default: under
 # BENTOML_HOME (always writable by the service, also inside the container).
 PREDICTION_LOG_PATH: str | None = os.environ.get("IRIS_PREDICTION_LOG") or os.path.join(

@@ -85,6 +85,7 @@ def test_every_resource_validates(version: str) -> None:
         "Service",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
+        "Ingress",
     }
     for doc in docs:
         kubernetes_validate.validate(doc, version, strict=True)
@@ -113,6 +114,23 @@ def test_probes_use_bentoml_health_routes_on_the_service_port() -> None:
     assert [p["containerPort"] for p in container["ports"]] == [port]
 
 
+def test_probes_follow_the_runner_heartbeat() -> None:
+    """Readiness drops well before liveness fails; liveness is checked only after the first
+    readiness; a hung runner is restarted within a minute and a half."""
+    from iris_service.settings import RUNNER_PING_PERIOD_SECONDS, RUNNER_PING_TIMEOUT_SECONDS
+
+    container = the_container()
+    env = {item["name"]: item.get("value") for item in container.get("env", [])}
+    grace_s = int(env["IRIS_RUNNER_LIVENESS_GRACE_SECONDS"])
+    liveness, readiness = container["livenessProbe"], container["readinessProbe"]
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    unready_after_s = readiness["periodSeconds"] * readiness["failureThreshold"]
+    detected_s = RUNNER_PING_PERIOD_SECONDS + RUNNER_PING_TIMEOUT_SECONDS
+    assert detected_s + unready_after_s < grace_s  # out of the Service well before a restart
+    restarted_after_s = grace_s + liveness["periodSeconds"] * liveness["failureThreshold"]
+    assert restarted_after_s <= 90
+
+
 def test_service_reaches_the_pods() -> None:
     deployment, service = by_kind("Deployment"), by_kind("Service")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -120,6 +138,45 @@ def test_service_reaches_the_pods() -> None:
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     (port,) = service["spec"]["ports"]
     assert resolve_port(the_container(), port["targetPort"]) == service_port()
+
+
+def test_ingress_reaches_the_service_with_the_fronts_limits() -> None:
+    """The ingress-nginx annotations carry the limits of deploy/nginx/nginx.conf."""
+    from iris_service.settings import MAX_BODY_BYTES
+    from tools.front_proxy import directive, nginx_size
+
+    ingress, service = by_kind("Ingress"), by_kind("Service")
+    ((path,),) = [rule["http"]["paths"] for rule in ingress["spec"]["rules"]]
+    backend = path["backend"]["service"]
+    assert backend["name"] == service["metadata"]["name"]
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    notes = {
+        key.removeprefix("nginx.ingress.kubernetes.io/"): value
+        for key, value in ingress["metadata"]["annotations"].items()
+    }
+    assert nginx_size(notes["proxy-body-size"]) == MAX_BODY_BYTES
+    assert notes["proxy-body-size"] == directive("client_max_body_size")
+    assert notes["limit-connections"] == directive("limit_conn iris_per_client")
+    per_client_rate = directive("limit_req_zone $binary_remote_addr zone=iris_rate_per_client:10m")
+    assert per_client_rate == f"rate={notes['limit-rps']}r/s"
+    assert notes["proxy-read-timeout"] + "s" == directive("proxy_read_timeout")
+    assert int(notes["proxy-read-timeout"]) > service_timeout_s()
+
+
+def test_ingress_controller_settings_close_slow_clients_like_the_front() -> None:
+    from tools.front_proxy import directive
+
+    (config,) = yaml.safe_load_all((K8S / "ingress-nginx-controller.yaml").read_text())
+    kubernetes_validate.validate(config, K8S_VERSIONS[-1], strict=True)
+    data = config["data"]
+    assert data["client-header-timeout"] + "s" == directive("client_header_timeout")
+    assert data["client-body-timeout"] + "s" == directive("client_body_timeout")
+    assert data["limit-req-status-code"] == data["limit-conn-status-code"] == "429"
+
+
+def service_timeout_s() -> float:
+    config = yaml.safe_load((ROOT / "configuration.yaml").read_text())
+    return float(config["services"]["IrisClassifier"]["traffic"]["timeout"])
 
 
 def test_hpa_and_pdb_fit_the_deployment() -> None:
