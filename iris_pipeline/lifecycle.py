@@ -82,9 +82,9 @@ def _gate_metrics_record(verdict: gate.Verdict | None) -> dict[str, float]:
     return metrics
 
 
-def _verdict_name(verdict: gate.Verdict | None, force: bool) -> str:
+def _verdict_name(verdict: gate.Verdict | None, force: bool, champion: str | None) -> str:
     if verdict is None:
-        return "no-champion"
+        return "no-champion" if champion is None else "forced-unchecked"
     if verdict.passed:
         return "passed"
     return "forced" if force else "refused"
@@ -104,12 +104,18 @@ def promote(name: str, version: str | None, force: bool, recall_margin: float) -
         print(f"Version {candidate} is already the champion; nothing to do.")
         return EXIT_OK
     candidate_tag = _stored_tag(name, candidate)
-    verdict = (
-        _run_gate(name, champion, candidate, candidate_tag, recall_margin)
-        if champion is not None
-        else None
-    )
-    outcome = _verdict_name(verdict, force)
+    verdict = None
+    if champion is not None:
+        try:
+            verdict = _run_gate(name, champion, candidate, candidate_tag, recall_margin)
+        except LifecycleError as exc:
+            if not force:
+                raise LifecycleError(
+                    f"the gate cannot compare with the champion: {exc}. "
+                    f"To promote without the gate: make promote VERSION={candidate} FORCE=1"
+                ) from None
+            print(f"Quality gate skipped ({exc}); promoting because of FORCE.")
+    outcome = _verdict_name(verdict, force, champion)
     run_id = registry.record_action(
         name,
         "promote",

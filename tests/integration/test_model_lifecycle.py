@@ -233,3 +233,29 @@ def test_make_models_lists_every_version_with_its_aliases(story: Story) -> None:
     assert re.search(r"\bchampion\b", rows["2"]) and "previous" not in rows["2"]
     assert "forced, rolled back" in rows["3"]
     assert "no running service at http://127.0.0.1:" in step.result.stdout
+
+
+@pytest.fixture(scope="module")
+def empty_state(tmp_path_factory: pytest.TempPathFactory) -> ProjectState:
+    return ProjectState(tmp_path_factory.mktemp("empty-lifecycle-state"))
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (("promote",), 1, "there is no challenger to promote"),
+        (("promote", "--version", "7"), 1, "no version '7'"),
+        (("rollback",), 1, "no previous champion to roll back to"),
+        (("promote", "--recall-margin", "2"), 2, "--recall-margin must be between 0 and 1"),
+        (("promote", "--version", "latest"), 2, "--version must be a registry version number"),
+        (("models", "--service-url", "http://127.0.0.1:9"), 0, "No version of iris-classifier"),
+    ],
+)
+def test_commands_on_an_empty_registry_fail_clearly(
+    empty_state: ProjectState, args: tuple[str, ...], status: int, message: str
+) -> None:
+    result = empty_state.lifecycle(*args)
+    output = result.stdout + result.stderr
+    assert result.returncode == status, output
+    assert message in output
+    assert "Traceback" not in output
