@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -17,7 +18,7 @@ from mlflow import MlflowClient
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.model_aliases import read_aliases
 from iris_service.settings import MODEL_NAME
-from tools.local_server import ProjectState, free_port
+from tools.local_server import ProjectState, bento_server, free_port
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -259,3 +260,21 @@ def test_commands_on_an_empty_registry_fail_clearly(
     assert result.returncode == status, output
     assert message in output
     assert "Traceback" not in output
+
+
+@pytest.mark.server
+def test_make_models_asks_a_real_running_service(story: Story, tmp_path: Path) -> None:
+    """Against a real `bentoml serve`: the service answers, so the table either marks the
+    version it reports in `iris_model_info` or says that it does not report one."""
+    with bento_server(story.state, tmp_path) as server:
+        result = _make(story.state, "models", f"SERVICE_URL={server.url}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = result.stdout.splitlines()[-1]
+    assert summary.startswith(f"Running service: the service at {server.url} ")
+    assert "no running service" not in summary
+    used = re.findall(rf"{MODEL_NAME}:\w+", summary)
+    if not used:
+        assert "does not report its model (iris_model_info)" in summary
+    for tag in used:
+        row = next(line for line in result.stdout.splitlines() if tag in line)
+        assert row.split()[6] != "-", row  # the SERVED column
