@@ -21,7 +21,7 @@ export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test lint audit lock clean finops container container-run \
-	k8s-manifests report loadtest bench overload
+	k8s-manifests report loadtest bench overload models promote rollback
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -34,10 +34,28 @@ $(INSTALLED): requirements-serve.txt requirements.txt requirements-dev.txt const
 
 venv: $(INSTALLED) ## Create .venv and install the pinned dependencies
 
-train: $(INSTALLED) ## Train the candidates, track them in MLflow, import the best into BentoML
+train: $(INSTALLED) ## Train the candidates; the best becomes a new registry version and the challenger
 	$(PY) train.py
 
-serve: $(INSTALLED) ## Train if no model is in the store, then serve on $(HOST):$(PORT)
+# Model lifecycle (issue 11, docs/lifecycle.md). VERSION=n promotes that registry version
+# instead of the challenger; FORCE=1 promotes it even if the quality gate refuses (recorded in
+# MLflow); MARGIN sets the largest drop of a class's recall the gate allows.
+VERSION ?=
+FORCE ?=
+MARGIN ?=
+SERVICE_URL ?=
+
+models: $(INSTALLED) ## Every model version: registry version, BentoML tag, metrics, aliases, what serves (SERVICE_URL=...)
+	$(PY) -m iris_pipeline.lifecycle models $(if $(SERVICE_URL),--service-url $(SERVICE_URL))
+
+promote: $(INSTALLED) ## Challenger -> champion through the quality gate (VERSION=n, FORCE=1, MARGIN=0.05)
+	$(PY) -m iris_pipeline.lifecycle promote $(if $(VERSION),--version $(VERSION)) \
+		$(if $(filter 1 yes true,$(FORCE)),--force) $(if $(MARGIN),--recall-margin $(MARGIN))
+
+rollback: $(INSTALLED) ## The previous champion becomes champion again
+	$(PY) -m iris_pipeline.lifecycle rollback
+
+serve: $(INSTALLED) ## Train if no champion is in the store, then serve on $(HOST):$(PORT)
 	$(PY) train.py --if-missing
 	$(BIN)/bentoml serve service:IrisClassifier --host $(HOST) --port $(PORT) \
 		--timeout-graceful-shutdown $(GRACE_PERIOD)

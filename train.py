@@ -1,8 +1,13 @@
-"""Train Iris candidates, track them in MLflow, import the best run's model into BentoML.
+"""Train Iris candidates, track them in MLflow, register and import the best run's model.
+
+The winner becomes a new version of the MLflow registered model and of the BentoML model,
+and the `challenger`; it is made `champion` only by `make promote` (iris_pipeline.lifecycle),
+except when nothing serves yet (no champion, or its model is not in the BentoML store).
 
 python train.py                      # all candidates, default seed
 python train.py --candidates logistic_regression random_forest --seed 7
-python train.py --if-missing         # do nothing when a model is already in the store
+python train.py --if-missing         # do nothing when a champion is already in the store
+python train.py --label-noise 0.4    # a deliberately worse model (test and demo aid)
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(
             "Train scikit-learn candidates on Iris, track every run in MLflow, register the "
-            "best run (test macro-F1, ties broken by CV macro-F1 then single-row latency) and "
-            "import its model into the BentoML model store."
+            "best run (test macro-F1, ties broken by CV macro-F1 then single-row latency) as "
+            "the challenger (the champion when none serves) and import its model into the "
+            "BentoML model store."
         )
     )
     parser.add_argument(
@@ -50,7 +56,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--if-missing",
         action="store_true",
-        help="exit successfully without training when the model is already in the BentoML store",
+        help="exit successfully without training when a champion is in the BentoML store",
+    )
+    parser.add_argument(
+        "--label-noise",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help=(
+            "test and demo aid: give this share of the training labels a wrong class, to make "
+            "a deliberately worse model that `make promote` must refuse (default: %(default)s)"
+        ),
     )
     args = parser.parse_args(argv)
     unknown = [family for family in args.candidates if family not in CANDIDATES]
@@ -62,24 +78,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--test-size must be between 0.05 and 0.5")
     if not 2 <= args.cv_folds <= 20:
         parser.error("--cv-folds must be between 2 and 20")
+    if not 0.0 <= args.label_noise < 1.0:
+        parser.error("--label-noise must be at least 0 and below 1")
     return args
 
 
 def run(args: argparse.Namespace) -> int:
-    from iris_pipeline import tracking, training
+    from iris_pipeline import gate, registry, tracking, training
 
-    if args.if_missing and tracking.model_in_store(f"{args.model_name}:latest"):
-        print(f"Model {args.model_name}:latest is already in the BentoML store; not training.")
-        return EXIT_OK
+    if args.if_missing:
+        champion = registry.serving_champion(args.model_name)
+        if champion is not None:
+            print(f"Champion {champion} is already in the BentoML store; not training.")
+            return EXIT_OK
 
-    data = training.load_dataset(args.seed, args.test_size)
+    data = training.load_dataset(args.seed, args.test_size, args.label_noise)
     stats = training.feature_statistics(data.x_train)
     experiment_id = tracking.ensure_experiment(args.experiment_name)
     print(f"MLflow store: {tracking.tracking_uri()} (experiment {args.experiment_name!r})")
+    if args.label_noise:
+        print(f"  label noise: {args.label_noise:.0%} of the training labels are wrong on purpose")
 
     results = []
     for family in dict.fromkeys(args.candidates):
         result = training.evaluate_candidate(family, data, args.seed, args.cv_folds)
+        result.params["label_noise"] = str(args.label_noise)
         result.run_id = tracking.log_candidate(result, data, stats, experiment_id)
         results.append(result)
         metrics = result.metrics
@@ -91,12 +114,20 @@ def run(args: argparse.Namespace) -> int:
 
     best = training.select_best(results)
     assert best.run_id is not None
-    version = tracking.register_best(best.run_id, args.model_name)
+    # Scored on the gate set only now, after the choice, so the gate set never picks a model.
+    gate_figures = gate.gate_metrics(best.model, data.x_gate.to_numpy(), data.y_gate)
+    tracking.log_gate_metrics(best.run_id, gate_figures)
+    version = tracking.register_best(best, args.model_name)
     bento_model = tracking.import_into_bentoml(
-        best, stats, version, args.experiment_name, args.model_name
+        best, stats, version, args.experiment_name, args.model_name, gate_figures[gate.MACRO_F1]
     )
+    role = registry.enter_new_version(args.model_name, version, str(bento_model.tag))
     print(f"Best run: {best.family} ({best.run_id}), MLflow registry version {version}")
-    print(f"BentoML model: {bento_model.tag}")
+    print(f"BentoML model: {bento_model.tag} (gate macro-F1 {gate_figures[gate.MACRO_F1]:.4f})")
+    if role == registry.CHAMPION:
+        print(f"Version {version} is the champion (nothing was serving yet).")
+    else:
+        print(f"Version {version} is the challenger; `make promote` runs the quality gate.")
     return EXIT_OK
 
 

@@ -93,13 +93,23 @@ def log_candidate(
         return run.info.run_id
 
 
-def register_best(run_id: str, registered_name: str = MODEL_NAME) -> str:
+def register_best(best: CandidateResult, registered_name: str = MODEL_NAME) -> str:
     """Register the chosen run's model in the MLflow model registry; returns its version."""
     import mlflow
 
-    version = mlflow.register_model(f"runs:/{run_id}/model", registered_name)
-    mlflow.MlflowClient().set_tag(run_id, "selected", "true")
+    version = mlflow.register_model(
+        f"runs:/{best.run_id}/model", registered_name, tags={"model_family": best.family}
+    )
+    mlflow.MlflowClient().set_tag(best.run_id, "selected", "true")
     return str(version.version)
+
+
+def log_gate_metrics(run_id: str, metrics: dict[str, float]) -> None:
+    """The chosen model's figures on the gate set, logged (as gate_*) after the choice."""
+    from mlflow import MlflowClient
+
+    for key, value in metrics.items():
+        MlflowClient(tracking_uri()).log_metric(run_id, f"gate_{key}", value)
 
 
 def import_into_bentoml(
@@ -108,6 +118,7 @@ def import_into_bentoml(
     registered_version: str,
     experiment_name: str,
     bento_model_name: str = MODEL_NAME,
+    gate_macro_f1: float | None = None,
 ) -> bentoml.Model:
     """Copy that MLflow run's model into the BentoML store, labelled with its lineage."""
     import bentoml
@@ -120,6 +131,8 @@ def import_into_bentoml(
         "cv_macro_f1": f"{best.metrics['cv_macro_f1_mean']:.4f}",
         "mlflow_registered_version": registered_version,
     }
+    if gate_macro_f1 is not None:
+        labels["gate_macro_f1"] = f"{gate_macro_f1:.4f}"
     metadata = {
         "mlflow_run_id": best.run_id,
         "mlflow_experiment": experiment_name,

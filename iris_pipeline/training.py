@@ -58,12 +58,23 @@ CANDIDATES: dict[str, Callable[[int], BaseEstimator]] = {
 }
 
 
+# The quality gate's evaluation set (iris_pipeline/gate.py): a fixed, stratified share of
+# Iris carved out with its own seed before anything else, so it is the same flowers whatever
+# `--seed` a training uses, and no candidate is fitted, cross-validated or selected on it.
+GATE_SHARE = 0.2
+GATE_SEED = 20261201
+
+
 @dataclass(frozen=True)
 class Dataset:
+    """Train and test splits for fitting and choosing among candidates; the gate set apart."""
+
     x_train: pd.DataFrame
     x_test: pd.DataFrame
     y_train: np.ndarray
     y_test: np.ndarray
+    x_gate: pd.DataFrame
+    y_gate: np.ndarray
 
 
 @dataclass
@@ -78,14 +89,44 @@ class CandidateResult:
     run_id: str | None = None
 
 
-def load_dataset(seed: int, test_size: float = 0.2) -> Dataset:
-    """Iris (shipped with scikit-learn, no download) split with stratification."""
+def gate_set() -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
+    """(features, labels) of the rest of Iris and of the gate set, split the same way always."""
     iris = load_iris()
     features = pd.DataFrame(iris.data, columns=list(FEATURE_NAMES))
-    x_train, x_test, y_train, y_test = train_test_split(
-        features, iris.target, test_size=test_size, stratify=iris.target, random_state=seed
+    x_rest, x_gate, y_rest, y_gate = train_test_split(
+        features, iris.target, test_size=GATE_SHARE, stratify=iris.target, random_state=GATE_SEED
     )
-    return Dataset(x_train, x_test, np.asarray(y_train), np.asarray(y_test))
+    return x_rest, np.asarray(y_rest), x_gate, np.asarray(y_gate)
+
+
+def load_dataset(seed: int, test_size: float = 0.2, label_noise: float = 0.0) -> Dataset:
+    """Iris (shipped with scikit-learn, no download) without the gate set, split with
+    stratification into train and test; `label_noise` corrupts that share of the training
+    labels (see corrupt_labels)."""
+    x_rest, y_rest, x_gate, y_gate = gate_set()
+    x_train, x_test, y_train, y_test = train_test_split(
+        x_rest, y_rest, test_size=test_size, stratify=y_rest, random_state=seed
+    )
+    y_train = corrupt_labels(np.asarray(y_train), label_noise, seed)
+    return Dataset(x_train, x_test, y_train, np.asarray(y_test), x_gate, y_gate)
+
+
+def corrupt_labels(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """A copy of `labels` where `share` of them (chosen at random) name another class.
+
+    A test and demo aid, never a training option for a model meant to serve: it makes a
+    deliberately worse model that the quality gate must refuse.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"label noise must be between 0 and 1, got {share}")
+    corrupted = labels.copy()
+    if share == 0.0:
+        return corrupted
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(labels.size, size=round(share * labels.size), replace=False)
+    shift = rng.integers(1, len(CLASS_NAMES), size=chosen.size)
+    corrupted[chosen] = (corrupted[chosen] + shift) % len(CLASS_NAMES)
+    return corrupted
 
 
 def build_candidate(family: str, seed: int) -> BaseEstimator:

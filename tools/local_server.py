@@ -79,8 +79,15 @@ class ProjectState:
 
     def train(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run the real train.py against this state."""
+        return self.run_python("train.py", *args, timeout=timeout)
+
+    def lifecycle(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """Run `python -m iris_pipeline.lifecycle` (models, promote, rollback) on this state."""
+        return self.run_python("-m", "iris_pipeline.lifecycle", *args, timeout=timeout)
+
+    def run_python(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "train.py", *args],
+            [sys.executable, *args],
             cwd=PROJECT_ROOT,
             env=self.env(),
             capture_output=True,

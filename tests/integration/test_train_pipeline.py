@@ -26,7 +26,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_describes_the_options() -> None:
     result = _run_cli("--help")
     assert result.returncode == 0
-    for option in ("--experiment-name", "--candidates", "--seed", "--if-missing"):
+    for option in ("--experiment-name", "--candidates", "--seed", "--if-missing", "--label-noise"):
         assert option in result.stdout
 
 
@@ -36,6 +36,7 @@ def test_help_describes_the_options() -> None:
         (("--candidates", "xgboost"), "unknown candidate"),
         (("--test-size", "0.9"), "--test-size"),
         (("--seed", "abc"), "invalid int"),
+        (("--label-noise", "1.5"), "--label-noise"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(args: tuple[str, ...], message: str) -> None:

@@ -9,8 +9,32 @@ def test_split_is_stratified_and_reproducible() -> None:
     first, second = training.load_dataset(seed=3), training.load_dataset(seed=3)
     assert list(first.x_train.columns) == list(FEATURE_NAMES)
     assert first.x_train.equals(second.x_train)
-    assert len(first.x_test) == 30
-    assert np.bincount(first.y_test).tolist() == [10, 10, 10]
+    assert len(first.x_test) == 24  # 20 % of the 120 flowers outside the gate set
+    assert np.bincount(first.y_test).tolist() == [8, 8, 8]
+
+
+def test_the_gate_set_is_fixed_and_never_trained_or_selected_on() -> None:
+    first, other_seed = training.load_dataset(seed=3), training.load_dataset(seed=11, test_size=0.3)
+    assert first.x_gate.equals(other_seed.x_gate)
+    assert np.array_equal(first.y_gate, other_seed.y_gate)
+    assert np.bincount(first.y_gate).tolist() == [10, 10, 10]
+    gate_rows = set(first.x_gate.index)
+    assert not gate_rows & set(first.x_train.index)
+    assert not gate_rows & set(first.x_test.index)
+    assert len(gate_rows | set(first.x_train.index) | set(first.x_test.index)) == 150
+
+
+def test_label_noise_corrupts_exactly_that_share_of_training_labels_only() -> None:
+    clean, noisy = training.load_dataset(seed=5), training.load_dataset(seed=5, label_noise=0.4)
+    changed = clean.y_train != noisy.y_train
+    assert changed.sum() == round(0.4 * len(clean.y_train))
+    assert set(noisy.y_train[changed]) <= {0, 1, 2}
+    assert np.array_equal(clean.y_test, noisy.y_test)
+    assert np.array_equal(clean.y_gate, noisy.y_gate)
+    again = training.load_dataset(seed=5, label_noise=0.4)
+    assert np.array_equal(noisy.y_train, again.y_train)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        training.corrupt_labels(clean.y_train, 1.5, seed=0)
 
 
 def test_unknown_candidate_names_the_known_ones() -> None:
