@@ -59,3 +59,36 @@ DRIFT_WINDOW_FLOWERS = Gauge(
     "Flowers in the drift window of the API worker holding the most.",
     multiprocess_mode="livemax",
 )
+# The models in service (iris_service/model_follower.py), set by each runner worker: 1 for
+# the tag and role it serves, 0 for one it served before. "livemax": a model is shown as in
+# service while any live runner worker serves it (during a switch, both can be).
+MODEL_INFO = Gauge(
+    "iris_model_info",
+    "1 for each model version a runner worker serves, by role (champion, challenger).",
+    ("model_tag", "role"),
+    multiprocess_mode="livemax",
+)
+# Which model answered each request (iris_service/challenger.py): the canary share is
+# challenger / all.
+ROUTED_REQUESTS_TOTAL = Counter(
+    "iris_routed_requests_total",
+    "Prediction requests by the role of the model that answered them.",
+    ("role",),
+)
+# Shadow mode: the challenger also predicts every flower the champion answered.
+SHADOW_PREDICTIONS_TOTAL = Counter(
+    "iris_shadow_predictions_total",
+    "Flowers the challenger predicted in shadow, by agreement with the champion's class.",
+    ("agreement",),
+)
+SHADOW_CONFUSION_TOTAL = Counter(
+    "iris_shadow_confusion_total",
+    "Flowers predicted in shadow, by the champion's class and the challenger's class.",
+    ("champion_class", "challenger_class"),
+)
+SHADOW_SKIPPED_TOTAL = Counter(
+    "iris_shadow_skipped_total",
+    "Flowers answered in shadow mode that the challenger did not predict, by reason "
+    "(saturated: too many in flight, dropped; no_challenger; failed).",
+    ("reason",),
+)

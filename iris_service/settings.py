@@ -27,8 +27,43 @@ def _int_from_env(name: str, default: int) -> int:
     return value
 
 
+def _float_from_env(name: str, default: float, low: float, high: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _choice_from_env(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (os.environ.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 # The model the service serves: any BentoML tag, e.g. "iris-classifier:latest".
 MODEL_TAG = os.environ.get("IRIS_MODEL_TAG", f"{MODEL_NAME}:latest")
+# The runner follows the serving aliases file (iris_service/model_aliases.py): seconds
+# between two looks at its modification time. Without the file it serves MODEL_TAG.
+ALIAS_POLL_SECONDS = _float_from_env("IRIS_ALIAS_POLL_SECONDS", 2.0, 0.05, 30.0)
+# What the challenger named by the aliases does (docs/serving-models.md):
+#   none   - nothing (it is not loaded);
+#   shadow - it also predicts every request off the answer's path; agreement is counted;
+#   canary - it answers a share (CANARY_SHARE) of the requests, chosen at random.
+CHALLENGER_MODES: tuple[str, ...] = ("none", "shadow", "canary")
+CHALLENGER_MODE = _choice_from_env("IRIS_CHALLENGER_MODE", "none", CHALLENGER_MODES)
+# Share of requests the challenger answers in canary mode (0..1), and the seed of that draw.
+CANARY_SHARE = _float_from_env("IRIS_CANARY_SHARE", 0.1, 0.0, 1.0)
+CANARY_SEED = _int_from_env("IRIS_CANARY_SEED", 1)
+# Shadow predictions one API worker keeps in flight; more are dropped (and counted), never
+# queued, so a slow challenger cannot grow memory or delay the answers.
+SHADOW_MAX_IN_FLIGHT = _int_from_env("IRIS_SHADOW_MAX_IN_FLIGHT", 32)
 # Most flowers accepted in one POST /predict_batch.
 MAX_BATCH_FLOWERS = _int_from_env("IRIS_MAX_BATCH_FLOWERS", 1000)
 # Request bodies larger than this are refused with 413 before being read whole.
