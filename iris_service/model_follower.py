@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import metrics
 from .model_aliases import ServingAliases, aliases_path, read_aliases
 from .model_loading import LoadedModel
 
@@ -195,3 +196,14 @@ class ModelFollower:
                 self.poll()
             except Exception as exc:  # noqa: BLE001 - the follower must outlive any surprise
                 logger.error("could not follow the serving aliases: %s", _reason(exc))
+
+
+def publish_model_info(before: ServingModels | None, after: ServingModels) -> None:
+    """iris_model_info: 1 for the (tag, role) pairs in service, 0 for those no longer."""
+    previous = before.roles() if before else {}
+    current = after.roles()
+    for role, tag in previous.items():
+        if current.get(role) != tag:
+            metrics.MODEL_INFO.labels(tag, role).set(0)
+    for role, tag in current.items():
+        metrics.MODEL_INFO.labels(tag, role).set(1)

@@ -15,25 +15,13 @@ from typing import Any
 import bentoml
 import numpy as np
 
-from . import metrics
 from .draining import postpone_sigterm_until_idle
-from .model_follower import ModelFollower, ServingModels
+from .model_follower import ModelFollower, publish_model_info
 from .model_loading import NO_MODEL, LoadedModel, checked_model_reference, load_stored_model
 from .settings import ALIAS_POLL_SECONDS, CANARY_SHARE, CHALLENGER_MODE, MODEL_TAG
 
 RUNNER_MAX_BATCH_SIZE = 1000
 RUNNER_MAX_LATENCY_MS = 5000
-
-
-def publish_model_info(before: ServingModels | None, after: ServingModels) -> None:
-    """iris_model_info: 1 for the (tag, role) pairs in service, 0 for those no longer."""
-    previous = before.roles() if before else {}
-    current = after.roles()
-    for role, tag in previous.items():
-        if current.get(role) != tag:
-            metrics.MODEL_INFO.labels(tag, role).set(0)
-    for role, tag in current.items():
-        metrics.MODEL_INFO.labels(tag, role).set(1)
 
 
 def _answer(model: LoadedModel, measurements: np.ndarray) -> np.ndarray:
