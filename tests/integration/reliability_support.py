@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -27,6 +28,8 @@ class Outcome:
     error: str | None = None
     retry_after: str | None = None
     body: dict | None = None
+    started_at: float = 0.0  # time.monotonic() when the request was sent
+    finished_at: float = 0.0  # ... and when its answer (or failure) was complete
 
 
 @dataclass
@@ -60,15 +63,26 @@ async def one_request(
             parsed = json.loads(raw) if raw else None
             if response.status >= 400:
                 assert_error_shape(response.status, parsed, response.headers.get("x-request-id"))
+            finished = time.monotonic()
             return Outcome(
                 response.status,
                 request_id,
-                time.monotonic() - started,
+                finished - started,
                 retry_after=response.headers.get("retry-after"),
                 body=parsed,
+                started_at=started,
+                finished_at=finished,
             )
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return Outcome(None, request_id, time.monotonic() - started, error=type(exc).__name__)
+        finished = time.monotonic()
+        return Outcome(
+            None,
+            request_id,
+            finished - started,
+            error=type(exc).__name__,
+            started_at=started,
+            finished_at=finished,
+        )
 
 
 async def drive(
@@ -79,9 +93,15 @@ async def drive(
     max_requests: int = 1_000_000,
     pause_after_failure_s: float = 0.05,
     pause_after_refusal_s: float = 0.0,
+    bodies: Sequence[str] | None = None,
 ) -> TrafficLog:
-    """`concurrency` clients, each sending back to back until the clock or the count runs out."""
+    """`concurrency` clients, each sending back to back until the clock or the count runs out.
+    With `bodies`, each of them is sent once (the clients share the list) and the count is
+    their number; without, every request is one VERSICOLOR."""
     log = TrafficLog()
+    pending = iter(bodies) if bodies is not None else None
+    if bodies is not None:
+        max_requests = min(max_requests, len(bodies))
     deadline = time.monotonic() + duration_s
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=30)
@@ -89,7 +109,10 @@ async def drive(
 
         async def client() -> None:
             while time.monotonic() < deadline and len(log.outcomes) < max_requests:
-                outcome = await one_request(session, url, headers or {})
+                body = next(pending, None) if pending is not None else ""
+                if body is None:
+                    return
+                outcome = await one_request(session, url, headers or {}, body)
                 log.outcomes.append(outcome)
                 if outcome.status is None:
                     await asyncio.sleep(pause_after_failure_s)
