@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from .settings import CLASS_NAMES
+
 LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 75, 100, 250, 500, 1000, 2500, 5000, 10000)
 CPU_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000)
 MEMORY_DELTA_BUCKETS_MB = (-10, -1, -0.1, 0, 0.1, 0.5, 1, 5, 10, 50, 100)
@@ -92,3 +94,20 @@ SHADOW_SKIPPED_TOTAL = Counter(
     "(saturated: too many in flight, dropped; no_challenger; failed).",
     ("reason",),
 )
+
+
+def _start_at_zero() -> None:
+    """Create every label set of the routing and shadow counters at 0, so that the
+    dashboard's panels (and rate()) have series in every mode, before the first event."""
+    for role in ("champion", "challenger"):
+        ROUTED_REQUESTS_TOTAL.labels(role)
+    for agreement in ("agree", "disagree"):
+        SHADOW_PREDICTIONS_TOTAL.labels(agreement)
+    for reason in ("saturated", "no_challenger", "failed"):
+        SHADOW_SKIPPED_TOTAL.labels(reason)
+    for champion_class in CLASS_NAMES:
+        for challenger_class in CLASS_NAMES:
+            SHADOW_CONFUSION_TOTAL.labels(champion_class, challenger_class)
+
+
+_start_at_zero()
