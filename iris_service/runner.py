@@ -22,6 +22,13 @@ from .settings import ALIAS_POLL_SECONDS, CANARY_SHARE, CHALLENGER_MODE, MODEL_T
 
 RUNNER_MAX_BATCH_SIZE = 1000
 RUNNER_MAX_LATENCY_MS = 5000
+# Both prediction methods: BentoML merges concurrent calls into one batch.
+ADAPTIVE_BATCHING = {
+    "batchable": True,
+    "batch_dim": 0,
+    "max_batch_size": RUNNER_MAX_BATCH_SIZE,
+    "max_latency_ms": RUNNER_MAX_LATENCY_MS,
+}
 
 
 def _answer(model: LoadedModel, measurements: np.ndarray) -> np.ndarray:
@@ -63,12 +70,7 @@ class IrisModelRunner:
     def __is_ready__(self) -> bool:
         return self.follower.models is not None
 
-    @bentoml.api(
-        batchable=True,
-        batch_dim=0,
-        max_batch_size=RUNNER_MAX_BATCH_SIZE,
-        max_latency_ms=RUNNER_MAX_LATENCY_MS,
-    )
+    @bentoml.api(**ADAPTIVE_BATCHING)
     def predict_proba(self, measurements: np.ndarray) -> np.ndarray:
         """Class probabilities of the champion for rows of the four measurements, in
         FEATURE_NAMES order, and as last column the fingerprint of the model that computed
@@ -77,12 +79,7 @@ class IrisModelRunner:
         self.last_request = time.monotonic()
         return _answer(self.follower.models.champion, measurements)
 
-    @bentoml.api(
-        batchable=True,
-        batch_dim=0,
-        max_batch_size=RUNNER_MAX_BATCH_SIZE,
-        max_latency_ms=RUNNER_MAX_LATENCY_MS,
-    )
+    @bentoml.api(**ADAPTIVE_BATCHING)
     def predict_proba_challenger(self, measurements: np.ndarray) -> np.ndarray:
         """As `predict_proba`, by the challenger; without one, NaN probabilities and the
         fingerprint NO_MODEL (the API then answers with the champion or skips the shadow)."""

@@ -6,6 +6,10 @@ Every tunable reads an environment variable once, at import, so the hot path nev
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 MODEL_NAME = "iris-classifier"
 # The routes that predict: measured, guarded, logged (health, metrics and docs are not).
@@ -14,27 +18,30 @@ FEATURE_NAMES: tuple[str, ...] = ("sepal_length", "sepal_width", "petal_length",
 CLASS_NAMES: tuple[str, ...] = ("setosa", "versicolor", "virginica")
 
 
-def _int_from_env(name: str, default: int) -> int:
+def _parsed_env(name: str, convert: Callable[[str], T], kind: str) -> T | None:
+    """The variable `name` converted, or None when it is unset or empty."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
-        return default
+        return None
     try:
-        value = int(raw)
+        return convert(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+        raise ValueError(f"{name} must be {kind}, got {raw!r}") from exc
+
+
+def _int_from_env(name: str, default: int) -> int:
+    value = _parsed_env(name, int, "an integer")
+    if value is None:
+        return default
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
     return value
 
 
 def _float_from_env(name: str, default: float, low: float, high: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
+    value = _parsed_env(name, float, "a number")
+    if value is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, got {value}")
     return value
