@@ -1,8 +1,10 @@
 """Iris classifier served by BentoML 1.4.
 
 request -> RequestMonitoringMiddleware (request id, latency/memory/CPU, error shape)
-        -> IrisClassifier (this API service: validation, response shaping)
-        -> IrisModelRunner (bentoml.depends: own process, adaptive batching) -> estimator
+        -> IrisClassifier (this API service: validation, response shaping, champion or
+           challenger: iris_service/challenger.py)
+        -> IrisModelRunner (bentoml.depends: own process, adaptive batching; follows the
+           serving aliases: iris_service/model_follower.py) -> estimator
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ import logging
 
 import bentoml
 import numpy as np
+from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 
 from iris_service import answers, log_filters, runner_client
 from iris_service.admission import AdmissionControlMiddleware
 from iris_service.api_docs import SERVICE_DESCRIPTION, DescribedService
 from iris_service.auth import ApiKeyMiddleware
+from iris_service.challenger import ChallengerRouter
 from iris_service.coalescing import RequestCoalescer
-from iris_service.drift import DriftMonitor, drift_app, publish_to_prometheus
+from iris_service.drift import DriftMonitor, drift_route, publish_to_prometheus
 from iris_service.errors import error_response
 from iris_service.middleware import RequestMonitoringMiddleware
 from iris_service.model_loading import model_fingerprint
+from iris_service.model_status import model_route
 from iris_service.prediction_log import PredictionLogMiddleware, open_prediction_log
 from iris_service.protocols.routes import protocol_app
 from iris_service.runner import RUNNER_MAX_BATCH_SIZE, IrisModelRunner
@@ -41,7 +46,11 @@ from iris_service.served_models import (
     stored_models,
 )
 from iris_service.settings import (
+    ALIAS_POLL_SECONDS,
     API_KEYS,
+    CANARY_SEED,
+    CANARY_SHARE,
+    CHALLENGER_MODE,
     DRIFT_MIN_FLOWERS,
     DRIFT_WINDOW_FLOWERS,
     FEATURE_NAMES,
@@ -50,9 +59,23 @@ from iris_service.settings import (
     RUNNER_LIVENESS_GRACE_SECONDS,
     RUNNER_PING_PERIOD_SECONDS,
     RUNNER_PING_TIMEOUT_SECONDS,
+    SHADOW_MAX_IN_FLIGHT,
 )
 
 logger = logging.getLogger("iris_service.api")
+
+
+def _current() -> IrisClassifier:
+    return bentoml.get_current_service()
+
+
+# GET /drift and GET /model, beside the API's own routes.
+status_app = Starlette(
+    routes=[
+        drift_route(lambda: _current().drift),
+        model_route(lambda: _current().runner.to_async.serving_models()),
+    ]
+)
 
 
 @bentoml.service(
@@ -61,7 +84,7 @@ logger = logging.getLogger("iris_service.api")
     description=SERVICE_DESCRIPTION,
     service_class=DescribedService,
 )
-@bentoml.asgi_app(drift_app(lambda: bentoml.get_current_service().drift), path="/")
+@bentoml.asgi_app(status_app, path="/")
 @bentoml.asgi_app(protocol_app(bentoml.get_current_service), path="/")
 class IrisClassifier:
     """Classifies Iris flowers (setosa, versicolor, virginica) from four measurements in cm.
@@ -79,6 +102,18 @@ class IrisClassifier:
         # Answers name the model that computed them: the runner returns its fingerprint.
         self.models = ModelDirectory(stored_models(self.bento_model.tag.name))
         self.coalescer = RequestCoalescer(self._call_runner, max_rows=RUNNER_MAX_BATCH_SIZE)
+        self.challenger_coalescer = RequestCoalescer(
+            self._call_challenger, max_rows=RUNNER_MAX_BATCH_SIZE
+        )
+        self.router = ChallengerRouter(
+            CHALLENGER_MODE,
+            self.coalescer.predict,
+            self.challenger_coalescer.predict,
+            canary_share=CANARY_SHARE,
+            seed=CANARY_SEED,
+            max_shadow_in_flight=SHADOW_MAX_IN_FLIGHT,
+            absent_backoff_s=ALIAS_POLL_SECONDS,
+        )
         # Live inputs vs the training statistics of the model that answered; GET /drift.
         self._drift_monitors: dict[str, DriftMonitor] = {}
         # The model that answered last (first: the configured one): what V2 calls ready.
@@ -144,14 +179,14 @@ class IrisClassifier:
         return model, answer[:, :-1]
 
     async def _probabilities(self, rows: np.ndarray) -> np.ndarray | JSONResponse:
-        """Ask the runner; every failure of the call becomes a 503 or 504 answer. While the
-        heartbeat finds the runner silent (hung), refuse at once instead of waiting for the
-        call's timeout."""
+        """Ask the runner (the champion or the challenger: self.router decides); every
+        failure of the call becomes a 503 or 504 answer. While the heartbeat finds the runner
+        silent (hung), refuse at once instead of waiting for the call's timeout."""
         if self.heartbeat.silent():
             failure = runner_client.SILENT
             return error_response(failure.status, failure.detail, failure.code)
         try:
-            return await self.coalescer.predict(rows)
+            return await self.router.predict(rows)
         except Exception as exc:  # noqa: BLE001 - classified, logged in one line, answered
             failure = runner_client.classify(exc)
             logger.warning(
@@ -161,6 +196,10 @@ class IrisClassifier:
 
     async def _call_runner(self, rows: np.ndarray) -> np.ndarray:
         return await runner_client.call_with_retry(self.runner.to_async.predict_proba, rows)
+
+    async def _call_challenger(self, rows: np.ndarray) -> np.ndarray:
+        call = self.runner.to_async.predict_proba_challenger
+        return await runner_client.call_with_retry(call, rows)
 
     def _drift_monitor(self, model: ServedModel) -> DriftMonitor:
         """The drift monitor against `model`'s training statistics; it also becomes the one

@@ -247,12 +247,17 @@ def publish_to_prometheus(monitor: DriftMonitor) -> None:
             metrics.DRIFT_PSI.labels(name).set(psi)
 
 
-def drift_app(monitor_of: Callable[[], DriftMonitor]) -> Starlette:
-    """A small ASGI app answering GET /drift with `monitor_of().report()`."""
+def drift_route(monitor_of: Callable[[], DriftMonitor]) -> Route:
+    """GET /drift, answered with `monitor_of().report()`."""
 
     async def drift(_: Request) -> JSONResponse:
         monitor = monitor_of()
         publish_to_prometheus(monitor)
         return JSONResponse(monitor.report())
 
-    return Starlette(routes=[Route("/drift", drift, methods=["GET"])])
+    return Route("/drift", drift, methods=["GET"])
+
+
+def drift_app(monitor_of: Callable[[], DriftMonitor]) -> Starlette:
+    """A small ASGI app answering GET /drift."""
+    return Starlette(routes=[drift_route(monitor_of)])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from .settings import CLASS_NAMES
+
 LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 75, 100, 250, 500, 1000, 2500, 5000, 10000)
 CPU_BUCKETS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000)
 MEMORY_DELTA_BUCKETS_MB = (-10, -1, -0.1, 0, 0.1, 0.5, 1, 5, 10, 50, 100)
@@ -67,3 +69,53 @@ PREDICTION_LOG_LOST = Counter(
     "file system refused the write, e.g. full; queue_full: the writer fell behind).",
     ("reason",),
 )
+# The models in service (iris_service/model_follower.py), set by each runner worker: 1 for
+# the tag and role it serves, 0 for one it served before. "livemax": a model is shown as in
+# service while any live runner worker serves it (during a switch, both can be).
+MODEL_INFO = Gauge(
+    "iris_model_info",
+    "1 for each model version a runner worker serves, by role (champion, challenger).",
+    ("model_tag", "role"),
+    multiprocess_mode="livemax",
+)
+# Which model answered each request (iris_service/challenger.py): the canary share is
+# challenger / all.
+ROUTED_REQUESTS_TOTAL = Counter(
+    "iris_routed_requests_total",
+    "Prediction requests by the role of the model that answered them.",
+    ("role",),
+)
+# Shadow mode: the challenger also predicts every flower the champion answered.
+SHADOW_PREDICTIONS_TOTAL = Counter(
+    "iris_shadow_predictions_total",
+    "Flowers the challenger predicted in shadow, by agreement with the champion's class.",
+    ("agreement",),
+)
+SHADOW_CONFUSION_TOTAL = Counter(
+    "iris_shadow_confusion_total",
+    "Flowers predicted in shadow, by the champion's class and the challenger's class.",
+    ("champion_class", "challenger_class"),
+)
+SHADOW_SKIPPED_TOTAL = Counter(
+    "iris_shadow_skipped_total",
+    "Flowers answered in shadow mode that the challenger did not predict, by reason "
+    "(saturated: too many in flight, dropped; no_challenger; failed).",
+    ("reason",),
+)
+
+
+def _start_at_zero() -> None:
+    """Create every label set of the routing and shadow counters at 0, so that the
+    dashboard's panels (and rate()) have series in every mode, before the first event."""
+    for role in ("champion", "challenger"):
+        ROUTED_REQUESTS_TOTAL.labels(role)
+    for agreement in ("agree", "disagree"):
+        SHADOW_PREDICTIONS_TOTAL.labels(agreement)
+    for reason in ("saturated", "no_challenger", "failed"):
+        SHADOW_SKIPPED_TOTAL.labels(reason)
+    for champion_class in CLASS_NAMES:
+        for challenger_class in CLASS_NAMES:
+            SHADOW_CONFUSION_TOTAL.labels(champion_class, challenger_class)
+
+
+_start_at_zero()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from bentoml.exceptions import BentoMLException
 
@@ -34,6 +35,13 @@ def model_fingerprint(tag: str) -> float:
     tag, exact in a float64. The runner returns it beside every row it computes, so the API
     worker knows which model computed an answer (see served_models.ModelDirectory)."""
     return float(int(hashlib.sha256(tag.encode()).hexdigest()[:13], 16))
+
+
+# The fingerprint of "no model": the runner's answer when asked for a challenger it does not
+# hold (no tag has it: a fingerprint of 0 would need 52 zero bits of SHA-256).
+NO_MODEL = 0.0
+# A typical versicolor flower, in FEATURE_NAMES order: the smoke prediction of a loaded model.
+SMOKE_FLOWER = (5.9, 2.8, 4.3, 1.3)
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,33 @@ def load_model(bento_model: Any) -> LoadedModel:
         raise ModelUnavailableError(
             f"model {bento_model.tag} is not a {len(class_names)}-class probabilistic classifier"
         )
+    _smoke_predict(str(bento_model.tag), estimator, len(class_names))
     return LoadedModel(estimator, str(bento_model.tag), class_names, feature_names)
+
+
+def _smoke_predict(tag: str, estimator: Any, classes: int) -> None:
+    """One prediction before the model may serve: it must give one probability per class,
+    finite and summing to 1 (an estimator that unpickles but cannot predict is refused)."""
+    try:
+        probabilities = np.asarray(estimator.predict_proba(np.array([SMOKE_FLOWER])))
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ModelUnavailableError(
+            f"model {tag} fails a test prediction ({type(exc).__name__}: {first_line})"
+        ) from exc
+    if (
+        probabilities.shape != (1, classes)
+        or not np.isfinite(probabilities).all()
+        or abs(float(probabilities.sum()) - 1.0) > 1e-6
+    ):
+        raise ModelUnavailableError(
+            f"model {tag} gives no valid probabilities for a test flower: {probabilities!r}"
+        )
+
+
+def load_stored_model(tag: str) -> LoadedModel:
+    """`load_model` of the stored version `tag` (missing: ModelUnavailableError)."""
+    return load_model(stored_model(tag))
 
 
 def check_schema(tag: str, metadata: dict[str, Any]) -> tuple[tuple[str, ...], ...]:

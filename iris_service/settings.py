@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fnmatch import translate
+from typing import TypeVar
+
+T = TypeVar("T")
 
 MODEL_NAME = "iris-classifier"
 # The routes that predict: measured, guarded, logged (health, metrics and docs are not).
@@ -51,14 +54,21 @@ class RoutePatterns:
         return isinstance(path, str) and self.label(path) is not None
 
 
-def _int_from_env(name: str, default: int) -> int:
+def _parsed_env(name: str, convert: Callable[[str], T], kind: str) -> T | None:
+    """The variable `name` converted, or None when it is unset or empty."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
-        return default
+        return None
     try:
-        value = int(raw)
+        return convert(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+        raise ValueError(f"{name} must be {kind}, got {raw!r}") from exc
+
+
+def _int_from_env(name: str, default: int) -> int:
+    value = _parsed_env(name, int, "an integer")
+    if value is None:
+        return default
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
     return value
@@ -85,8 +95,39 @@ def _api_keys() -> tuple[str, ...]:
     return tuple(dict.fromkeys(key.strip() for key in keys if key.strip()))
 
 
+def _float_from_env(name: str, default: float, low: float, high: float) -> float:
+    value = _parsed_env(name, float, "a number")
+    if value is None:
+        return default
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _choice_from_env(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (os.environ.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 # The model the service serves: any BentoML tag, e.g. "iris-classifier:latest".
 MODEL_TAG = os.environ.get("IRIS_MODEL_TAG", f"{MODEL_NAME}:latest")
+# The runner follows the serving aliases file (iris_service/model_aliases.py): seconds
+# between two looks at its modification time. Without the file it serves MODEL_TAG.
+ALIAS_POLL_SECONDS = _float_from_env("IRIS_ALIAS_POLL_SECONDS", 2.0, 0.05, 30.0)
+# What the challenger named by the aliases does (docs/serving-models.md):
+#   none   - nothing (it is not loaded);
+#   shadow - it also predicts every request off the answer's path; agreement is counted;
+#   canary - it answers a share (CANARY_SHARE) of the requests, chosen at random.
+CHALLENGER_MODES: tuple[str, ...] = ("none", "shadow", "canary")
+CHALLENGER_MODE = _choice_from_env("IRIS_CHALLENGER_MODE", "none", CHALLENGER_MODES)
+# Share of requests the challenger answers in canary mode (0..1), and the seed of that draw.
+CANARY_SHARE = _float_from_env("IRIS_CANARY_SHARE", 0.1, 0.0, 1.0)
+CANARY_SEED = _int_from_env("IRIS_CANARY_SEED", 1)
+# Shadow predictions one API worker keeps in flight; more are dropped (and counted), never
+# queued, so a slow challenger cannot grow memory or delay the answers.
+SHADOW_MAX_IN_FLIGHT = _int_from_env("IRIS_SHADOW_MAX_IN_FLIGHT", 32)
 # Most rows in one call of the runner's adaptive batching (its max_batch_size).
 RUNNER_MAX_BATCH_SIZE = 1000
 # Most flowers accepted in one POST /predict_batch (at most RUNNER_MAX_BATCH_SIZE).

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iris_pipeline.paths import CONFIGURATION, PROJECT_ROOT, VENV_BIN
+from iris_service.model_aliases import ALIASES_DIR
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 120.0
@@ -196,14 +197,18 @@ def bentoml_serve_command(port: int, *serve_args: str) -> list[str]:
 
 
 def isolated_home(models: Path, parent: Path, port: int) -> Path:
-    """A BENTOML_HOME of its own whose model store is `models`: `bentoml serve` wipes
+    """A BENTOML_HOME of its own whose model store is `models` and whose serving aliases
+    (iris_service/model_aliases.py) are those beside it: `bentoml serve` wipes
     `$BENTOML_HOME/prometheus_multiproc_dir` at start, so two servers sharing a home would
     erase each other's metrics."""
     home = parent / f"bentoml-home-{port}"
     home.mkdir(parents=True, exist_ok=True)
-    link = home / "models"
-    if not link.exists():
-        link.symlink_to(models, target_is_directory=True)
+    aliases = models.parent / ALIASES_DIR
+    aliases.mkdir(parents=True, exist_ok=True)
+    for name, target in (("models", models), (ALIASES_DIR, aliases)):
+        link = home / name
+        if not link.exists():
+            link.symlink_to(target, target_is_directory=True)
     return home
 
 

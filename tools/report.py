@@ -111,14 +111,23 @@ def take_snapshot(service_url: str) -> Snapshot:
     return Snapshot(time.time(), time.monotonic(), samples)
 
 
-def _grouped(snapshot: Snapshot, name: str, by: str, **match: str) -> dict[str, float]:
+Grouping = str | tuple[str, ...]  # one label, or several shown as "a → b"
+
+
+def _key(labels: dict[str, str], by: Grouping) -> str:
+    if isinstance(by, str):
+        return labels.get(by, "")
+    return " → ".join(labels.get(name, "") for name in by)
+
+
+def _grouped(snapshot: Snapshot, name: str, by: Grouping, **match: str) -> dict[str, float]:
     sums: dict[str, float] = defaultdict(float)
     for labels, value in snapshot.select(name, **match):
-        sums[labels.get(by, "")] += value
+        sums[_key(labels, by)] += value
     return sums
 
 
-def _rates(snapshots: list[Snapshot], name: str, by: str, **match: str) -> Series:
+def _rates(snapshots: list[Snapshot], name: str, by: Grouping, **match: str) -> Series:
     """Per-second increase between consecutive snapshots, summed by one label (rate())."""
     series: Series = defaultdict(list)
     for before, after in itertools.pairwise(snapshots):
@@ -174,12 +183,12 @@ def _latency_percentiles(snapshots: list[Snapshot]) -> Series:
     return dict(series)
 
 
-def _gauge(snapshots: list[Snapshot], name: str, by: str | None = None) -> Series:
+def _gauge(snapshots: list[Snapshot], name: str, by: Grouping | None = None) -> Series:
     series: Series = defaultdict(list)
     for snapshot in snapshots:
         values: dict[str, float] = defaultdict(lambda: -math.inf)
         for labels, value in snapshot.select(name):
-            key = labels.get(by, "") if by else "value"
+            key = _key(labels, by) if by else "value"
             values[key] = max(values[key], value)
         for key, value in values.items():
             series[key].append((snapshot.time, value))
@@ -197,6 +206,26 @@ SNAPSHOT_VIEWS: dict[str, Callable[[list[Snapshot]], Series]] = {
     ),
     "Data drift (PSI per feature)": lambda s: _gauge(s, "iris_feature_drift_psi", "feature"),
     "Class mix": lambda s: _rates(s, "iris_predictions_total", "class_name"),
+    "Models in service": lambda s: {
+        key.replace(" → ", ": "): points
+        for key, points in _gauge(s, "iris_model_info", ("role", "model_tag")).items()
+    },
+    "Canary share": lambda s: {
+        "answered by the challenger": _ratio(
+            _rates(s, "iris_routed_requests_total", (), role="challenger"),
+            _rates(s, "iris_routed_requests_total", ()),
+        ).get("value", [])
+    },
+    "Shadow agreement": lambda s: {
+        **_rates(s, "iris_shadow_predictions_total", "agreement"),
+        **{
+            f"not shadowed: {reason}": points
+            for reason, points in _rates(s, "iris_shadow_skipped_total", "reason").items()
+        },
+    },
+    "Shadow confusion (champion → challenger)": lambda s: _rates(
+        s, "iris_shadow_confusion_total", ("champion_class", "challenger_class")
+    ),
 }
 
 

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -39,6 +40,8 @@ class Outcome:
     retry_after: str | None = None
     body: dict | None = None
     server_request_id: str | None = None
+    started_at: float = 0.0  # time.monotonic() when the request was sent
+    finished_at: float = 0.0  # ... and when its answer (or failure) was complete
 
 
 def failure_name(exc: BaseException) -> str:
@@ -84,16 +87,27 @@ async def one_request(
             parsed = json.loads(raw) if raw else None
             if response.status >= 400:
                 assert_error_shape(response.status, parsed, response.headers.get("x-request-id"))
+            finished = time.monotonic()
             return Outcome(
                 response.status,
                 request_id,
-                time.monotonic() - started,
+                finished - started,
                 retry_after=response.headers.get("retry-after"),
                 body=parsed,
                 server_request_id=response.headers.get("x-server-request-id"),
+                started_at=started,
+                finished_at=finished,
             )
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return Outcome(None, request_id, time.monotonic() - started, error=failure_name(exc))
+        finished = time.monotonic()
+        return Outcome(
+            None,
+            request_id,
+            finished - started,
+            error=failure_name(exc),
+            started_at=started,
+            finished_at=finished,
+        )
 
 
 async def drive(
@@ -105,13 +119,19 @@ async def drive(
     pause_after_failure_s: float = 0.05,
     pause_after_refusal_s: float = 0.0,
     fresh_connections: bool = False,
+    bodies: Sequence[str] | None = None,
 ) -> TrafficLog:
     """`concurrency` clients, each sending back to back until the clock or the count runs out.
 
     With `fresh_connections`, every request opens its own connection (no keep-alive), so a
     server that stops listening refuses new requests at the connection instead of racing
-    them against the close of an idle kept-alive connection."""
+    them against the close of an idle kept-alive connection. With `bodies`, each of them is
+    sent once (the clients share the list) and the count is their number; without, every
+    request is one VERSICOLOR."""
     log = TrafficLog()
+    pending = iter(bodies) if bodies is not None else None
+    if bodies is not None:
+        max_requests = min(max_requests, len(bodies))
     deadline = time.monotonic() + duration_s
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=fresh_connections)
     timeout = aiohttp.ClientTimeout(total=30)
@@ -119,7 +139,10 @@ async def drive(
 
         async def client() -> None:
             while time.monotonic() < deadline and len(log.outcomes) < max_requests:
-                outcome = await one_request(session, url, headers or {})
+                body = next(pending, None) if pending is not None else ""
+                if body is None:
+                    return
+                outcome = await one_request(session, url, headers or {}, body)
                 log.outcomes.append(outcome)
                 if outcome.status is None:
                     await asyncio.sleep(pause_after_failure_s)

@@ -9,65 +9,39 @@ the answer's probabilities, before, during and after the switch.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+from iris_service.settings import CLASS_NAMES
+from tests.integration.model_support import probabilities_by_tag, train
 from tests.integration.reliability_support import TrafficLog, drive
 from tests.support import VERSICOLOR
 from tools.local_server import LocalServer, ProjectState, bento_server
 
 pytestmark = pytest.mark.server
 
-EXPECTED_SCRIPT = """
-import json, sys, bentoml
-from iris_service.model_loading import load_model
-flower = [json.loads(sys.argv[1])[name] for name in json.loads(sys.argv[2])]
-out = {}
-for stored in bentoml.models.list("iris-classifier"):
-    model = load_model(stored)
-    out[str(stored.tag)] = model.estimator.predict_proba([flower])[0].round(6).tolist()
-print(json.dumps(out))
-"""
-
-
-def _train(state: ProjectState, family: str) -> None:
-    result = state.train("--candidates", family, "--cv-folds", "2", timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-
 
 def _probabilities_by_tag(state: ProjectState) -> dict[str, list[float]]:
     """predict_proba of VERSICOLOR by every stored model, computed outside the server."""
-    result = subprocess.run(
-        [sys.executable, "-c", EXPECTED_SCRIPT, json.dumps(VERSICOLOR), json.dumps(FEATURE_NAMES)],
-        env=state.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return {tag: rows[0] for tag, rows in probabilities_by_tag(state, [VERSICOLOR]).items()}
 
 
 @pytest.mark.timeout(420)
 def test_every_answer_names_the_model_that_computed_it(tmp_path: Path) -> None:
     state = ProjectState(tmp_path / "state")
-    _train(state, "logistic_regression")
+    train(state, "logistic_regression")
     with bento_server(state, tmp_path / "logs") as server:
         old_runner = server.worker_pid()
 
         async def scenario() -> TrafficLog:
             traffic = asyncio.create_task(drive(f"{server.url}/predict", 4, 40.0))
             await asyncio.sleep(2.0)
-            await asyncio.to_thread(_train, state, "random_forest")
+            await asyncio.to_thread(train, state, "random_forest")
             os.kill(old_runner, signal.SIGKILL)
             return await traffic
 
