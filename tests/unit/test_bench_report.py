@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tools.bench import capacity, load, report
+from tools.bench import capacity, load, mlserver, payloads, report, servers
 
 WRK_OUTPUT = """\
 Running 2s test @ http://127.0.0.1:3000
@@ -236,3 +236,37 @@ def test_skipped_v2_run_is_reported_not_measured_with_its_reason(tmp_path: Path)
     assert "| bentoml-shipped-1w | /predict | 87 (22) | 116 (26) | 153 (104) | 116 | " in markdown
     assert "| mlserver-batch-shipped-1w | /predict | 90 (70) | - | - | 0 | none within" in markdown
     assert "❌ not met" in markdown and "✅ met" in markdown and "not measured" in markdown
+
+
+def test_v2_bodies_are_open_inference_tensors_of_the_same_flowers() -> None:
+    single = json.loads(payloads.single_body("v2", 3))
+    batch = json.loads(payloads.batch_body("v2", 5, 3))
+    service_batch = json.loads(payloads.batch_body("service", 5, 3))
+    (tensor,) = batch["inputs"]
+    assert tensor["shape"] == [5, 4] and tensor["datatype"] == "FP64"
+    flowers = [list(f.values()) for f in service_batch["flowers"]]
+    assert tensor["data"] == [value for row in flowers for value in row]  # same flowers
+    assert single["inputs"][0]["shape"] == [1, 4] and single["inputs"][0]["data"] == flowers[0]
+    ours, theirs = servers.ENDPOINTS["bentoml-v2"], servers.ENDPOINTS["mlserver"]
+    assert (ours.predict, ours.protocol) == (theirs.predict, theirs.protocol) == (
+        "/v2/models/iris-classifier/infer", "v2",
+    )  # fmt: skip
+
+
+def test_mlserver_settings_bind_localhost_and_switch_batching(tmp_path: Path) -> None:
+    model_dir = tmp_path / "mlflow_model"
+    model_dir.mkdir()
+    (model_dir / "MLmodel").write_text(
+        "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    serialization_format: pickle\n"
+    )
+    default = mlserver.write_config(tmp_path / "a", model_dir, 8123, mlserver.Batching())
+    batching = mlserver.write_config(tmp_path / "b", model_dir, 8124, mlserver.ADAPTIVE_BATCHING)
+    settings = json.loads((default / "settings.json").read_text())
+    assert settings["host"] == "127.0.0.1" and settings["http_port"] == 8123
+    assert len({8123, settings["grpc_port"], settings["metrics_port"]}) == 3
+    plain = json.loads((default / "model-settings.json").read_text())
+    assert "max_batch_size" not in plain  # MLServer's default: no adaptive batching
+    assert plain["parameters"]["uri"] == str(model_dir / "model.pkl")
+    assert plain["inputs"][0]["shape"] == [-1, 4] and plain["outputs"][0]["name"] == "predict"
+    batched = json.loads((batching / "model-settings.json").read_text())
+    assert (batched["max_batch_size"], batched["max_batch_time"]) == (64, 0.005)
