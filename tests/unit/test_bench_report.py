@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tools.bench import load, report
+from tools.bench import capacity, load, mlserver, payloads, report, servers
 
 WRK_OUTPUT = """\
 Running 2s test @ http://127.0.0.1:3000
@@ -107,3 +107,166 @@ def test_targets_ratios_drift_and_connection_split(tmp_path: Path) -> None:
     assert "| 30 / 20 |" in markdown  # connection split of the 2-worker run
     assert "1.20×" in markdown  # bentoml LR over FastAPI LR
     assert json.loads((tmp_path / "bench.json").read_text())["runs"] == runs
+
+
+# --- round two: sweep, capacity at the objective, new targets --------------------------------
+
+
+def _point(connections: int, rps: float, p50: float, p99: float, errors: int = 0) -> dict:
+    return {
+        "connections": connections,
+        "duration_s": 5.0,
+        "requests": int(rps * 5),
+        "requests_per_s": rps,
+        "latency_ms": {"p50": p50, "p95": p99 * 0.9, "p99": p99},
+        "errors": errors,
+        "cpu_ms_per_request": 1.5,
+        "server_cpu_cores": 0.5,
+    }
+
+
+def _curve(server: str, model: str, points: list[dict], workers: int = 1) -> dict:
+    short = {"logistic_regression": "lr"}.get(model, model)
+    return {
+        "name": f"{server}-{short}-{workers}w",
+        "server": server,
+        "model": model,
+        "estimator": "svm",
+        "workers": workers,
+        "cold_start_s": 4.0,
+        "rss_mb_per_worker": 150.0,
+        "path": "/predict",
+        "points": points,
+        "capacity": capacity.capacity(points, 50.0),
+    }
+
+
+def test_capacity_is_the_highest_throughput_within_the_objective() -> None:
+    points = [
+        _point(1, 87, 11, 22),
+        _point(2, 116, 16, 26),
+        _point(4, 153, 25, 104),  # p99 over the objective: its throughput does not count
+        _point(8, 314, 24, 48),  # within again: the curve is not monotonic
+        _point(16, 495, 30, 49, errors=30),  # 30 of 2,475 requests failed (> 1 %)
+        _point(32, 620, 50, 156),
+    ]
+    result = capacity.capacity(points, 50.0)
+    assert result == {
+        "objective_p99_ms": 50.0, "requests_per_s": 314, "connections": 8, "p99_ms": 48,
+    }  # fmt: skip
+    assert capacity.capacity(points, 25.0)["requests_per_s"] == 87
+    assert capacity.capacity(points, 200.0)["connections"] == 32
+    assert capacity.within_objective(_point(16, 495, 30, 49, errors=20), 50.0)  # 0.8 % errors
+
+
+def test_no_point_within_the_objective_gives_zero_capacity_and_a_reason() -> None:
+    result = capacity.capacity([_point(1, 200, 60, 80), _point(2, 0, 0, 0)], 50.0)
+    assert result["requests_per_s"] == 0.0 and result["connections"] is None
+    assert "no point with p99 <= 50 ms" in result["reason"]
+    assert capacity.capacity([], 50.0)["requests_per_s"] == 0.0
+
+
+def _round_two_runs() -> tuple[list[dict], list[dict]]:
+    shipped = "shipped"
+    runs = [
+        _run("bentoml", shipped, 640) | {"name": "bentoml-shipped-1w"},
+        _run("bentoml-v2", shipped, 400) | {"name": "bentoml-v2-shipped-1w"},
+        _run("fastapi", shipped, 220) | {"name": "fastapi-shipped-1w"},
+        _run("mlserver", shipped, 180) | {"name": "mlserver-shipped-1w"},
+        _run("mlserver-batch", shipped, 300) | {"name": "mlserver-batch-shipped-1w"},
+        _run("bentoml", shipped, 700, workers=2)
+        | {"name": "bentoml-shipped-2w", "connection_split": [50]},
+        _run("fastapi", shipped, 500, workers=2)
+        | {"name": "fastapi-shipped-2w", "connection_split": [26, 24]},
+    ]
+    sweep = [
+        _curve("bentoml", shipped, [_point(1, 87, 11.0, 22), _point(2, 116, 16, 26),
+                                    _point(4, 153, 25, 104)]),
+        _curve("fastapi", shipped, [_point(1, 219, 4.0, 6), _point(2, 183, 10, 17),
+                                    _point(4, 238, 15, 30)]),
+        _curve("mlserver", shipped, [_point(1, 110, 8.4, 12), _point(2, 50, 30, 60)]),
+        _curve("mlserver-batch", shipped, [_point(1, 90, 10, 70)]),
+    ]  # fmt: skip
+    return runs, sweep
+
+
+def test_round_two_targets_are_marked_from_the_runs_own_numbers() -> None:
+    runs, sweep = _round_two_runs()
+    settings = {"objective_p99_ms": 50.0}
+    result = report.build("2026-12-01T00:00:00+00:00", {"cpus": 2}, settings, runs, [], sweep)
+    targets = {t["name"]: t for t in result["targets"]}
+    prefix = "capacity at p99 <= 50 ms, shipped model"
+    vs_fastapi = targets[f"{prefix}, vs plain FastAPI (1 worker)"]
+    assert vs_fastapi["value"] == round(116 / 238, 3) and vs_fastapi["met"] is False
+    assert "bentoml-shipped-1w 116 req/s (2 conn" in vs_fastapi["evidence"]
+    vs_mlserver = targets[f"{prefix}, vs MLServer defaults"]
+    assert vs_mlserver["value"] == round(116 / 110, 3) and vs_mlserver["met"] is False  # < 2x
+    # MLServer with batching had no point within 50 ms: ours > 0 is met, the ratio unbounded.
+    vs_batching = targets[f"{prefix}, vs MLServer with adaptive batching"]
+    assert vs_batching["met"] is True and vs_batching["value"] is None
+    assert "no point within the objective" in vs_batching["evidence"]
+    v2 = targets["V2 one-flower throughput vs MLServer defaults (identical V2 bodies)"]
+    assert v2["value"] == round(400 / 180, 3) and v2["met"] is True
+    lone = targets["lone request (1 connection): median latency vs plain FastAPI"]
+    assert lone["value"] == 2.75 and lone["met"] is False  # 11 ms vs 4 ms
+    two = targets["2 API workers vs plain FastAPI with 2 workers"]
+    assert two["value"] == 1.4 and two["met"] is True
+    assert "connections per worker 50 vs 26 / 24" in two["evidence"]
+    assert [c["requests_per_s"] for c in result["capacities"]] == [116, 238, 110, 0.0]
+
+
+def test_skipped_v2_run_is_reported_not_measured_with_its_reason(tmp_path: Path) -> None:
+    runs, sweep = _round_two_runs()
+    reason = "POST /v2/models/iris-classifier/infer answered 404: no V2 route"
+    runs[1] = {key: runs[1][key] for key in ("name", "server", "model", "workers", "phase")}
+    runs[1]["skipped"] = reason
+    settings = {"objective_p99_ms": 50.0, "sweep_duration_s": 5}
+    result = report.build("2026-12-01T00:00:00+00:00", {"cpus": 2}, settings, runs, [], sweep)
+    targets = {t["name"]: t for t in result["targets"]}
+    v2 = targets["V2 one-flower throughput vs MLServer defaults (identical V2 bodies)"]
+    assert v2["met"] is None and v2["value"] is None
+    assert v2["evidence"] == f"bentoml-v2-shipped-1w skipped: {reason}"
+
+    paths = report.write_all(result, tmp_path)
+    assert {"bench_sweep_shipped.png", "bench.md"} <= {p.name for p in paths}
+    assert (tmp_path / "bench_sweep_shipped.png").read_bytes().startswith(b"\x89PNG")
+    markdown = (tmp_path / "bench.md").read_text()
+    assert f"| bentoml-v2-shipped-1w | main | skipped: {reason} |" in markdown
+    assert "## Concurrency sweep" in markdown
+    assert "| bentoml-shipped-1w | /predict | 87 (22) | 116 (26) | 153 (104) | 116 | " in markdown
+    assert "| mlserver-batch-shipped-1w | /predict | 90 (70) | - | - | 0 | none within" in markdown
+    assert "❌ not met" in markdown and "✅ met" in markdown and "not measured" in markdown
+
+
+def test_v2_bodies_are_open_inference_tensors_of_the_same_flowers() -> None:
+    single = json.loads(payloads.single_body("v2", 3))
+    batch = json.loads(payloads.batch_body("v2", 5, 3))
+    service_batch = json.loads(payloads.batch_body("service", 5, 3))
+    (tensor,) = batch["inputs"]
+    assert tensor["shape"] == [5, 4] and tensor["datatype"] == "FP64"
+    flowers = [list(f.values()) for f in service_batch["flowers"]]
+    assert tensor["data"] == [value for row in flowers for value in row]  # same flowers
+    assert single["inputs"][0]["shape"] == [1, 4] and single["inputs"][0]["data"] == flowers[0]
+    ours, theirs = servers.ENDPOINTS["bentoml-v2"], servers.ENDPOINTS["mlserver"]
+    assert (ours.predict, ours.protocol) == (theirs.predict, theirs.protocol) == (
+        "/v2/models/iris-classifier/infer", "v2",
+    )  # fmt: skip
+
+
+def test_mlserver_settings_bind_localhost_and_switch_batching(tmp_path: Path) -> None:
+    model_dir = tmp_path / "mlflow_model"
+    model_dir.mkdir()
+    (model_dir / "MLmodel").write_text(
+        "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    serialization_format: pickle\n"
+    )
+    default = mlserver.write_config(tmp_path / "a", model_dir, 8123, mlserver.Batching())
+    batching = mlserver.write_config(tmp_path / "b", model_dir, 8124, mlserver.ADAPTIVE_BATCHING)
+    settings = json.loads((default / "settings.json").read_text())
+    assert settings["host"] == "127.0.0.1" and settings["http_port"] == 8123
+    assert len({8123, settings["grpc_port"], settings["metrics_port"]}) == 3
+    plain = json.loads((default / "model-settings.json").read_text())
+    assert "max_batch_size" not in plain  # MLServer's default: no adaptive batching
+    assert plain["parameters"]["uri"] == str(model_dir / "model.pkl")
+    assert plain["inputs"][0]["shape"] == [-1, 4] and plain["outputs"][0]["name"] == "predict"
+    batched = json.loads((batching / "model-settings.json").read_text())
+    assert (batched["max_batch_size"], batched["max_batch_time"]) == (64, 0.005)

@@ -221,3 +221,33 @@ def test_help() -> None:
     assert done.returncode == 0
     for flag in ("--traffic-csv", "--prices", "--bench", "--headroom", "--spot-share", "--out-dir"):
         assert flag in done.stdout
+
+
+def test_default_slo_plans_from_the_sweep_not_from_defaults(tmp_path: Path) -> None:
+    """With only the saturating run (p99 210 ms) the default 100 ms SLO left nothing measured;
+    the sweep's curve gives the capacity at the SLO: the run's own point at 16 connections."""
+    saturated = {
+        "name": "bentoml-shipped-1w", "server": "bentoml", "model": "shipped", "workers": 1,
+        "phase": "main", "duration_s": 20, "requests_per_s": 640.0,
+        "latency_ms": {"p50": 70, "p99": 210}, "errors": 0, "cpu_ms_per_request": 1.6,
+        "rss_mb_per_worker": 170, "cold_start_s": 4.1,
+    }  # fmt: skip
+    points = [
+        {"connections": c, "duration_s": 5.0, "requests": int(r * 5), "requests_per_s": r,
+         "latency_ms": {"p50": p50, "p95": p99, "p99": p99}, "errors": 0,
+         "cpu_ms_per_request": 1.8}
+        for c, r, p50, p99 in ((1, 87.0, 11, 22), (16, 495.0, 30, 96), (64, 643.0, 90, 219))
+    ]  # fmt: skip
+    curve = {key: saturated[key] for key in ("name", "server", "model", "workers")}
+    bench = {"generated_at": "2026-12-01T09:00:00Z", "runs": [saturated],
+             "sweep": [curve | {"points": points}]}  # fmt: skip
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench), encoding="utf-8")
+    done = finops("--bench", str(path), "--out-dir", str(tmp_path), "--no-plots")
+    assert done.returncode == 0, done.stderr
+    assert "DEFAULT capacity" not in done.stdout
+    assert "concurrency sweep" in done.stdout
+    data = json.loads((tmp_path / "finops.json").read_text(encoding="utf-8"))
+    assert data["capacity"]["source"] == "bench"
+    (config,) = data["capacity"]["configs"]
+    assert (config["name"], config["rps"], config["p99_ms"]) == ("bentoml-shipped-1w", 495.0, 96)

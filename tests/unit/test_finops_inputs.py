@@ -273,3 +273,98 @@ def test_flags_define_one_configuration() -> None:
     assert set(config.estimated) == {"memory_mb", "cold_start_s"}
     with pytest.raises(FinOpsError, match="capacity rps must be > 0"):
         capacity.from_flags(-1.0, None, None, None, None)
+
+
+# --- capacity at the SLO from the benchmark's concurrency sweep -----------------------------
+
+
+def _sweep_point(connections: int, rps: float, p50: float, p99: float, cpu_ms: float) -> dict:
+    return {
+        "connections": connections,
+        "duration_s": 5.0,
+        "requests": int(rps * 5),
+        "requests_per_s": rps,
+        "latency_ms": {"p50": p50, "p95": p99, "p99": p99},
+        "errors": 0,
+        "cpu_ms_per_request": cpu_ms,
+    }
+
+
+SWEEP_BENCH = {
+    "generated_at": "2026-12-01T09:00:00Z",
+    "machine": {"cpus": 2},
+    "runs": [
+        {  # the saturating run: p99 over any usual SLO, so alone it would give no capacity
+            "name": "bentoml-shipped-1w",
+            "server": "bentoml",
+            "model": "shipped",
+            "workers": 1,
+            "phase": "main",
+            "duration_s": 20,
+            "requests_per_s": 640.0,
+            "latency_ms": {"p50": 70, "p99": 210},
+            "errors": 0,
+            "cpu_ms_per_request": 1.6,
+            "rss_mb_per_worker": 170,
+            "cold_start_s": 4.1,
+        },
+        {
+            "name": "bentoml-v2-shipped-1w",
+            "server": "bentoml-v2",
+            "model": "shipped",
+            "workers": 1,
+            "phase": "main",
+            "skipped": "POST /v2/models/iris-classifier/infer answered 404",
+        },
+    ],
+    "sweep": [
+        {
+            "name": "bentoml-shipped-1w",
+            "server": "bentoml",
+            "model": "shipped",
+            "workers": 1,
+            "cold_start_s": 4.1,
+            "rss_mb_per_worker": 170,
+            "points": [
+                _sweep_point(1, 87, 11, 22, 3.0),
+                _sweep_point(8, 314, 24, 68, 2.0),
+                _sweep_point(16, 495, 30, 103, 1.8),
+                _sweep_point(64, 643, 90, 219, 1.6),
+            ],
+        },
+        {
+            "name": "mlserver-shipped-1w",
+            "server": "mlserver",
+            "model": "shipped",
+            "workers": 1,
+            "points": [_sweep_point(1, 110, 8, 120, 4.0)],
+        },
+    ],
+}
+
+
+def test_sweep_gives_the_capacity_at_the_slo_instead_of_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, "bench.json", json.dumps(SWEEP_BENCH))
+    result = capacity.load_bench(path, slo_p99_ms=100.0)
+    assert result.source == "bench"  # measured, not the DEFAULT fallback
+    (config,) = result.configs
+    assert (config.name, config.kind, config.rps, config.p99_ms) == (
+        "bentoml-shipped-1w", "bentoml", 314, 68,
+    )  # fmt: skip
+    assert config.latency_ms == 24  # p50 at that point, not at saturation
+    assert config.vcpu == 0.75  # 2.0 ms x 314/s = 0.63 cores, rounded up to a quarter
+    assert (config.memory_mb, config.cold_start_s) == (170.0, 4.1)  # from the server's run
+    assert "sweep at 8 connections" in config.source
+    assert "concurrency sweep" in result.notes[0]
+    excluded = dict(result.excluded)
+    assert "bentoml-shipped-1w" not in excluded  # the sweep replaced the saturating run
+    assert excluded["mlserver-shipped-1w"] == "no sweep point with p99 <= 100 ms"
+    assert excluded["bentoml-v2-shipped-1w"].startswith("skipped: POST /v2/models")
+
+
+def test_sweep_capacity_follows_the_slo(tmp_path: Path) -> None:
+    path = write(tmp_path, "bench.json", json.dumps(SWEEP_BENCH))
+    assert [c.rps for c in capacity.load_bench(path, slo_p99_ms=50.0).configs] == [87]
+    assert [c.rps for c in capacity.load_bench(path, slo_p99_ms=150.0).configs] == [495, 110]
+    result = capacity.load_bench(path, slo_p99_ms=20.0)  # no BentoML point within 20 ms
+    assert result.source == "defaults" and "no BentoML run" in result.notes[0]

@@ -1,4 +1,5 @@
-"""python -m tools.bench [--duration 20] [--connections 50] [--quick] [--out-dir reports]"""
+"""python -m tools.bench [--duration 20] [--connections 50] [--sweep-connections 1 2 4 ...]
+[--objective-p99-ms 50] [--quick] [--out-dir reports]"""
 
 from __future__ import annotations
 
@@ -10,18 +11,23 @@ from pathlib import Path
 
 from iris_pipeline.paths import REPORTS_DIR, STATE_DIR
 
-from . import report, runner, servers
+from . import mlserver, report, runner, servers
+from .capacity import DEFAULT_OBJECTIVE_P99_MS
 from .models import MODEL_NAMES
+from .sweep import DEFAULT_CONNECTIONS
 
-QUICK = {"duration": 2.0, "warmup": 0.5, "batch_duration": 1.0}
+QUICK = {"duration": 2.0, "warmup": 0.5, "batch_duration": 1.0, "sweep_duration": 1.0}
+DEFAULT_BATCHING = servers.ServerSettings().mlserver_batching
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench",
         description=(
-            "Benchmark the shipped BentoML service against plain FastAPI + uvicorn and "
-            "`mlflow models serve` (same MLflow runs, same workers) with wrk on 127.0.0.1. "
+            "Benchmark the shipped BentoML service (/predict and its V2 route) against plain "
+            "FastAPI + uvicorn, `mlflow models serve` and MLServer (defaults, and with adaptive "
+            "batching), same model files, with wrk on 127.0.0.1: saturation runs, batches, and "
+            "a concurrency sweep per server with its capacity at a p99 objective. "
             "Writes bench.json, bench.md and PNG plots into --out-dir."
         ),
     )
@@ -32,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke test: 2 s runs, 0.5 s warm-up, 1 s batch runs (numbers are not meaningful)",
+        help="smoke test: 2 s runs, 0.5 s warm-up, 1 s batch runs and sweep steps "
+        "(numbers are not meaningful)",
     )
     parser.add_argument("--out-dir", type=Path, default=REPORTS_DIR)
     parser.add_argument(
@@ -61,12 +68,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["bentoml", "fastapi"],
         help="servers also measured at worker counts above 1 (default: %(default)s)",
     )
+    sweep = parser.add_argument_group("concurrency sweep and capacity")
+    sweep.add_argument(
+        "--sweep-connections",
+        nargs="*",
+        type=int,
+        default=list(DEFAULT_CONNECTIONS),
+        help="connection counts of the sweep, each server at the first worker count "
+        "(none: no sweep; default: %(default)s)",
+    )
+    sweep.add_argument("--sweep-duration", type=float, default=5, help="seconds per sweep step")
+    sweep.add_argument(
+        "--objective-p99-ms",
+        type=float,
+        default=DEFAULT_OBJECTIVE_P99_MS,
+        help="capacity = highest throughput whose p99 stays within this (default: %(default)s)",
+    )
+    peer = parser.add_argument_group("MLServer peer")
+    peer.add_argument(
+        "--mlserver-venv",
+        type=Path,
+        default=mlserver.DEFAULT_VENV,
+        help="MLServer's own venv, created on first use from "
+        "tools/bench/mlserver-requirements.txt (default: %(default)s)",
+    )
+    peer.add_argument(
+        "--mlserver-max-batch-size",
+        type=int,
+        default=DEFAULT_BATCHING.max_batch_size,
+        help="mlserver-batch: most requests in one batch (default: %(default)s)",
+    )
+    peer.add_argument(
+        "--mlserver-max-batch-time",
+        type=float,
+        default=DEFAULT_BATCHING.max_batch_time_s,
+        help="mlserver-batch: seconds to wait for a batch to fill (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = QUICK["duration"], QUICK["warmup"]
         args.batch_duration = QUICK["batch_duration"]
-    if args.duration < 1 or args.batch_duration < 1:
-        parser.error("--duration and --batch-duration must be at least 1 s")
+        args.sweep_duration = QUICK["sweep_duration"]
+    if args.duration < 1 or args.batch_duration < 1 or args.sweep_duration < 1:
+        parser.error("--duration, --batch-duration and --sweep-duration must be at least 1 s")
+    if any(count < 1 for count in args.sweep_connections) or args.objective_p99_ms <= 0:
+        parser.error("--sweep-connections and --objective-p99-ms must be positive")
+    if args.mlserver_max_batch_size < 2 or args.mlserver_max_batch_time <= 0:
+        parser.error("mlserver-batch needs --mlserver-max-batch-size >= 2 and a positive time")
     if args.connections < 1 or any(w < 1 for w in args.workers):
         parser.error("--connections and --workers must be positive")
     if any(not 1 <= size <= 1000 for size in args.batch_sizes):
@@ -92,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         batch_connections=args.batch_connections,
         baseline_servers=tuple(args.baseline_servers),
         multi_worker_servers=tuple(args.multi_worker_servers),
+        sweep_connections=tuple(sorted(set(args.sweep_connections))),
+        sweep_duration_s=args.sweep_duration,
+        objective_p99_ms=args.objective_p99_ms,
+        server_settings=servers.ServerSettings(
+            mlserver_venv=args.mlserver_venv,
+            mlserver_batching=mlserver.Batching(
+                args.mlserver_max_batch_size, args.mlserver_max_batch_time
+            ),
+        ),
     )
     started = time.monotonic()
     result = runner.run(options)

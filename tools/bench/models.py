@@ -1,34 +1,43 @@
 """The benchmark's own trained models, in an isolated BentoML home and MLflow store.
 
 Each model family is trained with `train.py --candidates <family> --model-name <name>`, so
-the shipped service, the FastAPI baseline and `mlflow models serve` all serve the very same
-MLflow run.
+every server under test serves the very same model files (the MLflow model directory inside
+the BentoML model). "shipped" is the model users get: the one `make train` chose, copied from
+the user's store (`$BENTOML_HOME`, state/bentoml by default) when it is there, otherwise
+trained into the benchmark's state exactly as `make train` does (every default candidate).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from iris_pipeline.paths import DEFAULT_BENTOML_HOME, VENV_BIN
+from iris_service.settings import MODEL_NAME
 from tools.local_server import ProjectState
 
+SHIPPED = "shipped"
 # Model family -> name in the benchmark's BentoML store.
 MODEL_NAMES: dict[str, str] = {
     "logistic_regression": "iris-lr",
     "random_forest": "iris-rf",
+    SHIPPED: MODEL_NAME,
 }
 SHORT_NAMES: dict[str, str] = {"logistic_regression": "lr", "random_forest": "rf"}
 
 
 @dataclass(frozen=True)
 class BenchModel:
-    family: str
+    family: str  # the benchmark's name for it: a candidate family, or "shipped"
     tag: str  # BentoML tag, e.g. iris-lr:abc123
     mlflow_model_dir: Path  # the MLflow model directory inside the BentoML model
     mlflow_run_id: str
+    estimator: str = ""  # the candidate family the model is (for "shipped": what was chosen)
 
     @property
     def short(self) -> str:
@@ -36,18 +45,58 @@ class BenchModel:
 
     @property
     def mlflow_uri(self) -> str:
-        return f"runs:/{self.mlflow_run_id}/model"
+        """The model directory itself: the same files as the other servers load (and valid
+        for a model copied from the user's store, whose run is not in the benchmark's store)."""
+        return str(self.mlflow_model_dir)
 
 
 def ensure_trained(state: ProjectState, family: str, timeout: float = 600) -> BenchModel:
     """Train `family` into the state unless it is already there; describe the stored model."""
     name = MODEL_NAMES[family]
-    result = state.train(
-        "--candidates", family, "--model-name", name, "--if-missing", timeout=timeout
-    )
+    if family == SHIPPED:
+        copy_from_user_store(state, name)
+        args = ("--model-name", name, "--if-missing")  # all default candidates, as `make train`
+    else:
+        args = ("--candidates", family, "--model-name", name, "--if-missing")
+    result = state.train(*args, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"training {family} failed:\n{result.stdout}\n{result.stderr}")
     return describe(state, name, family)
+
+
+def user_store_home() -> Path:
+    return Path(os.environ.get("BENTOML_HOME") or DEFAULT_BENTOML_HOME)
+
+
+def copy_from_user_store(state: ProjectState, name: str) -> bool:
+    """Copy `name:latest` from the user's BentoML store into the benchmark's (export, import);
+    False when the user's store has no such model or it is the benchmark's store itself."""
+    source = user_store_home()
+    if source.resolve() == state.bentoml_home.resolve() or not (source / "models" / name).is_dir():
+        return False
+    bentoml = str(VENV_BIN / "bentoml")
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as scratch:
+        archive = str(Path(scratch) / f"{name}.bentomodel")
+        exported = subprocess.run(
+            [bentoml, "models", "export", f"{name}:latest", archive],
+            env=state.env(BENTOML_HOME=str(source)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if exported.returncode != 0:
+            return False
+        imported = subprocess.run(
+            [bentoml, "models", "import", archive],
+            env=state.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    # Already present (an earlier benchmark copied it) is fine too.
+    return imported.returncode == 0 or "already exists" in imported.stdout + imported.stderr
 
 
 def describe(state: ProjectState, name: str, family: str) -> BenchModel:
@@ -57,7 +106,8 @@ def describe(state: ProjectState, name: str, family: str) -> BenchModel:
         "import json, bentoml\n"
         f"m = bentoml.models.get({name + ':latest'!r})\n"
         "print(json.dumps({'tag': str(m.tag), 'dir': m.path_of('mlflow_model'),"
-        " 'run': m.info.metadata.get('mlflow_run_id')}))\n"
+        " 'run': m.info.metadata.get('mlflow_run_id'),"
+        " 'estimator': m.info.metadata.get('model_family')}))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script],
@@ -68,4 +118,5 @@ def describe(state: ProjectState, name: str, family: str) -> BenchModel:
         check=True,
     )
     info = json.loads(result.stdout.strip().splitlines()[-1])
-    return BenchModel(family, info["tag"], Path(info["dir"]), info["run"])
+    estimator = info.get("estimator") or family
+    return BenchModel(family, info["tag"], Path(info["dir"]), info["run"], estimator)

@@ -1,8 +1,10 @@
-"""Request bodies for each server: the same flowers, in each server's own JSON format.
+"""Request bodies for each protocol: the same flowers, in each server's own JSON format.
 
-BentoML and the FastAPI baseline take the service's schema (`{"sepal_length": ...}` for
-/predict, `{"flowers": [...]}` for /predict_batch); `mlflow models serve` takes a pandas
-`dataframe_split` on /invocations for one row and for many.
+- "service": BentoML's /predict and the FastAPI baseline take the service's schema
+  (`{"sepal_length": ...}` for /predict, `{"flowers": [...]}` for /predict_batch);
+- "dataframe_split": `mlflow models serve` takes a pandas `dataframe_split` on /invocations;
+- "v2": the Open Inference Protocol's JSON tensor (`{"inputs": [{"name", "shape": [N, 4],
+  "datatype": "FP64", "data": [...]}]}`), byte for byte the same for MLServer and our V2 route.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 from functools import cache
 
 from iris_service.settings import FEATURE_NAMES
+
+from .mlserver import INPUT_NAME
 
 # Distinct flowers cycled through by the load generator (real Iris rows).
 SINGLE_ROW_VARIETY = 12
@@ -33,24 +37,38 @@ def _flower(row: tuple[float, ...]) -> dict[str, float]:
     return dict(zip(FEATURE_NAMES, row, strict=True))
 
 
-def single_bodies(server: str) -> list[str]:
+def single_bodies(protocol: str) -> list[str]:
     """Bodies of one flower each, for the server's single-prediction endpoint."""
-    return [single_body(server, offset) for offset in range(SINGLE_ROW_VARIETY)]
+    return [single_body(protocol, offset) for offset in range(SINGLE_ROW_VARIETY)]
 
 
-def single_body(server: str, offset: int) -> str:
+def single_body(protocol: str, offset: int) -> str:
     (row,) = rows(1, offset)
-    if server == "mlflow":
-        return _dataframe_split([row])
-    return json.dumps(_flower(row))
+    if protocol == "service":
+        return json.dumps(_flower(row))
+    return batch_body(protocol, 1, offset)
 
 
-def batch_body(server: str, size: int, offset: int = 0) -> str:
-    """One body of `size` flowers (for /predict_batch, or /invocations for mlflow)."""
+def batch_body(protocol: str, size: int, offset: int = 0) -> str:
+    """One body of `size` flowers (for /predict_batch, /invocations or the V2 route)."""
     selected = rows(size, offset)
-    if server == "mlflow":
+    if protocol == "dataframe_split":
         return _dataframe_split(selected)
-    return json.dumps({"flowers": [_flower(row) for row in selected]})
+    if protocol == "v2":
+        return v2_tensor(selected)
+    if protocol == "service":
+        return json.dumps({"flowers": [_flower(row) for row in selected]})
+    raise ValueError(f"unknown protocol {protocol!r}")
+
+
+def v2_tensor(selected: list[tuple[float, ...]]) -> str:
+    tensor = {
+        "name": INPUT_NAME,
+        "shape": [len(selected), len(FEATURE_NAMES)],
+        "datatype": "FP64",
+        "data": [value for row in selected for value in row],
+    }
+    return json.dumps({"inputs": [tensor]})
 
 
 def _dataframe_split(selected: list[tuple[float, ...]]) -> str:

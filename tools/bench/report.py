@@ -1,149 +1,27 @@
 """bench.json (read by other code: keep its shape), bench.md and the plots.
 
 bench.json: {"generated_at", "machine": {"cpus", "description"}, "settings", "runs": [...],
-"batch": [...], "targets": [{"name", "value", "threshold", "met", ...}]}. A run is one server
-(bentoml|fastapi|mlflow) x model x workers x phase (main|baseline_start|baseline_end).
+"batch": [...], "sweep": [...], "capacities": [...], "targets": [{"name", "value",
+"threshold", "met", ...}]}. A run is one server (servers.SERVERS) x model x workers x phase
+(main|baseline_start|baseline_end); a run that could not be measured holds "failed" or
+"skipped" (with the reason) instead of numbers. A sweep entry is one server x model's curve:
+{"name", "server", "model", "workers", "path", "points": [{"connections", "requests_per_s",
+"latency_ms", "errors", "cpu_ms_per_request", ...}], "capacity": {"objective_p99_ms",
+"requests_per_s", "connections", "p99_ms"}}; "capacities" lists those capacities side by side.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import sweep_report
+from .targets import P99_SLO_MS, Measured, find_run, targets
+
 Run = dict[str, Any]
 
-P99_SLO_MS = 100.0
-SERVER_COLOURS = {"bentoml": "tab:blue", "fastapi": "tab:orange", "mlflow": "tab:green"}
-
-
-@dataclass(frozen=True)
-class Target:
-    """One target of issue 4: `value <= threshold` (or >=) over the benchmark's runs."""
-
-    name: str
-    threshold: float
-    comparison: str  # "<=" or ">="
-    unit: str
-    measure: Callable[[list[Run]], tuple[float | None, str]]
-
-    def check(self, runs: list[Run]) -> dict[str, Any]:
-        value, evidence = self.measure(runs)
-        met = None
-        if value is not None:
-            met = value <= self.threshold if self.comparison == "<=" else value >= self.threshold
-            value = round(value, 3)
-        return {
-            "name": self.name,
-            "value": value,
-            "threshold": self.threshold,
-            "comparison": self.comparison,
-            "unit": self.unit,
-            "met": met,
-            "evidence": evidence,
-        }
-
-
-def find_run(runs: list[Run], server: str, model: str, workers: int = 1) -> Run | None:
-    for run in runs:
-        if (
-            run.get("phase") == "main"
-            and run.get("server") == server
-            and run.get("model") == model
-            and run.get("workers") == workers
-            and "requests_per_s" in run
-        ):
-            return run
-    return None
-
-
-def _main_bentoml(runs: list[Run]) -> list[Run]:
-    return [r for r in runs if r.get("server") == "bentoml" and r.get("phase") == "main"]
-
-
-def _ratio(model: str, baseline: str) -> Callable[[list[Run]], tuple[float | None, str]]:
-    def measure(runs: list[Run]) -> tuple[float | None, str]:
-        ours, theirs = find_run(runs, "bentoml", model), find_run(runs, baseline, model)
-        if not ours or not theirs or not theirs["requests_per_s"]:
-            return None, "not measured"
-        ratio = ours["requests_per_s"] / theirs["requests_per_s"]
-        return ratio, (
-            f"{ours['name']} {ours['requests_per_s']:.0f} req/s vs "
-            f"{theirs['name']} {theirs['requests_per_s']:.0f} req/s"
-        )
-
-    return measure
-
-
-def _worst(key: str, label: str) -> Callable[[list[Run]], tuple[float | None, str]]:
-    def measure(runs: list[Run]) -> tuple[float | None, str]:
-        values = [(r[key], r["name"]) for r in _main_bentoml(runs) if r.get(key) is not None]
-        if not values:
-            return None, "not measured"
-        value, name = max(values)
-        return value, f"{label} of {len(values)} bentoml runs: {name}"
-
-    return measure
-
-
-def _p99(runs: list[Run]) -> tuple[float | None, str]:
-    values = [
-        (r["latency_ms"]["p99"], r["name"], r["connections"])
-        for r in _main_bentoml(runs)
-        if "latency_ms" in r
-    ]
-    if not values:
-        return None, "not measured"
-    value, name, connections = max(values)
-    return value, f"worst of {len(values)} bentoml runs: {name} at {connections} connections"
-
-
-def _shipped_errors(runs: list[Run], batch: list[Run]) -> tuple[float | None, str]:
-    ours = [r for r in runs + batch if r.get("server") == "bentoml" and "errors" in r]
-    failed = [r for r in runs if r.get("server") == "bentoml" and "failed" in r]
-    if not ours and not failed:
-        return None, "not measured"
-    total = sum(r["errors"] for r in ours) + len(failed)
-    return float(
-        total
-    ), f"sum over {len(ours)} bentoml load runs (incl. batch), {len(failed)} failed"
-
-
-def _lr_cpu(runs: list[Run]) -> tuple[float | None, str]:
-    run = find_run(runs, "bentoml", "logistic_regression")
-    if not run:
-        return None, "not measured"
-    return run["cpu_ms_per_request"], f"{run['name']}, whole process tree"
-
-
-def targets(runs: list[Run], batch: list[Run]) -> list[dict[str, Any]]:
-    checks = [
-        Target("LR throughput vs plain FastAPI (1 worker)", 1.0, ">=", "x",
-               _ratio("logistic_regression", "fastapi")),
-        Target("LR throughput vs mlflow models serve (1 worker)", 1.5, ">=", "x",
-               _ratio("logistic_regression", "mlflow")),
-        Target("RF throughput vs plain FastAPI (1 worker)", 3.0, ">=", "x",
-               _ratio("random_forest", "fastapi")),
-        Target("p99 latency of the shipped service", P99_SLO_MS, "<=", "ms", _p99),
-        Target("server CPU per LR request", 1.0, "<=", "ms", _lr_cpu),
-        Target("cold start of the shipped service", 5.0, "<=", "s",
-               _worst("cold_start_s", "slowest")),
-        Target("resident memory per worker process", 200.0, "<=", "MB",
-               _worst("rss_mb_per_worker", "largest process")),
-    ]  # fmt: skip
-    errors_value, errors_evidence = _shipped_errors(runs, batch)
-    error_target = {
-        "name": "errors of the shipped service",
-        "value": errors_value,
-        "threshold": 0,
-        "comparison": "<=",
-        "unit": "errors",
-        "met": None if errors_value is None else errors_value == 0,
-        "evidence": errors_evidence,
-    }
-    return [error_target, *(check.check(runs) for check in checks)]
+SERVER_COLOURS = sweep_report.SERVER_COLOURS
 
 
 def build(
@@ -152,14 +30,20 @@ def build(
     settings: dict[str, Any],
     runs: list[Run],
     batch: list[Run],
+    sweep: list[Run] | None = None,
 ) -> dict[str, Any]:
+    sweep = sweep or []
+    objective = settings.get("objective_p99_ms") or sweep_report.DEFAULT_OBJECTIVE_P99_MS
+    measured = Measured(runs, batch, sweep, objective)
     return {
         "generated_at": generated_at,
         "machine": machine,
         "settings": settings,
         "runs": runs,
         "batch": batch,
-        "targets": targets(runs, batch),
+        "sweep": sweep,
+        "capacities": sweep_report.capacities(sweep),
+        "targets": targets(measured),
     }
 
 
@@ -168,7 +52,7 @@ def write_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "bench.json"
     json_path.write_text(json.dumps(result, indent=2) + "\n")
-    plots = write_plots(result, out_dir)
+    plots = write_plots(result, out_dir) + sweep_report.write_plots(result, out_dir)
     md_path = out_dir / "bench.md"
     md_path.write_text(markdown(result, [p.name for p in plots]))
     return [json_path, md_path, *plots]
@@ -196,7 +80,7 @@ def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
     runs: list[Run] = result["runs"]
     settings = result.get("settings", {})
     lines = [
-        "# Benchmark: shipped BentoML service vs plain FastAPI vs mlflow models serve",
+        "# Benchmark: shipped BentoML service vs plain FastAPI, mlflow models serve, MLServer",
         "",
         f"Generated {result['generated_at']} on {result['machine'].get('description', '?')}.",
         f"Load: wrk, {settings.get('connections', '?')} connections, "
@@ -216,10 +100,9 @@ def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
         "|" + " --- |" * 15,
     ]
     for run in runs:
-        if "failed" in run:
-            lines.append(
-                f"| {run['name']} | {run['phase']} | failed: {run['failed']} |" + " |" * 12
-            )
+        if "failed" in run or "skipped" in run:
+            key = "failed" if "failed" in run else "skipped"
+            lines.append(f"| {run['name']} | {run['phase']} | {key}: {run[key]} |" + " |" * 12)
             continue
         latency = run["latency_ms"]
         split = run.get("connection_split")
@@ -234,9 +117,10 @@ def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
         )
     lines += _drift_lines(runs)
     lines += _batch_lines(result.get("batch", []))
+    lines += sweep_report.markdown(result.get("sweep", []), settings)
     lines += [
         "",
-        "## Targets (issue 4)",
+        "## Targets (issues 4 and 16)",
         "",
         "| Target | Measured | Threshold | Met | Evidence |",
         "| --- | --- | --- | --- | --- |",
@@ -255,8 +139,9 @@ def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
         "workers, runner) during the run, divided by the requests answered; RSS per worker = "
         "the largest peak resident set of any one process of the tree; cold start = process "
         "start until the readiness endpoint (/readyz for BentoML, /health for FastAPI, /ping "
-        "for mlflow) first answered 200; × FastAPI / × mlflow = req/s over the baseline's req/s "
-        "with the same model and workers in the main phase.",
+        "for mlflow, /v2/health/ready for MLServer) first answered 200; × FastAPI / × mlflow = "
+        "req/s over the baseline's req/s with the same model and workers in the main phase. "
+        "bentoml-v2, mlserver and mlserver-batch answer identical V2 JSON bodies.",
     ]
     lines += ["", *(f"![{name}]({name})" for name in plot_names)]
     return "\n".join(lines) + "\n"

@@ -2,6 +2,8 @@
 
 Order: baselines (start) -> for each worker count and model, every server -> baselines (end),
 so that the comparison runs are close in time and the drift of the machine is visible.
+At the first worker count every server is also swept over connection counts (sweep.py):
+its latency-throughput curve and its capacity at the p99 objective.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from typing import Any
 from tools.local_server import ProjectState, http_status
 
 from . import payloads, servers
+from .capacity import DEFAULT_OBJECTIVE_P99_MS
 from .load import LoadResult, ensure_wrk, run_wrk
-from .models import BenchModel, ensure_trained
+from .models import SHIPPED, BenchModel, ensure_trained
 from .resources import ProcessTreeMonitor, TreeUsage, wait_quiet
+from .servers import ServerSettings
+from .sweep import DEFAULT_CONNECTIONS, run_sweep
 
 logger = logging.getLogger("tools.bench")
 
@@ -38,7 +43,7 @@ class Options:
     connections: int = 50
     threads: int = 1
     servers: tuple[str, ...] = servers.SERVERS
-    models: tuple[str, ...] = ("logistic_regression", "random_forest")
+    models: tuple[str, ...] = ("logistic_regression", "random_forest", SHIPPED)
     workers: tuple[int, ...] = (1, 2)
     batch_sizes: tuple[int, ...] = (1, 10, 100, 1000)
     batch_duration_s: float = 5
@@ -47,12 +52,23 @@ class Options:
     # Servers also measured with more than one worker (mlflow is left out to save time).
     multi_worker_servers: tuple[str, ...] = ("bentoml", "fastapi")
     baseline_model: str = "logistic_regression"
+    # The concurrency sweep (empty: none), seconds per step, and the latency objective.
+    sweep_connections: tuple[int, ...] = DEFAULT_CONNECTIONS
+    sweep_duration_s: float = 5
+    objective_p99_ms: float = DEFAULT_OBJECTIVE_P99_MS
+    server_settings: ServerSettings = field(default_factory=ServerSettings)
 
 
 @dataclass
 class Results:
     runs: list[dict[str, Any]] = field(default_factory=list)
     batch: list[dict[str, Any]] = field(default_factory=list)
+    sweep: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ServerSkipped(Exception):
+    """The server cannot be measured in this build, for a reason recorded in the report
+    (our V2 route answering 404 before it exists)."""
 
 
 def machine() -> dict[str, Any]:
@@ -96,8 +112,13 @@ def run_name(server: str, model: BenchModel, workers: int) -> str:
 
 def check_answers(running: servers.RunningServer) -> None:
     """One real prediction before loading the server: a broken setup fails loudly here."""
-    body = payloads.single_body(running.server, 0)
+    body = payloads.single_body(running.endpoints.protocol, 0)
     status = http_status(running.port, "POST", running.endpoints.predict, body)
+    if status == 404 and running.server == "bentoml-v2":
+        raise ServerSkipped(
+            f"POST {running.endpoints.predict} answered 404: this build of the service has "
+            "no V2 route"
+        )
     if status != 200:
         raise RuntimeError(
             f"{running.server} answered {status} to a valid prediction:\n{running.log_tail()}"
@@ -133,6 +154,7 @@ def run_record(
         "name": run_name(running.server, running.model, running.workers),
         "server": running.server,
         "model": running.model.family,
+        "estimator": running.model.estimator,
         "workers": running.workers,
         "phase": phase,
         "connections": options.connections,
@@ -163,7 +185,8 @@ def run_record(
 def batch_records(running: servers.RunningServer, options: Options) -> list[dict[str, Any]]:
     records = []
     for size in options.batch_sizes:
-        bodies = [payloads.batch_body(running.server, size, offset) for offset in range(3)]
+        protocol = running.endpoints.protocol
+        bodies = [payloads.batch_body(protocol, size, offset) for offset in range(3)]
         entry: dict[str, Any] = {
             "server": running.server,
             "model": running.model.family,
@@ -206,6 +229,26 @@ def batch_records(running: servers.RunningServer, options: Options) -> list[dict
     return records
 
 
+def sweep_record(
+    running: servers.RunningServer, record: dict[str, Any], bodies: list[str], options: Options
+) -> dict[str, Any]:
+    """The server's latency-throughput curve over options.sweep_connections."""
+
+    def load_at(connections: int) -> tuple[LoadResult, TreeUsage]:
+        return measured_load(
+            running,
+            running.endpoints.predict,
+            bodies,
+            options.sweep_duration_s,
+            connections,
+            options.threads,
+        )
+
+    curve = run_sweep(load_at, options.sweep_connections, options.objective_p99_ms, record["name"])
+    keys = ("name", "server", "model", "estimator", "workers", "cold_start_s", "rss_mb_per_worker")
+    return {key: record[key] for key in keys} | {"path": running.endpoints.predict} | curve
+
+
 def measure(
     server: str,
     model: BenchModel,
@@ -214,20 +257,23 @@ def measure(
     options: Options,
     state: ProjectState,
     with_batches: bool,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Start one server, measure it, stop it. A failure becomes a `failed` record."""
+    with_sweep: bool = False,
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """Start one server, measure it, stop it. A failure becomes a `failed` record, a server
+    that cannot be measured in this build a `skipped` one."""
     name = run_name(server, model, workers)
     logger.info("%s (%s): starting", name, phase)
     log_dir = options.out_dir / "bench-logs"
     try:
-        running = servers.start(server, model, workers, state, log_dir)
-    except (RuntimeError, TimeoutError) as exc:
+        running = servers.start(server, model, workers, state, log_dir, options.server_settings)
+    except (RuntimeError, TimeoutError, ValueError) as exc:
         logger.error("%s failed to start: %s", name, exc)
-        return _failed(server, model, workers, phase, options, exc), []
+        return _failed(server, model, workers, phase, options, exc), [], None
+    curve = None
     try:
         check_answers(running)
         logger.info("%s: ready in %.2f s, warming up", name, running.cold_start_s)
-        predict_bodies = payloads.single_bodies(server)
+        predict_bodies = payloads.single_bodies(running.endpoints.protocol)
         if options.warmup_s > 0:
             run_wrk(
                 running.url,
@@ -259,18 +305,30 @@ def measure(
             record["cpu_ms_per_request"],
         )
         batches = batch_records(running, options) if with_batches else []
+        if with_sweep and options.sweep_connections:
+            curve = sweep_record(running, record, predict_bodies, options)
+    except ServerSkipped as exc:
+        logger.warning("%s skipped: %s", name, exc)
+        return _failed(server, model, workers, phase, options, exc, key="skipped"), [], None
     except (RuntimeError, ValueError) as exc:
         logger.error("%s failed: %s", name, exc)
-        return _failed(server, model, workers, phase, options, exc), []
+        return _failed(server, model, workers, phase, options, exc), [], None
     finally:
         running.stop()
         wait_quiet(PAUSE_BETWEEN_RUNS_S)
-    return record, batches
+    return record, batches, curve
 
 
 def _failed(
-    server: str, model: BenchModel, workers: int, phase: str, options: Options, exc: Exception
+    server: str,
+    model: BenchModel,
+    workers: int,
+    phase: str,
+    options: Options,
+    exc: Exception,
+    key: str = "failed",
 ) -> dict[str, Any]:
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
     return {
         "name": run_name(server, model, workers),
         "server": server,
@@ -278,7 +336,7 @@ def _failed(
         "workers": workers,
         "phase": phase,
         "connections": options.connections,
-        "failed": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        key: first_line if key == "skipped" else f"{type(exc).__name__}: {first_line}",
     }
 
 
@@ -299,7 +357,7 @@ def run(options: Options) -> dict[str, Any]:
 
     def baselines(phase: str) -> None:
         for server in options.baseline_servers:
-            record, _ = measure(server, baseline_model, 1, phase, options, state, False)
+            record, _, _ = measure(server, baseline_model, 1, phase, options, state, False)
             results.runs.append(record)
 
     baselines("baseline_start")
@@ -308,12 +366,21 @@ def run(options: Options) -> dict[str, Any]:
             for server in options.servers:
                 if workers > 1 and server not in options.multi_worker_servers:
                     continue
-                with_batches = workers == options.workers[0] and bool(options.batch_sizes)
-                record, batches = measure(
-                    server, models[family], workers, "main", options, state, with_batches
+                first = workers == options.workers[0]
+                record, batches, curve = measure(
+                    server,
+                    models[family],
+                    workers,
+                    "main",
+                    options,
+                    state,
+                    with_batches=first and bool(options.batch_sizes),
+                    with_sweep=first,
                 )
                 results.runs.append(record)
                 results.batch.extend(batches)
+                if curve is not None:
+                    results.sweep.append(curve)
     baselines("baseline_end")
     settings = {
         "connections": options.connections,
@@ -323,7 +390,17 @@ def run(options: Options) -> dict[str, Any]:
         "batch_duration_s": options.batch_duration_s,
         "batch_connections": options.batch_connections,
         "models": {family: model.tag for family, model in models.items()},
+        "estimators": {family: model.estimator for family, model in models.items()},
         "load_average_at_start": load_at_start,
+        "sweep_connections": list(options.sweep_connections),
+        "sweep_duration_s": options.sweep_duration_s,
+        "objective_p99_ms": options.objective_p99_ms,
+        "mlserver_batching": {
+            "max_batch_size": options.server_settings.mlserver_batching.max_batch_size,
+            "max_batch_time_s": options.server_settings.mlserver_batching.max_batch_time_s,
+        },
     }
     generated_at = datetime.now(UTC).isoformat(timespec="seconds")
-    return report.build(generated_at, machine(), settings, results.runs, results.batch)
+    return report.build(
+        generated_at, machine(), settings, results.runs, results.batch, results.sweep
+    )

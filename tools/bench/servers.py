@@ -4,7 +4,11 @@
   with BENTOML_CONFIG=configuration.yaml; for N != 1 workers, a copy of that file with the
   API service's `workers` set to N);
 - fastapi: `uvicorn tools.bench.baseline_app:app --workers N` (uvicorn defaults);
-- mlflow: `mlflow models serve -m runs:/<run>/model --env-manager local --workers N`.
+- mlflow: `mlflow models serve -m runs:/<run>/model --env-manager local --workers N`;
+- bentoml-v2: the shipped service again, loaded on its V2 route (Open Inference Protocol JSON);
+- mlserver: MLServer 1.7.1 in its default configuration, in its own venv (tools/bench/mlserver.py),
+  serving the same MLflow model's pickle over V2; mlserver-batch: the same with its adaptive
+  batching on. bentoml-v2, mlserver and mlserver-batch get identical V2 bodies.
 
 Every server runs in its own process group so that stopping it stops all of its workers.
 Cold start = process start until the readiness endpoint first answers 200.
@@ -18,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from iris_pipeline.paths import CONFIGURATION, VENV_BIN
+from iris_service.settings import MODEL_NAME
 from tools.local_server import (
     HOST,
     LocalServer,
@@ -27,10 +32,13 @@ from tools.local_server import (
     start_server,
 )
 
+from . import mlserver
 from .models import BenchModel
 
-SERVERS = ("bentoml", "fastapi", "mlflow")
+SERVERS = ("bentoml", "bentoml-v2", "fastapi", "mlflow", "mlserver", "mlserver-batch")
 API_SERVICE = "IrisClassifier"
+# The V2 (Open Inference Protocol) inference route, the same on our service and on MLServer.
+V2_INFER = f"/v2/models/{MODEL_NAME}/infer"
 
 
 @dataclass(frozen=True)
@@ -38,13 +46,26 @@ class Endpoints:
     ready: str
     predict: str
     batch: str
+    # Request body format (tools/bench/payloads.py): "service", "dataframe_split" or "v2".
+    protocol: str = "service"
 
 
 ENDPOINTS: dict[str, Endpoints] = {
     "bentoml": Endpoints("/readyz", "/predict", "/predict_batch"),
+    "bentoml-v2": Endpoints("/readyz", V2_INFER, V2_INFER, "v2"),
     "fastapi": Endpoints("/health", "/predict", "/predict_batch"),
-    "mlflow": Endpoints("/ping", "/invocations", "/invocations"),
+    "mlflow": Endpoints("/ping", "/invocations", "/invocations", "dataframe_split"),
+    "mlserver": Endpoints("/v2/health/ready", V2_INFER, V2_INFER, "v2"),
+    "mlserver-batch": Endpoints("/v2/health/ready", V2_INFER, V2_INFER, "v2"),
 }
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What a server needs beyond its model: where MLServer lives and how it batches."""
+
+    mlserver_venv: Path = mlserver.DEFAULT_VENV
+    mlserver_batching: mlserver.Batching = mlserver.ADAPTIVE_BATCHING
 
 
 @dataclass
@@ -93,9 +114,14 @@ def bentoml_config(state: ProjectState, workers: int) -> Path:
 
 
 def command_and_env(
-    server: str, model: BenchModel, workers: int, port: int, state: ProjectState
+    server: str,
+    model: BenchModel,
+    workers: int,
+    port: int,
+    state: ProjectState,
+    settings: ServerSettings,
 ) -> tuple[list[str], dict[str, str]]:
-    if server == "bentoml":
+    if server in ("bentoml", "bentoml-v2"):
         command = bentoml_serve_command(port)
         env = state.env(
             BENTOML_CONFIG=str(bentoml_config(state, workers)), IRIS_MODEL_TAG=model.tag
@@ -110,15 +136,32 @@ def command_and_env(
         command += ["--env-manager", "local", "--host", HOST, "--port", str(port)]
         command += ["--workers", str(workers)]
         return command, state.env()
+    if server in ("mlserver", "mlserver-batch"):
+        if workers != 1:
+            raise ValueError("MLServer is measured with its default single inference worker")
+        executable = mlserver.ensure_venv(settings.mlserver_venv)
+        batching = settings.mlserver_batching if server == "mlserver-batch" else mlserver.Batching()
+        folder = state.root / "mlserver" / f"{server}-{model.short}-{port}"
+        mlserver.write_config(folder, model.mlflow_model_dir, port, batching)
+        # MLServer's own interpreter and console scripts first, not the project venv's.
+        env = state.env(PATH=f"{executable.parent}:/usr/local/bin:/usr/bin:/bin")
+        return mlserver.command(executable, folder), env
     raise ValueError(f"unknown server {server!r}; choose from {', '.join(SERVERS)}")
 
 
 def start(
-    server: str, model: BenchModel, workers: int, state: ProjectState, log_dir: Path
+    server: str,
+    model: BenchModel,
+    workers: int,
+    state: ProjectState,
+    log_dir: Path,
+    settings: ServerSettings | None = None,
 ) -> RunningServer:
     """Start the server in its own process group and wait until it is ready."""
     port = free_port()
-    command, env = command_and_env(server, model, workers, port, state)
+    command, env = command_and_env(
+        server, model, workers, port, state, settings or ServerSettings()
+    )
     log_path = log_dir / f"{server}-{model.short}-{workers}w-{port}.log"
     local = start_server(command, env, port, log_path, ready_path=ENDPOINTS[server].ready)
     return RunningServer(server, model, workers, local)

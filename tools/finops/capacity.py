@@ -2,6 +2,10 @@
 
 A *replica* is one server process group exactly as benchmarked (e.g. BentoML with 2 workers).
 Its capacity is the requests/s the benchmark measured while p99 latency stayed within the SLO.
+When bench.json has concurrency sweeps (a latency-throughput curve per server), a replica's
+capacity is its capacity at the SLO: the highest throughput of the curve whose p99 stays
+within it (tools/bench/capacity.py), with the CPU and latency measured at that point. That
+replaces the single saturating run of the same name, whose p99 is mostly queueing.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools.bench.capacity import best_point
 from tools.finops.errors import FinOpsError
 
 DEFAULT_BENCH = Path("reports/bench.json")
@@ -23,7 +28,8 @@ DEFAULT_COLD_START_S = 5.0
 DEFAULT_LATENCY_MS = 20.0
 MAX_ERROR_RATE = 0.01  # runs with more failed requests than this do not count
 VCPU_STEP = 0.25  # replica CPU requests are rounded up to this (Kubernetes-style quarter cores)
-BASELINE_SERVERS = ("fastapi", "mlflow")
+OUR_SERVERS = ("bentoml", "bentoml-v2")
+BASELINE_SERVERS = ("fastapi", "mlflow", "mlserver", "mlserver-batch")
 
 
 @dataclass(frozen=True)
@@ -147,11 +153,18 @@ def load_bench(path: str | Path, slo_p99_ms: float) -> CapacityInput:
         name = _text(run.get("name")) or f"run-{index}"
         if run.get("phase", "main") != "main":
             continue  # start/end baselines check the machine's stability, not capacity
+        if "skipped" in run:
+            excluded.append((name, f"skipped: {run['skipped']}"))
+            continue
         config, reason = _config(run, name, slo_p99_ms, generated_at)
         if config is None:
             excluded.append((name, reason))
         else:
             configs[name] = config  # a later run with the same name replaces an earlier one
+    from_sweep = _sweep_configs(data.get("sweep"), slo_p99_ms, generated_at, excluded)
+    for config in from_sweep:
+        excluded[:] = [e for e in excluded if e[0] != config.name]
+        configs[config.name] = config
     result = CapacityInput(
         list(configs.values()),
         "bench",
@@ -160,6 +173,12 @@ def load_bench(path: str | Path, slo_p99_ms: float) -> CapacityInput:
         machine=machine_text,
         excluded=excluded,
     )
+    if from_sweep:
+        result.notes.append(
+            f"capacity at the SLO from the benchmark's concurrency sweep for "
+            f"{len(from_sweep)} configuration(s): the highest measured throughput whose p99 "
+            f"<= {slo_p99_ms:g} ms"
+        )
     if not any(c.kind == "bentoml" for c in result.configs):
         fallback = defaults(f"no BentoML run in {path} met the p99 <= {slo_p99_ms:g} ms SLO")
         fallback.excluded = excluded
@@ -169,11 +188,42 @@ def load_bench(path: str | Path, slo_p99_ms: float) -> CapacityInput:
     return result
 
 
+def _sweep_configs(
+    sweep: Any, slo_p99_ms: float, generated_at: str | None, excluded: list[tuple[str, str]]
+) -> list[ReplicaConfig]:
+    """One configuration per curve with a point within the SLO (its best such point)."""
+    if not isinstance(sweep, list):
+        return []
+    configs = []
+    for index, curve in enumerate(sweep):
+        if not isinstance(curve, dict) or not isinstance(curve.get("points"), list):
+            continue
+        name = _text(curve.get("name")) or f"sweep-{index}"
+        points = [p for p in curve["points"] if isinstance(p, dict)]
+        point = best_point(points, slo_p99_ms, MAX_ERROR_RATE)
+        if point is None:
+            if not any(e[0] == name for e in excluded):
+                excluded.append((name, f"no sweep point with p99 <= {slo_p99_ms:g} ms"))
+            continue
+        run = {k: v for k, v in curve.items() if k not in ("points", "capacity")} | point
+        where = f"sweep at {point.get('connections', '?')} connections"
+        config, reason = _config(run, name, slo_p99_ms, generated_at, where)
+        if config is None:
+            excluded.append((name, reason))
+        else:
+            configs.append(config)
+    return configs
+
+
 def _config(
-    run: dict[str, Any], name: str, slo_p99_ms: float, generated_at: str | None
+    run: dict[str, Any],
+    name: str,
+    slo_p99_ms: float,
+    generated_at: str | None,
+    where: str = "",
 ) -> tuple[ReplicaConfig | None, str]:
     server = _text(run.get("server"))
-    if server == "bentoml":
+    if server in OUR_SERVERS:
         kind = "bentoml"
     elif server in BASELINE_SERVERS:
         kind = "baseline"
@@ -215,6 +265,7 @@ def _config(
         estimated.append("latency_ms")
     model = _text(run.get("model"))
     source = f"bench run '{name}'" + (f" ({model})" if model else "")
+    source += f", {where}" if where else ""
     source += f", generated {generated_at}" if generated_at else ", date unknown"
     config = ReplicaConfig(
         name=name,
