@@ -12,8 +12,10 @@ the thread that computes batches.
 A version that cannot be loaded (missing from the store, damaged) is refused with one log
 line and the model in service keeps its role; the file is tried again only once it changes
 again. Without the file (or with no champion in it) the runner serves `default_tag`
-(settings.MODEL_TAG). At start the file is read the same way, so a restarted runner serves
-what the aliases say; a champion that cannot be loaded at start falls back to `default_tag`.
+(settings.MODEL_TAG) and, when it uses a challenger, `default_challenger`
+(settings.CHALLENGER_TAG): that is how an image serves the versions it packs. At start the
+file is read the same way, so a restarted runner serves what the aliases say; a champion
+that cannot be loaded at start falls back to `default_tag`.
 """
 
 from __future__ import annotations
@@ -82,11 +84,13 @@ class ModelFollower:
         with_challenger: bool,
         on_change: ModelsChanged | None = None,
         home: Path | None = None,
+        default_challenger: str | None = None,
     ) -> None:
         self.model_name = model_name
         self.home = home
         self.path = aliases_path(model_name, home)
         self.default_tag = default_tag
+        self.default_challenger = default_challenger
         self._load = load
         self._with_challenger = with_challenger
         self._on_change = on_change
@@ -122,8 +126,10 @@ class ModelFollower:
             logger.error("%s; the models in service keep serving", self.refused)
             return None
         aliases = self.aliases
-        champion = (aliases and aliases.champion) or self.default_tag
-        challenger = aliases.challenger if aliases and self._with_challenger else None
+        if aliases is None:
+            return self.default_tag, self.default_challenger if self._with_challenger else None
+        champion = aliases.champion or self.default_tag
+        challenger = aliases.challenger if self._with_challenger else None
         return champion, challenger
 
     def _try_load(

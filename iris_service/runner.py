@@ -23,6 +23,7 @@ from .settings import (
     ALIAS_POLL_SECONDS,
     CANARY_SHARE,
     CHALLENGER_MODE,
+    CHALLENGER_TAG,
     MODEL_TAG,
     RUNNER_MAX_BATCH_SIZE,
 )
@@ -53,6 +54,8 @@ class IrisModelRunner:
 
     # Packed into the Bento by `bentoml build`; served when no aliases file says otherwise.
     bento_model = checked_model_reference(MODEL_TAG)
+    # Packed too when named (an image that serves a challenger pins it: tools/containers.py).
+    challenger_model = checked_model_reference(CHALLENGER_TAG) if CHALLENGER_TAG else None
 
     def __init__(self) -> None:
         self.follower = ModelFollower(
@@ -60,6 +63,7 @@ class IrisModelRunner:
             str(self.bento_model.tag),
             load_stored_model,
             with_challenger=CHALLENGER_MODE != "none",
+            default_challenger=str(self.challenger_model.tag) if self.challenger_model else None,
             on_change=publish_model_info,
         )
         self.last_request = time.monotonic()

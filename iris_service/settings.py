@@ -113,6 +113,9 @@ def _choice_from_env(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 # The model the service serves: any BentoML tag, e.g. "iris-classifier:latest".
 MODEL_TAG = os.environ.get("IRIS_MODEL_TAG", f"{MODEL_NAME}:latest")
+# The challenger served when no aliases file names one (an image pins both versions it packs:
+# tools/containers.py); empty: none.
+CHALLENGER_TAG: str | None = os.environ.get("IRIS_CHALLENGER_TAG") or None
 # The runner follows the serving aliases file (iris_service/model_aliases.py): seconds
 # between two looks at its modification time. Without the file it serves MODEL_TAG.
 ALIAS_POLL_SECONDS = _float_from_env("IRIS_ALIAS_POLL_SECONDS", 2.0, 0.05, 30.0)

@@ -199,26 +199,44 @@ def bentoml_bin() -> str:
 def build_bento_here(base_image: str | None) -> str:
     """`bentoml build` of ./bentofile.yaml in this process; returns the Bento tag.
 
-    On the daemonless path the entry service gets the local base image as its image spec
-    (what `@bentoml.service(image=...)` would set), unless service.py declares one itself.
-    The service module is imported first, so BentoML's own import of it finds this object.
+    The Bento pins the model versions it serves (tools/pinned_models.py): they are set in
+    this process's environment before the service module is imported, so the runner's
+    `BentoModel` attributes pack exactly them, and added to the Bento's `envs` and labels, so
+    the image serves them. On the daemonless path the entry service gets the local base image
+    as its image spec (what `@bentoml.service(image=...)` would set), unless service.py
+    declares one itself. The service module is imported first, so BentoML's own import of it
+    finds this object.
     """
     import importlib
 
-    import bentoml
-    import yaml
+    import attr
+    from bentoml._internal.bento import Bento
+    from bentoml._internal.bento.build_config import BentoBuildConfig, BentoEnvSchema
 
-    svc_path = yaml.safe_load(Path("bentofile.yaml").read_text())["service"]
-    module, _, attr = svc_path.partition(":")
+    from tools.pinned_models import pinned_models
+
+    pinned = pinned_models()
+    os.environ.update(pinned.environment())
+    log(f"packing {', '.join(f'{role} {tag}' for role, tag in pinned.labels().items())}")
+    config = BentoBuildConfig.from_file("bentofile.yaml")
+    config = attr.evolve(
+        config,
+        envs=[
+            *config.envs,
+            *(BentoEnvSchema(name, value) for name, value in pinned.environment().items()),
+        ],
+        labels={**(config.labels or {}), **pinned.labels()},
+    )
+    module, _, attr_name = config.service.partition(":")
     sys.path.insert(0, os.getcwd())
-    svc = getattr(importlib.import_module(module), attr)
+    svc = getattr(importlib.import_module(module), attr_name)
     if base_image:
         if svc.image is None:
             svc.image = local_base_image(base_image)
         else:
-            log(f"{svc_path} declares its own image; BENTO_BASE_IMAGE={base_image} not applied")
-    bento = bentoml.bentos.build_bentofile("bentofile.yaml", build_ctx=".")
-    return str(bento.tag)
+            log(f"{config.service} declares its own image; {base_image} not applied")
+    bento = Bento.create(build_config=config, build_ctx=".")
+    return str(bento.save().tag)
 
 
 def build(

@@ -21,6 +21,8 @@ import pytest
 import requests
 
 from iris_pipeline.paths import PROJECT_ROOT
+from iris_service.model_aliases import read_aliases
+from iris_service.settings import MODEL_NAME
 from tests.support import SETOSA
 from tools import containers
 from tools.local_server import free_port
@@ -109,6 +111,19 @@ def test_prediction(container):
     resp = requests.post(f"{base}/predict", json=SETOSA, timeout=10)
     assert resp.status_code == 200, resp.text
     assert resp.json()["class_name"] == "setosa"
+
+
+def test_the_image_serves_the_explicit_champion_it_pins(container, trained_state):
+    """The image names its champion by version (IRIS_MODEL_TAG, never `latest`), packs it, and
+    serves it: the answer's model_tag and GET /model agree with the store's champion."""
+    base, *_ = container
+    pinned = _exec(container, "printenv", "IRIS_MODEL_TAG").strip()
+    aliases = read_aliases(MODEL_NAME, trained_state.bentoml_home)
+    assert aliases is not None and aliases.champion  # the first model of a store is champion
+    assert pinned == aliases.champion and not pinned.endswith(":latest"), (pinned, aliases)
+    assert requests.get(f"{base}/model", timeout=10).json()["champion"] == pinned
+    answer = requests.post(f"{base}/predict", json=SETOSA, timeout=10).json()
+    assert answer["model_tag"] == pinned
 
 
 def test_validation_error(container):

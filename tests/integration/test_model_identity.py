@@ -1,7 +1,9 @@
 """The model an answer names is the model that computed it.
 
 A server runs model A; `train.py` imports model B (another family, so its probabilities
-differ) while it serves; the runner is killed and its restart loads B. Under continuous
+differ) while it serves, and B is made champion in the serving aliases; the runner is killed
+and its restart loads B (the alias poll is set to its slowest, so the switch comes from the
+restart, not from the follower, though either would have to keep the rule). Under continuous
 traffic, every answer's `model_tag` must name the model whose `predict_proba` gives exactly
 the answer's probabilities, before, during and after the switch.
 """
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from iris_service.settings import CLASS_NAMES
+from iris_service.model_aliases import ServingAliases, write_aliases
+from iris_service.settings import CLASS_NAMES, MODEL_NAME
 from tests.integration.model_support import probabilities_by_tag, train
 from tests.integration.reliability_support import TrafficLog, drive
 from tests.support import VERSICOLOR
@@ -35,13 +38,14 @@ def _probabilities_by_tag(state: ProjectState) -> dict[str, list[float]]:
 def test_every_answer_names_the_model_that_computed_it(tmp_path: Path) -> None:
     state = ProjectState(tmp_path / "state")
     train(state, "logistic_regression")
-    with bento_server(state, tmp_path / "logs") as server:
+    with bento_server(state, tmp_path / "logs", IRIS_ALIAS_POLL_SECONDS="30") as server:
         old_runner = server.worker_pid()
 
         async def scenario() -> TrafficLog:
             traffic = asyncio.create_task(drive(f"{server.url}/predict", 4, 40.0))
             await asyncio.sleep(2.0)
-            await asyncio.to_thread(train, state, "random_forest")
+            model_b = await asyncio.to_thread(train, state, "random_forest")
+            write_aliases(MODEL_NAME, ServingAliases(model_b), state.bentoml_home)
             os.kill(old_runner, signal.SIGKILL)
             return await traffic
 

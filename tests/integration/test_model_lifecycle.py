@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from iris_pipeline.paths import PROJECT_ROOT
@@ -273,8 +275,39 @@ def test_make_models_asks_a_real_running_service(story: Story, tmp_path: Path) -
     assert summary.startswith(f"Running service: the service at {server.url} ")
     assert "no running service" not in summary
     used = re.findall(rf"{MODEL_NAME}:\w+", summary)
-    if not used:
-        assert "does not report its model (iris_model_info)" in summary
+    assert used == [story["rollback"].file_champion], summary  # it serves the champion
     for tag in used:
         row = next(line for line in result.stdout.splitlines() if tag in line)
         assert row.split()[6] != "-", row  # the SERVED column
+
+
+@pytest.mark.parametrize("mode", ["none", "shadow"])
+def test_a_bento_pins_the_champion_and_challenger_never_latest(story: Story, mode: str) -> None:
+    """After the story, `latest` is the noisy version 3 and neither champion nor challenger
+    (rollback): a Bento built now packs and names exactly the aliased versions."""
+    final = story["rollback"]
+    latest = final.tags[max(final.tags, key=int)]
+    assert latest not in (final.file_champion, final.file_challenger), final
+    env = story.state.env(IRIS_CHALLENGER_MODE=mode)
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.containers", "bento"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    name, version = result.stdout.strip().splitlines()[-1].split(":")
+    bento = yaml.safe_load(
+        (story.state.bentoml_home / "bentos" / name / version / "bento.yaml").read_text()
+    )
+    packed = {m["tag"] for service in bento["services"] for m in service.get("models", [])}
+    envs = {e["name"]: e["value"] for e in bento["envs"]}
+    expected = {final.file_champion} | ({final.file_challenger} if mode != "none" else set())
+    assert packed == expected, (packed, expected)
+    assert envs["IRIS_MODEL_TAG"] == final.file_champion
+    assert envs.get("IRIS_CHALLENGER_TAG") == (final.file_challenger if mode != "none" else None)
+    assert envs["IRIS_CHALLENGER_MODE"] == mode
+    assert bento["labels"]["champion"] == final.file_champion
