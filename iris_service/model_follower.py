@@ -12,7 +12,7 @@ the thread that computes batches.
 A version that cannot be loaded (missing from the store, damaged) is refused with one log
 line and the model in service keeps its role; the file is tried again only once it changes
 again. Without the file (or with no champion in it) the runner serves `default_tag`
-(settings.MODEL_TAG) and, when it uses a challenger, `default_challenger`
+(settings.MODEL_TAG); when it uses a challenger and the file names none, `default_challenger`
 (settings.CHALLENGER_TAG): that is how an image serves the versions it packs. At start the
 file is read the same way, so a restarted runner serves what the aliases say; a champion
 that cannot be loaded at start falls back to `default_tag`.
@@ -129,7 +129,9 @@ class ModelFollower:
         if aliases is None:
             return self.default_tag, self.default_challenger if self._with_challenger else None
         champion = aliases.champion or self.default_tag
-        challenger = aliases.challenger if self._with_challenger else None
+        challenger = (
+            (aliases.challenger or self.default_challenger) if self._with_challenger else None
+        )
         return champion, challenger
 
     def _try_load(

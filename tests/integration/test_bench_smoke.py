@@ -12,7 +12,7 @@ import pytest
 
 from iris_pipeline.paths import PROJECT_ROOT
 from tests.support import ensure_debian_packages
-from tools.bench import capacity, mlserver
+from tools.bench import capacity, mlserver, servers
 
 pytestmark = pytest.mark.server
 
@@ -31,7 +31,8 @@ def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
     out_dir, state_dir = tmp_path / "reports", tmp_path / "state"
     command = [sys.executable, "-m", "tools.bench", "--quick", "--out-dir", str(out_dir)]
     command += ["--state-dir", str(state_dir), "--connections", "10"]
-    command += ["--servers", "bentoml", "bentoml-v2", "mlflow", "mlserver", "mlserver-batch"]
+    command += ["--servers", "bentoml", "bentoml-v2", "bentoml-shadow", "mlflow", "mlserver"]
+    command += ["mlserver-batch"]
     command += ["--models", "logistic_regression", "--workers", "1", "--batch-sizes", "1", "10"]
     command += ["--baseline-servers", "fastapi", "--sweep-connections", "1", "2"]
     result = subprocess.run(
@@ -49,6 +50,7 @@ def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
         ("fastapi-lr-1w", "baseline_start"),
         ("bentoml-lr-1w", "main"),
         ("bentoml-v2-lr-1w", "main"),
+        ("bentoml-shadow-lr-1w", "main"),
         ("mlflow-lr-1w", "main"),
         ("mlserver-lr-1w", "main"),
         ("mlserver-batch-lr-1w", "main"),
@@ -66,14 +68,16 @@ def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
         assert run["cold_start_s"] > 0 and run["rss_mb_per_worker"] > 0
         assert run["cpu_ms_per_request"] > 0 and run["loadgen_cpu_ms_per_request"] > 0
         assert isinstance(run["errors"], int)
-    batch_servers = [r["server"] for r in measured if r["phase"] == "main"]
+    # A challenger mode is measured at saturation only, against mode none.
+    in_full = [r for r in measured if r["server"] not in servers.MODE_SERVERS]
+    batch_servers = [r["server"] for r in in_full if r["phase"] == "main"]
     assert sorted((b["server"], b["batch_size"]) for b in bench["batch"]) == sorted(
         (server, size) for server in batch_servers for size in (1, 10)
     )
     assert all(b["rows_per_s"] > 0 for b in bench["batch"])
 
     # The sweep: one curve per server measured in the main phase, each point from a real run.
-    by_name = {r["name"]: r for r in measured if r["phase"] == "main"}
+    by_name = {r["name"]: r for r in in_full if r["phase"] == "main"}
     curves = bench["sweep"]
     assert [c["name"] for c in curves] == list(by_name)
     for curve in curves:
@@ -117,5 +121,9 @@ def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
     for heading in (*headings, "## Targets"):
         assert heading in markdown
     assert "| bentoml-lr-1w | main |" in markdown
+    shadow = next(r for r in runs if r["server"] == "bentoml-shadow")
+    assert shadow["errors"] == 0
+    assert "## Cost of the challenger modes" in markdown
+    assert "| logistic_regression | shadow |" in markdown
     for png in ("bench_throughput.png", "bench_batch.png", "bench_sweep_logistic_regression.png"):
         assert (out_dir / png).read_bytes().startswith(b"\x89PNG")

@@ -270,3 +270,17 @@ def test_mlserver_settings_bind_localhost_and_switch_batching(tmp_path: Path) ->
     assert plain["inputs"][0]["shape"] == [-1, 4] and plain["outputs"][0]["name"] == "predict"
     batched = json.loads((batching / "model-settings.json").read_text())
     assert (batched["max_batch_size"], batched["max_batch_time"]) == (64, 0.005)
+
+
+def test_mode_runs_are_compared_with_mode_none_of_the_same_model() -> None:
+    from tools.bench.report import mode_lines
+
+    shadow = {**_run("bentoml-shadow", "logistic_regression", 750.0), "cpu_ms_per_request": 1.4}
+    canary = _run("bentoml-canary", "logistic_regression", 900.0)
+    runs = [_run("bentoml", "logistic_regression", 1000.0), shadow, canary]
+    table = [line for line in mode_lines(runs) if line.startswith("| logistic_regression")]
+    assert table == [
+        "| logistic_regression | shadow | 1,000 | 750 | 0.75× | 90.0 / 90.0 | +0.50 | 0 |",
+        "| logistic_regression | canary | 1,000 | 900 | 0.90× | 90.0 / 90.0 | +0.00 | 0 |",
+    ]
+    assert mode_lines(runs[1:]) == []  # without mode none there is nothing to compare with

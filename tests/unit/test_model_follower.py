@@ -58,15 +58,18 @@ def test_without_an_aliases_file_the_default_tag_is_served(tmp_path: Path) -> No
 
 def test_without_an_aliases_file_an_image_serves_the_versions_it_pins(tmp_path: Path) -> None:
     """An image pins both versions (IRIS_MODEL_TAG, IRIS_CHALLENGER_TAG); the challenger is
-    loaded only when a mode uses it, and an aliases file, once written, takes over."""
+    loaded only when a mode uses it; an aliases file, once written, names the champion, and
+    the challenger when it names one."""
     pinned = f"{NAME}:pinned-challenger"
     store = Store()
     assert served(follower(tmp_path, store, default_challenger=pinned)) == (DEFAULT, pinned)
     unused = follower(tmp_path, Store(), with_challenger=False, default_challenger=pinned)
     assert served(unused) == (DEFAULT, None)
     f = follower(tmp_path, store, default_challenger=pinned)
-    write_aliases(NAME, name("a"), tmp_path)
-    assert f.poll() is True and served(f) == (f"{NAME}:a", None)
+    write_aliases(NAME, name("a"), tmp_path)  # names a champion but no challenger
+    assert f.poll() is True and served(f) == (f"{NAME}:a", pinned)
+    write_aliases(NAME, name("a", "b"), tmp_path)
+    assert f.poll() is True and served(f) == (f"{NAME}:a", f"{NAME}:b")
 
 
 def test_start_follows_the_file_and_a_change_switches_once(tmp_path: Path) -> None:

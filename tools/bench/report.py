@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import sweep_report
+from .servers import CANARY_SHARE, MODE_SERVERS
 from .targets import P99_SLO_MS, Measured, find_run, targets
 
 Run = dict[str, Any]
@@ -116,6 +117,7 @@ def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
             f"{' / '.join(map(str, split)) if split else '-'} |"
         )
     lines += _drift_lines(runs)
+    lines += mode_lines(runs)
     lines += _batch_lines(result.get("batch", []))
     lines += sweep_report.markdown(result.get("sweep", []), settings)
     lines += [
@@ -145,6 +147,38 @@ def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
     ]
     lines += ["", *(f"![{name}]({name})" for name in plot_names)]
     return "\n".join(lines) + "\n"
+
+
+def mode_lines(runs: list[Run]) -> list[str]:
+    """What the challenger modes cost: each mode run against mode none (the shipped service
+    alone) with the same model and workers, in the same benchmark."""
+    rows = []
+    for run in runs:
+        mode = MODE_SERVERS.get(run.get("server", ""))
+        none = find_run(runs, "bentoml", run.get("model", ""), run.get("workers", 1))
+        if mode is None or run.get("phase") != "main" or "requests_per_s" not in run or not none:
+            continue
+        ratio = run["requests_per_s"] / none["requests_per_s"]
+        rows.append(
+            f"| {run['model']} | {mode} | {_fmt(none['requests_per_s'])} | "
+            f"{_fmt(run['requests_per_s'])} | {ratio:.2f}× | "
+            f"{_fmt(none['latency_ms']['p99'], 1)} / {_fmt(run['latency_ms']['p99'], 1)} | "
+            f"{run['cpu_ms_per_request'] - none['cpu_ms_per_request']:+.2f} | {run['errors']} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Cost of the challenger modes (the challenger is the champion's own version)",
+        "",
+        f"Canary answers {CANARY_SHARE:.0%} of the requests with the challenger; shadow has "
+        "the challenger also predict every request, off the answer's path.",
+        "",
+        "| Model | Mode | req/s, none | req/s, mode | × none | p99 ms none / mode | "
+        "Δ server CPU ms/req | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+    ]
 
 
 def _drift_lines(runs: list[Run]) -> list[str]:

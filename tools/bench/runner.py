@@ -366,7 +366,8 @@ def run(options: Options) -> dict[str, Any]:
             for server in options.servers:
                 if workers > 1 and server not in options.multi_worker_servers:
                     continue
-                first = workers == options.workers[0]
+                # The challenger modes are compared with mode none at saturation only.
+                first = workers == options.workers[0] and server not in servers.MODE_SERVERS
                 record, batches, curve = measure(
                     server,
                     models[family],

@@ -6,6 +6,10 @@
 - fastapi: `uvicorn tools.bench.baseline_app:app --workers N` (uvicorn defaults);
 - mlflow: `mlflow models serve -m runs:/<run>/model --env-manager local --workers N`;
 - bentoml-v2: the shipped service again, loaded on its V2 route (Open Inference Protocol JSON);
+- bentoml-shadow, bentoml-canary: the shipped service with its challenger mode on
+  (IRIS_CHALLENGER_MODE), the challenger being the champion's own version, so that the run
+  measures what the mode itself costs (a second runner call per request in shadow, split
+  batches in canary), not a slower model;
 - mlserver: MLServer 1.7.1 in its default configuration, in its own venv (tools/bench/mlserver.py),
   serving the same MLflow model's pickle over V2; mlserver-batch: the same with its adaptive
   batching on. bentoml-v2, mlserver and mlserver-batch get identical V2 bodies.
@@ -35,7 +39,20 @@ from tools.local_server import (
 from . import mlserver
 from .models import BenchModel
 
-SERVERS = ("bentoml", "bentoml-v2", "fastapi", "mlflow", "mlserver", "mlserver-batch")
+SERVERS = (
+    "bentoml",
+    "bentoml-v2",
+    "bentoml-shadow",
+    "bentoml-canary",
+    "fastapi",
+    "mlflow",
+    "mlserver",
+    "mlserver-batch",
+)
+# The shipped service with a challenger mode: measured at saturation only (no batches, no
+# sweep), against "bentoml" (mode none) in the report.
+MODE_SERVERS: dict[str, str] = {"bentoml-shadow": "shadow", "bentoml-canary": "canary"}
+CANARY_SHARE = 0.2
 API_SERVICE = "IrisClassifier"
 # The V2 (Open Inference Protocol) inference route, the same on our service and on MLServer.
 V2_INFER = f"/v2/models/{MODEL_NAME}/infer"
@@ -53,6 +70,8 @@ class Endpoints:
 ENDPOINTS: dict[str, Endpoints] = {
     "bentoml": Endpoints("/readyz", "/predict", "/predict_batch"),
     "bentoml-v2": Endpoints("/readyz", V2_INFER, V2_INFER, "v2"),
+    "bentoml-shadow": Endpoints("/readyz", "/predict", "/predict_batch"),
+    "bentoml-canary": Endpoints("/readyz", "/predict", "/predict_batch"),
     "fastapi": Endpoints("/health", "/predict", "/predict_batch"),
     "mlflow": Endpoints("/ping", "/invocations", "/invocations", "dataframe_split"),
     "mlserver": Endpoints("/v2/health/ready", V2_INFER, V2_INFER, "v2"),
@@ -121,11 +140,17 @@ def command_and_env(
     state: ProjectState,
     settings: ServerSettings,
 ) -> tuple[list[str], dict[str, str]]:
-    if server in ("bentoml", "bentoml-v2"):
+    if server in ("bentoml", "bentoml-v2", *MODE_SERVERS):
         command = bentoml_serve_command(port)
         env = state.env(
             BENTOML_CONFIG=str(bentoml_config(state, workers)), IRIS_MODEL_TAG=model.tag
         )
+        if server in MODE_SERVERS:
+            env.update(
+                IRIS_CHALLENGER_MODE=MODE_SERVERS[server],
+                IRIS_CHALLENGER_TAG=model.tag,
+                IRIS_CANARY_SHARE=str(CANARY_SHARE),
+            )
         return command, env
     if server == "fastapi":
         command = [str(VENV_BIN / "uvicorn"), "tools.bench.baseline_app:app"]
