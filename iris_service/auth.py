@@ -27,8 +27,12 @@ from starlette.responses import JSONResponse
 from .settings import API_KEY_OPEN_DOCS, API_KEYS
 
 _BEARER = b"bearer "
-# Probes and the scraper reach these without a key (BentoML's health routes and /metrics).
-OPEN_PATHS: frozenset[str] = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
+# Probes and the scraper reach these without a key: BentoML's health routes, /metrics, and the
+# health routes of the protocols we speak (Open Inference Protocol V2, MLflow scoring's /ping),
+# which KServe-style and SageMaker-style orchestrators probe. Their metadata needs the key.
+OPEN_PATHS: frozenset[str] = frozenset(
+    {"/livez", "/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ping"}
+)
 # The Swagger UI at /, the OpenAPI document and the UI's assets: open only when configured.
 DOCS_PATHS: frozenset[str] = frozenset({"/", "/docs.json", "/schema.json"})
 DOCS_PREFIXES: tuple[str, ...] = ("/static_content/", "/assets/")

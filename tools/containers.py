@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from iris_pipeline.paths import PROJECT_ROOT, STATE_DIR, TOOLS_DIR
@@ -292,16 +293,24 @@ def image_size(backend: str, tag: str, env: dict[str, str]) -> int:
 
 
 def run_command(
-    backend: str, tag: str, port: int, name: str | None = None, detach: bool = False
+    backend: str,
+    tag: str,
+    port: int,
+    name: str | None = None,
+    detach: bool = False,
+    options: Sequence[str] = (),
+    rm: bool = True,
 ) -> list[str]:
-    cmd = [runner_cli(backend), "run", "--rm", "-p", f"127.0.0.1:{port}:3000"]
+    """`<cli> run` of `tag` published on 127.0.0.1:`port`; `options` go before the image
+    (a restart policy needs `rm=False`)."""
+    cmd = [runner_cli(backend), "run", *(["--rm"] if rm else []), "-p", f"127.0.0.1:{port}:3000"]
     if name:
         cmd += ["--name", name]
     if detach:
         cmd.append("-d")
     else:
         cmd += ["-it"] if sys.stdin.isatty() else []
-    return [*cmd, tag]
+    return [*cmd, *options, tag]
 
 
 def remove(backend: str, env: dict[str, str], container: str | None, image: str | None) -> None:

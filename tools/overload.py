@@ -61,7 +61,7 @@ class Run:
 
 
 def _load(server: LocalServer, route: str, clients: int, seconds: float) -> Run:
-    result = run_wrk(server.url, "/predict", single_bodies("bentoml"), seconds, clients)
+    result = run_wrk(server.url, "/predict", single_bodies("service"), seconds, clients)
     return Run.of(route, clients, result)
 
 
@@ -83,7 +83,7 @@ def measure(
             nginx_front(server.port, scratch_dir / "ng", limit, per_client_limits=False) as front,
         ):
             for route, target in (("direct", server), ("nginx", front)):
-                run_wrk(target.url, "/predict", single_bodies("bentoml"), warmup_s, limit)
+                run_wrk(target.url, "/predict", single_bodies("service"), warmup_s, limit)
                 runs.append(_load(target, route, limit, seconds))
                 runs.append(_load(target, route, limit * flood_factor, seconds))
     return runs

@@ -9,12 +9,7 @@ the `uv pip install` layer: about 2 minutes here.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
-import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -23,13 +18,10 @@ import requests
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.model_aliases import read_aliases
 from iris_service.settings import MODEL_NAME
+from tests.integration.container_support import BUILD_TIMEOUT_S, running_container
 from tests.support import SETOSA
-from tools import containers
-from tools.local_server import free_port
 from tools.serve_requirements import LOCK, canonical, constraint_pins
 
-READY_TIMEOUT_S = 120
-BUILD_TIMEOUT_S = 1500  # cold: apt install + debootstrap + PyPI downloads
 LIST_DISTRIBUTIONS = """
 import importlib.metadata
 for dist in importlib.metadata.distributions():
@@ -41,69 +33,11 @@ HOST_EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
 pytestmark = [pytest.mark.container, pytest.mark.timeout(BUILD_TIMEOUT_S)]
 
 
-def _can_set_up(backend: str) -> str | None:
-    """Why the image cannot be built here, or None."""
-    if not sys.platform.startswith("linux"):
-        return "container builds need Linux"
-    if backend == "docker":
-        return None
-    if not shutil.which("podman") or not shutil.which("buildah"):
-        if os.geteuid() != 0 and not shutil.which("sudo"):
-            return "buildah/podman missing and no root/sudo to install them"
-        if not shutil.which("apt-get"):
-            return "buildah/podman missing and no apt-get to install them"
-    return None
-
-
-@pytest.fixture(scope="module")
-def image(trained_state):
-    """The image built from the current tree, with the session's trained model packed in."""
-    backend = containers.pick_backend()
-    reason = _can_set_up(backend)
-    if reason:
-        pytest.skip(reason)
-    env = containers.setup(backend)  # installs tools, writes configs, makes the base image
-    env.update(trained_state.env())  # the session's isolated BentoML store with its model
-    start = time.monotonic()
-    tag = containers.build(backend, env, record=False)
-    print(f"\nimage {tag} built in {time.monotonic() - start:.0f} s")
-    yield backend, env, tag
-    containers.remove(backend, env, container=None, image=tag)
-    subprocess.run(
-        [containers.bentoml_bin(), "delete", "-y", tag], env=env, capture_output=True, timeout=60
-    )
-
-
 @pytest.fixture(scope="module")
 def container(image):
     backend, env, tag = image
-    cli = containers.runner_cli(backend)
-    name = f"iris-test-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    cmd = containers.run_command(backend, tag, port, name=name, detach=True)
-    start = time.monotonic()
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=60)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            try:
-                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or hanging while starting
-                pass
-            if time.monotonic() - start > READY_TIMEOUT_S:
-                logs = subprocess.run(
-                    [cli, "logs", name], env=env, capture_output=True, text=True, timeout=30
-                )
-                pytest.fail(
-                    f"container not ready after {READY_TIMEOUT_S} s:\n"
-                    f"{logs.stdout[-4000:]}\n{logs.stderr[-4000:]}"
-                )
-            time.sleep(0.25)
-        print(f"\ncontainer ready {time.monotonic() - start:.1f} s after `{cli} run`")
+    with running_container(backend, env, tag) as (base, cli, name):
         yield base, cli, name, env
-    finally:
-        containers.remove(backend, env, container=name, image=None)
 
 
 def test_prediction(container):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from iris_pipeline.paths import PROJECT_ROOT
-from tests.integration.reliability_support import REFUSED, RESET, TrafficLog, drive
+from tests.integration.reliability_support import REFUSED, TrafficLog, drive
 from tools.local_server import (
     LocalServer,
     ProjectState,
@@ -143,17 +143,18 @@ def test_graceful_restart_under_load_loses_no_prediction(
 
     statuses = before.statuses()
     # In flight at SIGTERM: completed (200). New ones: refused at the connection, before
-    # anything was sent. Any other failure is a dropped answer, except a reset of a request
-    # the server never read: a connection still waiting in the listener's queue when it
-    # closes is reset by the kernel (without Kubernetes' preStop delay, clients still connect
-    # while the server stops). The server's request log, one line per request it read,
-    # tells the two apart.
-    assert set(statuses) <= {200, REFUSED, RESET}, statuses
+    # anything was sent. Any other failure is a dropped answer, except a connection-level
+    # failure (reset, broken pipe, disconnect) of a request the server never read: a
+    # connection still waiting in the listener's queue when it closes is reset by the kernel
+    # (without Kubernetes' preStop delay, clients still connect while the server stops). The
+    # server's request log, one line per request it handled, tells the two apart.
+    answered = {status for status in statuses if isinstance(status, int)}
+    assert answered == {200}, statuses  # no HTTP error: never a 5xx during the drain
     assert statuses[REFUSED] > 0, "no request was sent after the listener closed"
     read_by_server = _request_log_ids(first_log)
     assert len(read_by_server) >= statuses[200] > 0
-    dropped = [o.request_id for o in before.outcomes if o.error == RESET]
-    assert not read_by_server.intersection(dropped), "an answer was dropped after the request"
+    failed = [o.request_id for o in before.outcomes if o.status is None and o.error != REFUSED]
+    assert not read_by_server.intersection(failed), "an answer was dropped after the request"
     assert set(after.statuses()) == {200}, after.statuses()
     assert shutdown_s < GRACE_PERIOD_S, shutdown_s
     assert "Traceback" not in first_log

@@ -61,6 +61,7 @@ def _make(state: ProjectState, target: str, *variables: str) -> subprocess.Compl
     return subprocess.run(
         [
             "make",
+            "--no-print-directory",  # make test runs us inside make: no "Leaving directory"
             "-o",
             ".venv/.installed",  # the suite already runs inside the installed .venv
             target,

@@ -52,7 +52,7 @@ def _binary_infer_body() -> tuple[bytes, dict[str, str]]:
 CSV = ",".join(FEATURE_NAMES) + "\n" + "\n".join(",".join(map(str, r)) for r in FLOWERS.tolist())
 
 
-def test_inference_needs_the_key_health_and_metadata_do_not(guarded: LocalServer) -> None:
+def test_inference_and_metadata_need_the_key_health_does_not(guarded: LocalServer) -> None:
     body, headers = _binary_infer_body()
     refused = requests.post(f"{guarded.url}{INFER}", data=body, headers=headers, timeout=10)
     assert refused.status_code == 401 and set(refused.json()) == {"error"}
@@ -60,14 +60,19 @@ def test_inference_needs_the_key_health_and_metadata_do_not(guarded: LocalServer
         f"{guarded.url}/invocations", data=CSV, headers={"Content-Type": "text/csv"}, timeout=10
     )
     assert refused.status_code == 401 and set(refused.json()) == {"error_code", "message"}
-    for path in ("/v2/health/ready", f"/v2/models/{MODEL_NAME}", "/ping"):
+    for path in ("/v2/health/live", "/v2/health/ready", "/ping"):  # probes
         assert requests.get(f"{guarded.url}{path}", timeout=10).status_code == 200, path
+    for path in ("/v2", f"/v2/models/{MODEL_NAME}", "/version"):  # metadata: fails closed
+        refused = requests.get(f"{guarded.url}{path}", timeout=10)
+        assert refused.status_code == 401, path
+        answer = requests.get(f"{guarded.url}{path}", headers=AUTH, timeout=10)
+        assert answer.status_code == 200, path
 
 
 def test_binary_and_csv_predictions_are_logged_and_watched_for_drift(
     guarded: LocalServer,
 ) -> None:
-    before = requests.get(f"{guarded.url}/drift", timeout=10).json()["observed_total"]
+    before = requests.get(f"{guarded.url}/drift", headers=AUTH, timeout=10).json()["observed_total"]
     body, headers = _binary_infer_body()
     v2_answer = requests.post(
         f"{guarded.url}{INFER}", data=body, headers={**headers, **AUTH}, timeout=30
@@ -81,7 +86,7 @@ def test_binary_and_csv_predictions_are_logged_and_watched_for_drift(
         timeout=30,
     )
     assert csv_answer.status_code == 200, csv_answer.text[:300]
-    after = requests.get(f"{guarded.url}/drift", timeout=10).json()["observed_total"]
+    after = requests.get(f"{guarded.url}/drift", headers=AUTH, timeout=10).json()["observed_total"]
     assert after - before == 2 * len(FLOWERS)
 
     records = [

@@ -14,7 +14,7 @@ from iris_service.auth import ApiKeyMiddleware, matches_any
 from iris_service.middleware import RequestMonitoringMiddleware
 
 KEYS = ("old-key-1", "new-key-2")
-OPEN = ("/livez", "/healthz", "/readyz", "/metrics")
+OPEN = ("/livez", "/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ping")
 DOCS = ("/", "/docs.json", "/schema.json", "/static_content/swagger-ui.css")
 PROTECTED = ("/predict", "/drift", "/v2/models/iris/infer", "/invocations", "/not-a-route")
 

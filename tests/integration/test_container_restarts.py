@@ -1,0 +1,146 @@
+"""A crashed or hung model runner inside the real image is restarted by the container engine.
+
+In a container BentoML does not respawn a dead worker: `bentoml serve` exits, and the engine's
+restart policy (`--restart=on-failure`; on Kubernetes the kubelet) starts the container again.
+A hung runner keeps every process alive, so only the liveness check sees it: `/livez` answers
+503 once the runner has been silent for longer than IRIS_RUNNER_LIVENESS_GRACE_SECONDS, and
+podman's health check with `--health-on-failure=restart` restarts the container. Podman runs
+health checks from systemd timers, which a CI container does not have, so the test plays the
+timer: it runs `podman healthcheck run` once a second, as the kubelet runs its probe.
+
+Each test prints its timeline (seconds after the fault); docs/reliability.md reports them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.integration.container_support import (
+    BUILD_TIMEOUT_S,
+    container_logs,
+    running_container,
+    wait_ready,
+)
+from tests.support import SETOSA
+
+GRACE_S = 6  # IRIS_RUNNER_LIVENESS_GRACE_SECONDS in these containers (default 30)
+RECOVERY_TIMEOUT_S = 120
+LIVEZ_PROBE = (
+    'python3 -c "import urllib.request; '
+    "urllib.request.urlopen('http://127.0.0.1:3000/livez', timeout=3)\""
+)
+RESTARTING = (
+    "--restart=on-failure",
+    "-e",
+    f"IRIS_RUNNER_LIVENESS_GRACE_SECONDS={GRACE_S}",
+    "--health-cmd",
+    LIVEZ_PROBE,
+    "--health-interval=disable",  # the test is the timer (see the module docstring)
+    "--health-retries=2",
+    "--health-on-failure=restart",
+)
+
+pytestmark = [pytest.mark.container, pytest.mark.timeout(BUILD_TIMEOUT_S)]
+
+
+@pytest.fixture
+def restarting(image) -> Iterator[tuple[str, str, str, dict[str, str]]]:
+    backend, env, tag = image
+    if backend == "docker":
+        pytest.skip("docker has no --health-on-failure; these restarts are podman's")
+    with running_container(backend, env, tag, options=RESTARTING, rm=False) as (base, cli, name):
+        yield base, cli, name, env
+
+
+def _inspect(cli: str, name: str, env: dict[str, str]) -> dict:
+    out = subprocess.run(
+        [cli, "inspect", name], env=env, capture_output=True, text=True, timeout=30, check=True
+    )
+    return json.loads(out.stdout)[0]
+
+
+def _runner_pid(cli: str, name: str, env: dict[str, str]) -> int:
+    """The runner worker's pid inside the container (`podman top`)."""
+    out = subprocess.run(
+        [cli, "top", name, "pid", "args"], env=env, capture_output=True, text=True, timeout=30
+    ).stdout
+    pids = [line.split()[0] for line in out.splitlines() if "IrisModelRunner" in line]
+    assert len(pids) == 1, out
+    return int(pids[0])
+
+
+def _signal_runner(cli: str, name: str, env: dict[str, str], signal_name: str) -> None:
+    pid = _runner_pid(cli, name, env)
+    script = f"import os, signal; os.kill({pid}, signal.{signal_name})"
+    subprocess.run([cli, "exec", name, "python3", "-c", script], env=env, check=True, timeout=30)
+
+
+def _status(url: str) -> int | None:
+    try:
+        return requests.get(url, timeout=2).status_code
+    except requests.RequestException:
+        return None
+
+
+def _serves(base: str) -> None:
+    answer = requests.post(f"{base}/predict", json=SETOSA, timeout=10)
+    assert answer.status_code == 200 and answer.json()["class_name"] == "setosa", answer.text
+
+
+def test_a_killed_runner_restarts_the_container(restarting) -> None:
+    base, cli, name, env = restarting
+    _serves(base)
+    assert _inspect(cli, name, env)["RestartCount"] == 0
+    _signal_runner(cli, name, env, "SIGKILL")
+    killed = time.monotonic()
+    # `bentoml serve` exits (no respawn in a container); the restart policy starts it again.
+    deadline = killed + RECOVERY_TIMEOUT_S
+    while _inspect(cli, name, env)["RestartCount"] < 1:
+        assert time.monotonic() < deadline, container_logs(cli, name, env)
+        time.sleep(0.25)
+    restarted_s = time.monotonic() - killed
+    ready_s = wait_ready(base, RECOVERY_TIMEOUT_S)
+    assert ready_s is not None, container_logs(cli, name, env)
+    _serves(base)
+    print(
+        f"\nSIGKILL of the runner: container restarted {restarted_s:.1f} s after the kill, "
+        f"ready {time.monotonic() - killed:.1f} s after it"
+    )
+
+
+def test_a_hung_runner_fails_liveness_and_is_restarted(restarting) -> None:
+    base, cli, name, env = restarting
+    _serves(base)
+    _signal_runner(cli, name, env, "SIGSTOP")
+    stopped = time.monotonic()
+    unready_s = unalive_s = None
+    deadline = stopped + RECOVERY_TIMEOUT_S
+    while _inspect(cli, name, env)["RestartCount"] < 1:
+        assert time.monotonic() < deadline, container_logs(cli, name, env)
+        now = time.monotonic() - stopped
+        if unready_s is None and _status(f"{base}/readyz") == 503:
+            unready_s = now
+        if unalive_s is None and _status(f"{base}/livez") == 503:
+            unalive_s = now
+        # One probe a second, as a kubelet would; two failures in a row restart it.
+        subprocess.run([cli, "healthcheck", "run", name], env=env, capture_output=True, timeout=30)
+        time.sleep(1.0)
+    restarted_s = time.monotonic() - stopped
+    assert wait_ready(base, RECOVERY_TIMEOUT_S) is not None, container_logs(cli, name, env)
+    _serves(base)
+    print(
+        f"\nSIGSTOP of the runner: /readyz 503 after {unready_s} s, /livez 503 after "
+        f"{unalive_s} s, container restarted {restarted_s:.1f} s after the stop, ready "
+        f"{time.monotonic() - stopped:.1f} s after it"
+    )
+    assert unready_s is not None and unalive_s is not None
+    # Out of the load balancer well before the restart: readiness fails first, liveness only
+    # once the runner has been silent for the grace period.
+    assert unready_s < unalive_s
+    assert unalive_s >= GRACE_S - 1
