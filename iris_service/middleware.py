@@ -120,6 +120,11 @@ class RequestMonitoringMiddleware:
         self.memory = ResidentMemory()
         self.request_log = request_log or RequestLog()
         self._series: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+        # Series of successful answers exist (at zero) from the start, so a scrape before the
+        # first request gives `increase()`/`rate()` a starting point: traffic that fits
+        # between two scrapes is not lost to a series that was born with its final count.
+        for route in (*self.monitored_paths.exact, *self.monitored_paths.wildcards):
+            self.series(route, 200)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

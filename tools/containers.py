@@ -216,8 +216,14 @@ def build_bento_here(base_image: str | None) -> str:
 
     from tools.pinned_models import pinned_models
 
-    pinned = pinned_models()
+    try:
+        pinned = pinned_models()
+    except ValueError as exc:
+        raise SystemExit(f"cannot build the Bento: {exc}") from None
     os.environ.update(pinned.environment())
+    # pinned_models() imported the settings, which read IRIS_MODEL_TAG at import: read them
+    # again now, before the service module (and its `BentoModel` attributes) imports them.
+    importlib.reload(importlib.import_module("iris_service.settings"))
     log(f"packing {', '.join(f'{role} {tag}' for role, tag in pinned.labels().items())}")
     config = BentoBuildConfig.from_file("bentofile.yaml")
     config = attr.evolve(

@@ -54,11 +54,11 @@ def pinned_models(model_name: str = MODEL_NAME, mode: str | None = None) -> Pinn
     if mode not in CHALLENGER_MODES:
         raise ValueError(f"IRIS_CHALLENGER_MODE must be one of {', '.join(CHALLENGER_MODES)}")
     aliases = read_aliases(model_name)
-    champion = _explicit((aliases and aliases.champion) or f"{model_name}:latest")
     challenger = aliases.challenger if aliases and mode != "none" else None
     if mode != "none" and challenger is None:
         raise ValueError(
             f"IRIS_CHALLENGER_MODE={mode} but the serving aliases name no challenger: "
             "`make train` registers one"
         )
+    champion = _explicit((aliases and aliases.champion) or f"{model_name}:latest")
     return PinnedModels(champion, challenger and _explicit(challenger), mode)

@@ -114,6 +114,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     play("forced promote", _make(state, "promote", "VERSION=3", "FORCE=1"))
     play("rollback", _make(state, "rollback"))
     play("models", _make(state, "models", f"SERVICE_URL=http://127.0.0.1:{free_port()}"))
+    play("train after rollback", state.train(*SMALL, "--seed", "4"))
     return Story(state, steps)
 
 
@@ -136,6 +137,7 @@ def test_every_command_of_the_story_succeeded_but_the_refusal(story: Story) -> N
         "forced promote",
         "rollback",
         "models",
+        "train after rollback",
     ],
 )
 def test_the_aliases_file_mirrors_the_registry_after_each_step(story: Story, name: str) -> None:
@@ -284,11 +286,12 @@ def test_make_models_asks_a_real_running_service(story: Story, tmp_path: Path) -
 
 @pytest.mark.parametrize("mode", ["none", "shadow"])
 def test_a_bento_pins_the_champion_and_challenger_never_latest(story: Story, mode: str) -> None:
-    """After the story, `latest` is the noisy version 3 and neither champion nor challenger
-    (rollback): a Bento built now packs and names exactly the aliased versions."""
-    final = story["rollback"]
+    """After the story, the champion is version 2 (rollback) and `latest` is the challenger
+    trained after it, version 4: a Bento built now packs and names exactly the aliased
+    versions, not `latest` for the champion."""
+    final = story["train after rollback"]
     latest = final.tags[max(final.tags, key=int)]
-    assert latest not in (final.file_champion, final.file_challenger), final
+    assert final.file_champion == final.tags["2"] and final.file_challenger == latest, final
     env = story.state.env(IRIS_CHALLENGER_MODE=mode)
     result = subprocess.run(
         [sys.executable, "-m", "tools.containers", "bento"],

@@ -132,6 +132,21 @@ async def test_metrics_are_recorded_for_predictions_only() -> None:
     assert "x-latency-ms" not in health.headers
 
 
+def test_success_series_exist_at_zero_before_the_first_request() -> None:
+    """A scrape before any traffic sees the series at 0, so increase() over the first burst
+    has a starting point (a series born with its final count shows no increase)."""
+
+    def count(endpoint: str) -> float | None:
+        return REGISTRY.get_sample_value(
+            "iris_request_latency_ms_count", {"endpoint": endpoint, "status": "200"}
+        )
+
+    assert count("/born-at-zero") is None and count("/v9/*/born") is None
+    RequestMonitoringMiddleware(Starlette(), monitored_paths=("/born-at-zero", "/v9/*/born"))
+    assert count("/born-at-zero") == 0.0
+    assert count("/v9/*/born") == 0.0
+
+
 async def test_one_json_log_line_per_request(capfd: pytest.CaptureFixture[str]) -> None:
     async with _client() as client:
         response = await client.post("/predict", json={}, headers={"x-request-id": "line-1"})
