@@ -9,6 +9,7 @@ request -> RequestMonitoringMiddleware (request id, latency/memory/CPU, error sh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import bentoml
@@ -47,7 +48,9 @@ from iris_service.served_models import (
 )
 from iris_service.settings import (
     ALIAS_POLL_SECONDS,
+    ANSWER_DEADLINE_SECONDS,
     API_KEYS,
+    API_TIMEOUT_SECONDS,
     CANARY_SEED,
     CANARY_SHARE,
     CHALLENGER_MODE,
@@ -80,7 +83,7 @@ status_app = Starlette(
 
 @bentoml.service(
     name="IrisClassifier",
-    traffic={"timeout": 15},
+    traffic={"timeout": API_TIMEOUT_SECONDS},
     description=SERVICE_DESCRIPTION,
     service_class=DescribedService,
 )
@@ -186,7 +189,8 @@ class IrisClassifier:
             failure = runner_client.SILENT
             return error_response(failure.status, failure.detail, failure.code)
         try:
-            return await self.router.predict(rows)
+            async with asyncio.timeout(ANSWER_DEADLINE_SECONDS):
+                return await self.router.predict(rows)
         except Exception as exc:  # noqa: BLE001 - classified, logged in one line, answered
             failure = runner_client.classify(exc)
             logger.warning(

@@ -132,11 +132,17 @@ def _describe_validation_errors(errors: Iterable[Mapping[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request body"
 
 
+# A protocol route's own error body is kept for its refusals (4xx) and for the deliberate
+# 503/504 it writes (a version held but not served, a runner not ready); any other 5xx body is
+# replaced by the generic text, so that nothing internal leaks.
+_OWN_BODY_KEPT = frozenset(range(400, 500)) | {503, 504}
+
+
 def normalise(
     status: int, body: bytes, request_id: str, protocol: str | None = None
 ) -> tuple[str, bytes]:
     """Rewrite any error body (BentoML's, Starlette's, ours) into the one shape, or into the
-    shape of `protocol` (see protocol_of); a protocol route's own 4xx body is kept as it is.
+    shape of `protocol` (see protocol_of); a protocol route's own 4xx, 503 or 504 body is kept.
 
     Returns the error code and the new body.
     """
@@ -145,7 +151,7 @@ def normalise(
     except ValueError:
         parsed = None
     code = error_code(status)
-    if protocol is not None and status < 500 and _in_protocol_shape(protocol, parsed):
+    if protocol is not None and status in _OWN_BODY_KEPT and _in_protocol_shape(protocol, parsed):
         return code, body
     if isinstance(parsed, dict) and set(parsed) == {"error", "detail", "request_id"}:
         code, detail = str(parsed["error"]), str(parsed["detail"])

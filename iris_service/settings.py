@@ -152,6 +152,13 @@ API_KEY_OPEN_DOCS = _bool_from_env("IRIS_API_KEY_OPEN_DOCS", False)
 # X-Cpu-Time-Ms and X-Memory-Delta-Mb describe the worker process: in metrics and the request
 # log always, in answers only when this is true (iris_service/middleware.py).
 EXPOSE_MEASUREMENT_HEADERS = _bool_from_env("IRIS_EXPOSE_MEASUREMENT_HEADERS", False)
+# BentoML answers 504 in its own shape once a request of the API service has run this long
+# (`traffic.timeout`; configuration.yaml sets the same value, a unit test keeps them equal).
+# Our answer comes first: a prediction whose runner call (queueing in the coalescer, a retry
+# on a stale connection, a restarting runner) has not answered after ANSWER_DEADLINE_SECONDS
+# gets our 504 in the service's error shape.
+API_TIMEOUT_SECONDS = 15
+ANSWER_DEADLINE_SECONDS = API_TIMEOUT_SECONDS - 2
 # Runner heartbeat (iris_service/runner_health.py): each API worker pings the model runner
 # every RUNNER_PING_PERIOD_SECONDS; a ping unanswered after RUNNER_PING_TIMEOUT_SECONDS makes
 # /readyz answer 503; a runner silent for longer than RUNNER_LIVENESS_GRACE_SECONDS (hung,

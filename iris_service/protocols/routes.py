@@ -65,13 +65,13 @@ def protocol_app(service_of: Callable[[], Any]) -> Starlette:
             return _v2_error(404, f"model {name!r} has no version {version!r}")
         return model
 
-    def not_served(model: ServedModel, serving: ServedModel) -> JSONResponse | None:
-        if model.tag == serving.tag:
+    def not_served(model: ServedModel, serving_tag: str) -> JSONResponse | None:
+        if model.tag == serving_tag:
             return None
         return _v2_error(
             503,
             f"version {_version_of(model)} is stored but not served now; "
-            f"the served version is {_version_of(serving)}",
+            f"the served version is {serving_tag.partition(':')[2]}",
         )
 
     async def server_metadata(_: Request) -> JSONResponse:
@@ -97,24 +97,29 @@ def protocol_app(service_of: Callable[[], Any]) -> Starlette:
             metadata["versions"] = [_version_of(model)]
         return JSONResponse(metadata)
 
-    def served(request: Request) -> ServedModel | JSONResponse:
-        """The model the path names when it is the one being served; else the refusal."""
-        model = resolve(request)
-        if isinstance(model, JSONResponse):
-            return model
-        return not_served(model, service_of().serving) or model
-
     async def model_ready(request: Request) -> JSONResponse:
-        model = served(request)
+        """Ready when the runner answers; a version must also be the one the runner serves
+        now (asked of the runner: this API worker's last answer may be older than a switch)."""
+        model = resolve(request)
         if isinstance(model, JSONResponse):
             return model
         service = service_of()
         if not await _ready(service):
             return _v2_error(503, "the model runner is not ready")
+        if "version" in request.path_params:
+            try:
+                champion = (await service.runner.to_async.serving_models())["champion"]
+            except Exception:  # noqa: BLE001 - a runner that does not answer is not ready
+                return _v2_error(503, "the model runner is not ready")
+            refusal = not_served(model, champion)
+            if refusal is not None:
+                return refusal
         return JSONResponse({"name": MODEL_NAME, "ready": True})
 
     async def infer(request: Request) -> Response:
-        model = served(request)
+        """Inference; with a version, the answer must come from it (checked on the answer,
+        which names the model that computed it), else 503 naming the served version."""
+        model = resolve(request)
         if isinstance(model, JSONResponse):
             return model
         service = service_of()
@@ -127,8 +132,9 @@ def protocol_app(service_of: Callable[[], Any]) -> Starlette:
         if isinstance(answer, Response):
             return answer  # 503/504; the middleware puts it in the V2 shape
         answered_by, probabilities = answer
-        if "version" in request.path_params and answered_by.tag != model.tag:
-            return not_served(model, answered_by) or _v2_error(503, "retry")
+        refusal = not_served(model, answered_by.tag) if "version" in request.path_params else None
+        if refusal is not None:
+            return refusal
         content, header_length = v2.encode_infer_response(
             parsed, MODEL_NAME, _version_of(answered_by), probabilities
         )

@@ -120,6 +120,7 @@ async def drive(
     pause_after_refusal_s: float = 0.0,
     fresh_connections: bool = False,
     bodies: Sequence[str] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> TrafficLog:
     """`concurrency` clients, each sending back to back until the clock or the count runs out.
 
@@ -127,7 +128,7 @@ async def drive(
     server that stops listening refuses new requests at the connection instead of racing
     them against the close of an idle kept-alive connection. With `bodies`, each of them is
     sent once (the clients share the list) and the count is their number; without, every
-    request is one VERSICOLOR."""
+    request is one VERSICOLOR. Setting `stop` ends it early (the clock still bounds it)."""
     log = TrafficLog()
     pending = iter(bodies) if bodies is not None else None
     if bodies is not None:
@@ -139,6 +140,8 @@ async def drive(
 
         async def client() -> None:
             while time.monotonic() < deadline and len(log.outcomes) < max_requests:
+                if stop is not None and stop.is_set():
+                    return
                 body = next(pending, None) if pending is not None else ""
                 if body is None:
                     return

@@ -18,9 +18,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import requests
 
 from iris_service.model_aliases import ServingAliases, write_aliases
-from iris_service.settings import CLASS_NAMES, MODEL_NAME
+from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
 from tests.integration.model_support import probabilities_by_tag, train
 from tests.integration.reliability_support import TrafficLog, drive
 from tests.support import VERSICOLOR
@@ -28,13 +29,15 @@ from tools.local_server import LocalServer, ProjectState, bento_server
 
 pytestmark = pytest.mark.server
 
+FLOWER = [VERSICOLOR[name] for name in FEATURE_NAMES]
+
 
 def _probabilities_by_tag(state: ProjectState) -> dict[str, list[float]]:
     """predict_proba of VERSICOLOR by every stored model, computed outside the server."""
     return {tag: rows[0] for tag, rows in probabilities_by_tag(state, [VERSICOLOR]).items()}
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(480)
 def test_every_answer_names_the_model_that_computed_it(tmp_path: Path) -> None:
     state = ProjectState(tmp_path / "state")
     train(state, "logistic_regression")
@@ -42,15 +45,21 @@ def test_every_answer_names_the_model_that_computed_it(tmp_path: Path) -> None:
         old_runner = server.worker_pid()
 
         async def scenario() -> TrafficLog:
-            traffic = asyncio.create_task(drive(f"{server.url}/predict", 4, 40.0))
+            stop = asyncio.Event()
+            traffic = asyncio.create_task(drive(f"{server.url}/predict", 4, 240.0, stop=stop))
             await asyncio.sleep(2.0)
             model_b = await asyncio.to_thread(train, state, "random_forest")
             write_aliases(MODEL_NAME, ServingAliases(model_b), state.bentoml_home)
             os.kill(old_runner, signal.SIGKILL)
+            # Traffic goes on until the restarted runner has answered for a while (bounded).
+            assert await asyncio.to_thread(_restarted, server, old_runner)
+            await asyncio.to_thread(server.wait_ready, 90)
+            await asyncio.sleep(5.0)
+            stop.set()
             return await traffic
 
         log = asyncio.run(scenario())
-        assert _restarted(server, old_runner)
+        _v2_serves_only_the_served_version(server, served=log.with_status(200)[-1].body)
 
     expected = _probabilities_by_tag(state)
     assert len(expected) == 2, expected
@@ -68,6 +77,26 @@ def test_every_answer_names_the_model_that_computed_it(tmp_path: Path) -> None:
     first, last = answers[0].body["model_tag"], answers[-1].body["model_tag"]
     assert first != last and {first, last} == set(expected), (first, last)
     print(f"\nanswers by model: {dict(tags)}; statuses {dict(log.statuses())}")
+
+
+def _v2_serves_only_the_served_version(server: LocalServer, served: dict) -> None:
+    """V2 `{version}` names a version the service holds: the served one infers, a held one
+    that is not served is refused with 503, an unknown one is 404, in the protocol's shape."""
+    serving = served["model_tag"].partition(":")[2]
+    held = requests.get(f"{server.url}/v2/models/{MODEL_NAME}", timeout=10).json()["versions"]
+    assert serving in held and len(held) == 2, held
+    other = next(version for version in held if version != serving)
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": FLOWER}]}
+    base = f"{server.url}/v2/models/{MODEL_NAME}/versions"
+    answer = requests.post(f"{base}/{serving}/infer", json=body, timeout=10)
+    assert answer.status_code == 200, (answer.text, server.log_tail())
+    assert answer.json()["model_version"] == serving, answer.text
+    for version, status in ((other, 503), ("no-such-version", 404)):
+        refused = requests.post(f"{base}/{version}/infer", json=body, timeout=10)
+        assert refused.status_code == status, refused.text
+        assert set(refused.json()) == {"error"} and version in refused.json()["error"]
+    metadata = requests.get(f"{base}/{other}", timeout=10)
+    assert metadata.status_code == 200 and metadata.json()["versions"] == [other]
 
 
 def _restarted(server: LocalServer, old_runner: int) -> bool:

@@ -82,3 +82,6 @@ def test_protocol_routes_keep_their_protocol_error_shape() -> None:
     }
     leaky = b'{"error": "Traceback (most recent call last): /secret.py"}'
     assert "Traceback" not in errors.normalise(500, leaky, "r", errors.V2)[1].decode()
+    own_refusal = b'{"error": "version 3 is stored but not served now; the served version is 4"}'
+    assert errors.normalise(503, own_refusal, "r", errors.V2)[1] == own_refusal
+    assert errors.normalise(502, own_refusal, "r", errors.V2)[1] != own_refusal

@@ -106,3 +106,35 @@ async def test_a_cancelled_runner_call_fails_its_requests_instead_of_hanging() -
     with pytest.raises(RuntimeError, match="cancelled"):
         await asyncio.wait_for(request, timeout=2)
     assert runner_client.classify(RuntimeError("cancelled")).status == 503
+
+
+def test_our_answer_deadline_comes_before_bentomls_own_504() -> None:
+    """BentoML's own 504 (its `traffic.timeout`) has another shape and no request id: the
+    service's deadline for a runner answer must expire first, with the configured timeout."""
+    import yaml
+
+    from iris_pipeline.paths import PROJECT_ROOT
+    from iris_service.settings import ANSWER_DEADLINE_SECONDS, API_TIMEOUT_SECONDS
+
+    services = yaml.safe_load((PROJECT_ROOT / "configuration.yaml").read_text())["services"]
+    assert services["IrisClassifier"]["traffic"]["timeout"] == API_TIMEOUT_SECONDS
+    assert services["IrisModelRunner"]["traffic"]["timeout"] < ANSWER_DEADLINE_SECONDS
+    assert 0 < ANSWER_DEADLINE_SECONDS <= API_TIMEOUT_SECONDS - 1
+
+
+async def test_a_deadline_around_a_silent_coalesced_call_becomes_our_504() -> None:
+    """What service.py does: the runner call never answers; asyncio.timeout ends the wait,
+    classify() makes it our 504, and the coalescer still serves the next request."""
+    release = asyncio.Event()
+
+    async def hangs_then_answers(rows: np.ndarray) -> np.ndarray:
+        await release.wait()
+        return rows
+
+    coalescer = RequestCoalescer(hangs_then_answers, max_rows=8, max_in_flight=1)
+    with pytest.raises(TimeoutError) as caught:
+        async with asyncio.timeout(0.05):
+            await coalescer.predict(np.ones((1, 4)))
+    assert runner_client.classify(caught.value) is runner_client.TIMED_OUT
+    release.set()
+    assert (await asyncio.wait_for(coalescer.predict(np.zeros((1, 4))), 5) == 0).all()
