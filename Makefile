@@ -106,8 +106,9 @@ overload: $(INSTALLED) ## Flood benchmark, straight and through the nginx front 
 finops: $(INSTALLED) ## Cost simulation: reports/finops.md, finops.json and PNGs (uses reports/bench.json if present; FINOPS_ARGS=...)
 	$(PY) -m tools.finops --out-dir reports $(FINOPS_ARGS)
 
-report: $(INSTALLED) ## Monitoring plots in reports/ (PROMETHEUS_URL=... or SERVICE_URL=..., else a local serve)
-	$(PY) -m tools.report $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) --out-dir reports $(REPORT_ARGS)
+report: $(INSTALLED) ## Monitoring plots in reports/ (PROMETHEUS_URL=... or SERVICE_URL=..., else a local serve; LOOP=1 adds the feedback loop, ~3 min)
+	$(PY) -m tools.report $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) \
+		$(if $(filter 1 yes true,$(LOOP)),--feedback-loop) --out-dir reports $(REPORT_ARGS)
 
 container: $(INSTALLED) ## OCI image: bentoml build + containerize (docker, else buildah/podman; CONTAINER_BACKEND=...)
 	$(PY) train.py --if-missing

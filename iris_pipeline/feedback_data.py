@@ -40,7 +40,7 @@ class FeedbackSet:
         if not len(self):
             return None
         first, last = (
-            datetime.fromtimestamp(float(t), UTC).isoformat(timespec="seconds")
+            datetime.fromtimestamp(float(t), UTC).isoformat(timespec="milliseconds")
             for t in (self.labelled_at.min(), self.labelled_at.max())
         )
         return first, last

@@ -14,14 +14,18 @@ Used by tests/integration/test_feedback_loop.py and by `make report LOOP=1`.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
 
+from iris_pipeline.paths import PROJECT_ROOT
 from iris_pipeline.population import Population, draw
+from tools.local_server import ProjectState
 from tools.report import take_snapshot
 
 BATCH_FLOWERS = 25
@@ -45,6 +49,7 @@ class Sample:
 class PhaseResult:
     name: str
     seconds: float
+    started_at: float = 0.0  # unix time, for the plot
     flowers: int = 0
     model_tags: list[str] = field(default_factory=list)  # the models that answered
     accuracy: float | None = None  # live accuracy of the (last) answering model
@@ -123,7 +128,12 @@ def _traffic(client: LoopClient, run: LoopRun, name: str, population: Population
     started = time.monotonic()
     tags = client.predict_and_label(population, lambda: run.samples.append(client.sample()))
     accuracy, labelled = client.live()
-    result = PhaseResult(name, time.monotonic() - started, len(population.flowers))
+    result = PhaseResult(
+        name,
+        time.monotonic() - started,
+        time.time() - (time.monotonic() - started),
+        len(population.flowers),
+    )
     result.model_tags = sorted(set(tags))
     result.accuracy = accuracy.get(tags[-1])
     result.labelled = int(labelled.get(tags[-1], 0))
@@ -135,7 +145,8 @@ def _traffic(client: LoopClient, run: LoopRun, name: str, population: Population
 def _command(run: LoopRun, name: str, command: RunCommand, *args: str) -> PhaseResult:
     started = time.monotonic()
     done = command(*args)
-    result = PhaseResult(name, time.monotonic() - started, output=done.stdout + done.stderr)
+    seconds = time.monotonic() - started
+    result = PhaseResult(name, seconds, time.time() - seconds, output=done.stdout + done.stderr)
     run.phases.append(result)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {done.returncode}:\n{result.output}")
@@ -163,7 +174,64 @@ def run_loop(
         if time.monotonic() - started > FOLLOW_TIMEOUT_S:
             raise RuntimeError(f"the service still serves {before} after the promotion")
         time.sleep(0.2)
-    run.phases.append(PhaseResult("follow", time.monotonic() - started, output=promote.output))
+    seconds = time.monotonic() - started
+    run.phases.append(PhaseResult("follow", seconds, time.time() - seconds, output=promote.output))
     run.samples.append(client.sample())
     _traffic(client, run, "recovered", draw(flowers_per_phase, seed + 2, shifted=True))
     return run
+
+
+def service_env(state: ProjectState, window: int) -> dict[str, str]:
+    """The server's (and the pipeline's) settings for the loop: prediction and feedback logs
+    in the state, live-quality and drift windows of one phase (`window` flowers)."""
+    logs = state.root / "service-logs"
+    return {
+        "IRIS_PREDICTION_LOG": str(logs / "predictions.jsonl"),
+        "IRIS_FEEDBACK_LOG": str(logs / "feedback.jsonl"),
+        "IRIS_FEEDBACK_WINDOW": str(window),
+        "IRIS_DRIFT_WINDOW_FLOWERS": str(window),
+        "IRIS_DRIFT_MIN_FLOWERS": str(min(100, window)),
+    }
+
+
+def make_in(state: ProjectState, env: dict[str, str], timeout: float = 600) -> RunCommand:
+    """`make <target> VARIABLE=value...` against `state`'s stores, with `env` added."""
+
+    def make(target: str, *variables: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                "make",
+                "--no-print-directory",
+                "-o",
+                ".venv/.installed",  # we already run inside the installed .venv
+                target,
+                f"BENTOML_HOME={state.bentoml_home}",
+                *variables,
+            ],
+            cwd=PROJECT_ROOT,
+            env=state.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    return make
+
+
+def scratch_loop(flowers_per_phase: int, retrain_args: str) -> LoopRun:
+    """The whole loop in a scratch state (its own stores, a first champion trained by
+    train.py, its own `bentoml serve`), leaving the project's state alone (`make report
+    LOOP=1`)."""
+    from tools.local_server import bento_server
+
+    root = Path(tempfile.mkdtemp(prefix="iris-feedback-loop-"))
+    state = ProjectState(root)
+    trained = state.train("--candidates", "logistic_regression", "--cv-folds", "2")
+    if trained.returncode != 0:
+        raise RuntimeError(f"train.py failed:\n{trained.stdout}{trained.stderr}")
+    env = service_env(state, flowers_per_phase)
+    with bento_server(state, root / "logs", **env) as server:
+        return run_loop(
+            LoopClient(server.url), make_in(state, env), flowers_per_phase, retrain_args
+        )

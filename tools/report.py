@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import requests
@@ -35,6 +36,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from iris_pipeline.paths import PROJECT_ROOT, REPORTS_DIR
 from iris_service.settings import FEATURE_NAMES
 
+if TYPE_CHECKING:
+    from .feedback_loop import LoopRun
+
+LOOP_RETRAIN_ARGS = "--candidates logistic_regression random_forest svm --cv-folds 2"
 DASHBOARD = PROJECT_ROOT / "deploy" / "monitoring" / "grafana-dashboard.json"
 RATE_WINDOW = "1m"
 
@@ -226,6 +231,20 @@ SNAPSHOT_VIEWS: dict[str, Callable[[list[Snapshot]], Series]] = {
     "Shadow confusion (champion → challenger)": lambda s: _rates(
         s, "iris_shadow_confusion_total", ("champion_class", "challenger_class")
     ),
+    "Live accuracy (labelled predictions)": lambda s: _gauge(
+        s, "iris_live_accuracy", "model_version"
+    ),
+    "Live recall per class": lambda s: _gauge(
+        s, "iris_live_recall", ("class_name", "model_version")
+    ),
+    "Labelled predictions (live window)": lambda s: {
+        **_gauge(s, "iris_live_labelled", "model_version"),
+        **{
+            f"labels/s: {outcome}": points
+            for outcome, points in _rates(s, "iris_feedback_total", "outcome").items()
+        },
+    },
+    "Label delay": lambda s: _gauge(s, "iris_live_label_delay_seconds", "model_version"),
 }
 
 
@@ -340,6 +359,61 @@ def render(views: dict[str, Series], out_dir: Path, source: str) -> list[Path]:
     return written
 
 
+def render_feedback_loop(run: LoopRun, out_dir: Path) -> Path:
+    """reports/feedback-loop.png: live accuracy per model version, drift (max PSI) and the
+    champion over the loop's time, with its phases marked (tools/feedback_loop.py)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from datetime import datetime
+
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    times = [datetime.fromtimestamp(sample.time) for sample in run.samples]
+    figure, (accuracy, drift, champion) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    for tag in sorted({tag for sample in run.samples for tag in sample.accuracy}):
+        points = [
+            (t, s.accuracy[tag])
+            for t, s in zip(times, run.samples, strict=True)
+            if tag in s.accuracy
+        ]
+        accuracy.plot(*zip(*points, strict=True), marker=".", label=tag)
+    accuracy.axhline(0.9, color="red", linestyle="--", linewidth=1)
+    accuracy.set_ylabel("live accuracy")
+    accuracy.set_ylim(0, 1.05)
+    accuracy.legend(fontsize=7)
+    psi = [(t, s.max_psi) for t, s in zip(times, run.samples, strict=True) if s.max_psi is not None]
+    if psi:
+        drift.plot(*zip(*psi, strict=True), marker=".", color="purple")
+    drift.axhline(0.1, color="orange", linestyle="--", linewidth=1)
+    drift.axhline(0.25, color="red", linestyle="--", linewidth=1)
+    drift.set_ylabel("max PSI")
+    tags = list(dict.fromkeys(sample.champion for sample in run.samples))
+    champion.step(times, [tags.index(s.champion) for s in run.samples], where="post")
+    champion.set_yticks(range(len(tags)), tags, fontsize=7)
+    champion.set_ylabel("champion")
+    for axes in (accuracy, drift, champion):
+        for phase in run.phases:
+            axes.axvline(datetime.fromtimestamp(phase.started_at), color="grey", linewidth=0.5)
+    for phase in run.phases:
+        accuracy.annotate(
+            phase.name,
+            (mdates.date2num(datetime.fromtimestamp(phase.started_at)), 1.0),
+            fontsize=7,
+            rotation=90,
+            va="top",
+        )
+    champion.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
+    figure.suptitle("Feedback loop: shift, labels, retrain, promote, recovery")
+    figure.tight_layout()
+    path = out_dir / "feedback-loop.png"
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
@@ -353,7 +427,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=2, help="seconds between snapshots")
     parser.add_argument("--max-requests", type=int, default=5000, help="traffic bound")
     parser.add_argument("--out-dir", type=Path, default=REPORTS_DIR)
+    parser.add_argument(
+        "--feedback-loop",
+        action="store_true",
+        help="also run the feedback loop in a scratch state and plot it (docs/feedback.md)",
+    )
     args = parser.parse_args(argv)
+    if args.feedback_loop:
+        from .feedback_loop import scratch_loop
+
+        run = scratch_loop(flowers_per_phase=150, retrain_args=LOOP_RETRAIN_ARGS)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / "feedback-loop.json").write_text(json.dumps(run.summary(), indent=2))
+        print(render_feedback_loop(run, args.out_dir))
+        print(args.out_dir / "feedback-loop.json")
 
     if args.prometheus_url:
         views = panels_from_prometheus(args.prometheus_url, args.minutes, args.step)
