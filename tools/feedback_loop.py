@@ -40,6 +40,7 @@ class Sample:
     """One look at the service while the loop runs."""
 
     time: float
+    flowers_sent: int  # predicted and labelled so far
     champion: str
     accuracy: dict[str, float]  # model tag -> live accuracy
     max_psi: float | None
@@ -49,7 +50,8 @@ class Sample:
 class PhaseResult:
     name: str
     seconds: float
-    started_at: float = 0.0  # unix time, for the plot
+    started_at: float = 0.0  # unix time
+    flowers_before: int = 0  # flowers sent before the phase began (the plot's x axis)
     flowers: int = 0
     model_tags: list[str] = field(default_factory=list)  # the models that answered
     accuracy: float | None = None  # live accuracy of the (last) answering model
@@ -67,7 +69,12 @@ class LoopRun:
         return next(p for p in self.phases if p.name == name)
 
     def summary(self) -> dict[str, Any]:
+        """Each phase's figures (without the commands' output)."""
         return {p.name: {k: v for k, v in asdict(p).items() if k != "output"} for p in self.phases}
+
+    def record(self) -> dict[str, Any]:
+        """The summary and every sample, as reports/feedback-loop.json holds them."""
+        return {"phases": self.summary(), "samples": [asdict(s) for s in self.samples]}
 
 
 class LoopClient:
@@ -75,6 +82,7 @@ class LoopClient:
         self.url = url
         self.session = requests.Session()
         self.session.headers.update(headers or {})
+        self.flowers_sent = 0
 
     def predict_and_label(self, population: Population, on_batch: Callable[[], None]) -> list[str]:
         """Predict every flower in batches and label each with its true class; the model
@@ -98,6 +106,7 @@ class LoopClient:
             )
             if feedback.status_code != 200:
                 raise RuntimeError(f"POST /feedback: {feedback.status_code} {feedback.text}")
+            self.flowers_sent += len(flowers)
             on_batch()
         return tags
 
@@ -121,18 +130,20 @@ class LoopClient:
 
     def sample(self) -> Sample:
         accuracy, _ = self.live()
-        return Sample(time.time(), self.champion(), accuracy, self.max_psi())
+        return Sample(time.time(), self.flowers_sent, self.champion(), accuracy, self.max_psi())
 
 
 def _traffic(client: LoopClient, run: LoopRun, name: str, population: Population) -> PhaseResult:
     started = time.monotonic()
     tags = client.predict_and_label(population, lambda: run.samples.append(client.sample()))
     accuracy, labelled = client.live()
+    seconds = time.monotonic() - started
     result = PhaseResult(
         name,
-        time.monotonic() - started,
-        time.time() - (time.monotonic() - started),
-        len(population.flowers),
+        seconds,
+        started_at=time.time() - seconds,
+        flowers_before=client.flowers_sent - len(population.flowers),
+        flowers=len(population.flowers),
     )
     result.model_tags = sorted(set(tags))
     result.accuracy = accuracy.get(tags[-1])
@@ -142,11 +153,19 @@ def _traffic(client: LoopClient, run: LoopRun, name: str, population: Population
     return result
 
 
-def _command(run: LoopRun, name: str, command: RunCommand, *args: str) -> PhaseResult:
+def _command(
+    run: LoopRun, name: str, flowers_sent: int, command: RunCommand, *args: str
+) -> PhaseResult:
     started = time.monotonic()
     done = command(*args)
     seconds = time.monotonic() - started
-    result = PhaseResult(name, seconds, time.time() - seconds, output=done.stdout + done.stderr)
+    result = PhaseResult(
+        name,
+        seconds,
+        started_at=time.time() - seconds,
+        flowers_before=flowers_sent,
+        output=done.stdout + done.stderr,
+    )
     run.phases.append(result)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {done.returncode}:\n{result.output}")
@@ -167,15 +186,24 @@ def run_loop(
     _traffic(client, run, "baseline", draw(flowers_per_phase, seed, shifted=False))
     _traffic(client, run, "shift", draw(flowers_per_phase, seed + 1, shifted=True))
     before = client.champion()
-    _command(run, "retrain", make, "retrain", f"RETRAIN_ARGS={retrain_args}")
-    promote = _command(run, "promote", make, "promote")
+    sent = client.flowers_sent
+    _command(run, "retrain", sent, make, "retrain", f"RETRAIN_ARGS={retrain_args}")
+    promote = _command(run, "promote", sent, make, "promote")
     started = time.monotonic()
     while client.champion() == before:
         if time.monotonic() - started > FOLLOW_TIMEOUT_S:
             raise RuntimeError(f"the service still serves {before} after the promotion")
         time.sleep(0.2)
     seconds = time.monotonic() - started
-    run.phases.append(PhaseResult("follow", seconds, time.time() - seconds, output=promote.output))
+    run.phases.append(
+        PhaseResult(
+            "follow",
+            seconds,
+            time.time() - seconds,
+            flowers_before=client.flowers_sent,
+            output=promote.output,
+        )
+    )
     run.samples.append(client.sample())
     _traffic(client, run, "recovered", draw(flowers_per_phase, seed + 2, shifted=True))
     return run

@@ -69,7 +69,9 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         summary = run.summary()
         print("feedback loop:", json.dumps(summary, indent=2))
         (PROJECT_ROOT / "reports").mkdir(exist_ok=True)
-        (PROJECT_ROOT / "reports" / "feedback-loop.json").write_text(json.dumps(summary, indent=2))
+        (PROJECT_ROOT / "reports" / "feedback-loop.json").write_text(
+            json.dumps(run.record(), indent=2)
+        )
         yield Loop(state, champion, server, run, env)
 
 
