@@ -27,7 +27,7 @@ from iris_service.drift import DriftMonitor, drift_route, publish_to_prometheus
 from iris_service.errors import error_response
 from iris_service.feedback import FeedbackDesk, FeedbackRefused
 from iris_service.feedback_log import FeedbackLog
-from iris_service.live_quality import LiveQuality
+from iris_service.live_quality import LiveQuality, live_quality_route
 from iris_service.middleware import RequestMonitoringMiddleware
 from iris_service.model_loading import model_fingerprint
 from iris_service.model_status import model_route
@@ -103,11 +103,12 @@ def _feedback_desk(log: PredictionLog | None) -> tuple[FeedbackDesk | None, Live
     return desk, quality
 
 
-# GET /drift and GET /model, beside the API's own routes.
+# GET /drift, GET /model and GET /live_quality, beside the API's own routes.
 status_app = Starlette(
     routes=[
         drift_route(lambda: _current().drift),
         model_route(lambda: _current().runner.to_async.serving_models()),
+        live_quality_route(lambda: _current().live_quality),
     ]
 )
 

@@ -138,6 +138,10 @@ def test_the_old_and_new_versions_keep_their_own_live_figures(loop: Loop) -> Non
     assert accuracy[loop.champion] == pytest.approx(loop.run.phase("shift").accuracy)
     assert accuracy[new_model] == pytest.approx(loop.run.phase("recovered").accuracy)
     assert recall[(loop.champion, "versicolor")] < 0.5 < recall[(new_model, "versicolor")]
+    answer = requests.get(f"{loop.server.url}/live_quality", headers=AUTH, timeout=10).json()
+    assert answer["window"] == FLOWERS_PER_PHASE
+    assert answer["models"][new_model]["accuracy"] == pytest.approx(accuracy[new_model])
+    assert answer["models"][loop.champion]["labelled"] == FLOWERS_PER_PHASE
     delays = [value for _, value in snapshot.select("iris_live_label_delay_seconds")]
     assert len(delays) == 2 and all(0 <= delay < 60 for delay in delays), delays
 

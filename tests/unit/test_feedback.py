@@ -331,3 +331,22 @@ def test_the_window_slides_and_keeps_model_versions_apart() -> None:
     assert quality.summary(TAG).accuracy == pytest.approx(2 / 3)
     assert quality.summary(TAG).labelled == 3
     assert quality.report()["iris-classifier:new"]["accuracy"] == 1.0
+
+
+def test_publishing_sets_the_gauges_of_every_model_version() -> None:
+    from prometheus_client import REGISTRY
+
+    quality = LiveQuality(window=10, class_names=CLASS_NAMES)
+    quality.add(
+        _record(
+            "a", model_tag="iris-classifier:published", predicted="virginica", true="versicolor"
+        )
+    )
+    quality.add(_record("b", model_tag="iris-classifier:published"))
+    quality.publish()
+    labels = {"model_version": "iris-classifier:published"}
+    assert REGISTRY.get_sample_value("iris_live_accuracy", labels) == 0.5
+    assert REGISTRY.get_sample_value("iris_live_labelled", labels) == 2
+    assert REGISTRY.get_sample_value("iris_live_label_delay_seconds", labels) == 6.0
+    recall = {**labels, "class_name": "versicolor"}
+    assert REGISTRY.get_sample_value("iris_live_recall", recall) == 0.0
