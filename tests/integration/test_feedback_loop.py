@@ -13,6 +13,7 @@ are still joined and counted once. Every wait and every traffic phase is bounded
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -213,6 +214,37 @@ def test_unknown_already_labelled_and_ambiguous_ids_are_refused(loop: Loop) -> N
         "ambiguous_request_id",
     )
     assert "X-Server-Request-Id" in detail
+
+
+# --- AUTO_PROMOTE -----------------------------------------------------------------------------
+
+
+def test_auto_promote_promotes_exactly_when_the_gate_passes(loop: Loop) -> None:
+    """`make retrain AUTO_PROMOTE=1` on the feedback the loop left: the verdict printed by the
+    gate decides, and the registry and the running service agree with it."""
+    client = MlflowClient(loop.state.mlflow_uri)
+    champion_before = client.get_model_version_by_alias(MODEL_NAME, "champion").version
+    result = make_in(loop.state, loop.env)(
+        "retrain", "AUTO_PROMOTE=1", f"RETRAIN_ARGS={RETRAIN_ARGS}"
+    )
+    output = result.stdout + result.stderr
+    checks = [line for line in output.splitlines() if line.strip().endswith(("ok", "FAILED"))]
+    assert len(checks) == 4, output  # macro-F1 and three recalls, printed once (promote)
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion").version
+    print("AUTO_PROMOTE gate:", *checks, sep="\n")
+    if all(line.strip().endswith("ok") for line in checks):
+        assert result.returncode == 0, output
+        assert "is now the champion (gate: passed)" in output
+        assert int(champion) == int(champion_before) + 1
+        tag = client.get_model_version(MODEL_NAME, champion).tags["bentoml_tag"]
+        client_ = LoopClient(loop.server.url, AUTH)
+        deadline = time.monotonic() + 60
+        while client_.champion() != tag:
+            assert time.monotonic() < deadline, "the service did not follow the promotion"
+            time.sleep(0.2)
+    else:
+        assert result.returncode == 3, output
+        assert "Refused: version" in output and champion == champion_before
 
 
 # --- a restart, with two API workers ---------------------------------------------------------
