@@ -5,6 +5,10 @@ request -> RequestMonitoringMiddleware (request id, latency/memory/CPU, error sh
            challenger: iris_service/challenger.py)
         -> IrisModelRunner (bentoml.depends: own process, adaptive batching; follows the
            serving aliases: iris_service/model_follower.py) -> estimator
+
+POST /feedback takes the true class of earlier predictions and joins it with the prediction
+log (iris_service/feedback.py); GET /live_quality and the iris_live_* metrics show how right
+each model version is (iris_service/live_quality.py, docs/feedback.md).
 """
 
 from __future__ import annotations
