@@ -134,7 +134,7 @@ class FeedbackDesk:
         log: FeedbackLog,
         flush_predictions: Callable[[], object] = lambda: None,
         publish: Callable[[], None] = lambda: None,
-        wait_s: float = 1.0,
+        wait_s: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.index, self.log = index, log
