@@ -21,7 +21,7 @@ export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test lint audit lock clean finops container container-run \
-	k8s-manifests report loadtest bench overload models promote rollback
+	k8s-manifests report loadtest bench overload models promote rollback retrain
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -54,6 +54,18 @@ promote: $(INSTALLED) ## Challenger -> champion through the quality gate (VERSIO
 
 rollback: $(INSTALLED) ## The previous champion becomes champion again
 	$(PY) -m iris_pipeline.lifecycle rollback
+
+# Retraining on labelled feedback (issue 13, docs/feedback.md): the candidates are trained on
+# Iris plus the older labels, the winner becomes the challenger, and the quality gate judges
+# it on the gate set plus the newest labels (held out). AUTO_PROMOTE=1 promotes it when the
+# gate passes; otherwise `make promote` stays the explicit step. RETRAIN_ARGS go to train.py.
+AUTO_PROMOTE ?=
+RETRAIN_ARGS ?=
+
+retrain: $(INSTALLED) ## Train on Iris + labelled feedback, register the challenger, run the quality gate (AUTO_PROMOTE=1 promotes)
+	$(PY) train.py --with-feedback $(RETRAIN_ARGS)
+	$(PY) -m iris_pipeline.lifecycle $(if $(filter 1 yes true,$(AUTO_PROMOTE)),promote,gate) \
+		$(if $(MARGIN),--recall-margin $(MARGIN))
 
 serve: $(INSTALLED) ## Train if no champion is in the store, then serve on $(HOST):$(PORT)
 	$(PY) train.py --if-missing
@@ -94,8 +106,9 @@ overload: $(INSTALLED) ## Flood benchmark, straight and through the nginx front 
 finops: $(INSTALLED) ## Cost simulation: reports/finops.md, finops.json and PNGs (uses reports/bench.json if present; FINOPS_ARGS=...)
 	$(PY) -m tools.finops --out-dir reports $(FINOPS_ARGS)
 
-report: $(INSTALLED) ## Monitoring plots in reports/ (PROMETHEUS_URL=... or SERVICE_URL=..., else a local serve)
-	$(PY) -m tools.report $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) --out-dir reports $(REPORT_ARGS)
+report: $(INSTALLED) ## Monitoring plots in reports/ (PROMETHEUS_URL=... or SERVICE_URL=..., else a local serve; LOOP=1 adds the feedback loop, ~3 min)
+	$(PY) -m tools.report $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) \
+		$(if $(filter 1 yes true,$(LOOP)),--feedback-loop) --out-dir reports $(REPORT_ARGS)
 
 container: $(INSTALLED) ## OCI image: bentoml build + containerize (docker, else buildah/podman; CONTAINER_BACKEND=...)
 	$(PY) train.py --if-missing

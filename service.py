@@ -5,6 +5,10 @@ request -> RequestMonitoringMiddleware (request id, latency/memory/CPU, error sh
            challenger: iris_service/challenger.py)
         -> IrisModelRunner (bentoml.depends: own process, adaptive batching; follows the
            serving aliases: iris_service/model_follower.py) -> estimator
+
+POST /feedback takes the true class of earlier predictions and joins it with the prediction
+log (iris_service/feedback.py); GET /live_quality and the iris_live_* metrics show how right
+each model version is (iris_service/live_quality.py, docs/feedback.md).
 """
 
 from __future__ import annotations
@@ -25,15 +29,25 @@ from iris_service.challenger import ChallengerRouter
 from iris_service.coalescing import RequestCoalescer
 from iris_service.drift import DriftMonitor, drift_route, publish_to_prometheus
 from iris_service.errors import error_response
+from iris_service.feedback import FeedbackDesk, FeedbackRefused
+from iris_service.feedback_log import FeedbackLog
+from iris_service.live_quality import LiveQuality, live_quality_route
 from iris_service.middleware import RequestMonitoringMiddleware
 from iris_service.model_loading import model_fingerprint
 from iris_service.model_status import model_route
-from iris_service.prediction_log import PredictionLogMiddleware, open_prediction_log
+from iris_service.prediction_index import PredictionIndex
+from iris_service.prediction_log import (
+    PredictionLog,
+    PredictionLogMiddleware,
+    open_prediction_log,
+)
 from iris_service.protocols.routes import protocol_app
 from iris_service.runner import RUNNER_MAX_BATCH_SIZE, IrisModelRunner
 from iris_service.runner_health import RunnerHeartbeat, runner_ping
 from iris_service.schemas import (
     BatchPrediction,
+    FeedbackAnswer,
+    FeedbackRequest,
     IrisBatch,
     IrisFeatures,
     IrisFlower,
@@ -54,9 +68,13 @@ from iris_service.settings import (
     CANARY_SEED,
     CANARY_SHARE,
     CHALLENGER_MODE,
+    CLASS_NAMES,
     DRIFT_MIN_FLOWERS,
     DRIFT_WINDOW_FLOWERS,
     FEATURE_NAMES,
+    FEEDBACK_INDEX_PREDICTIONS,
+    FEEDBACK_LOG_PATH,
+    FEEDBACK_WINDOW,
     MODEL_TAG,
     PREDICTION_LOG_PATH,
     RUNNER_LIVENESS_GRACE_SECONDS,
@@ -72,11 +90,31 @@ def _current() -> IrisClassifier:
     return bentoml.get_current_service()
 
 
-# GET /drift and GET /model, beside the API's own routes.
+# The prediction log (written by its middleware, below) is also what labels are joined with.
+prediction_log = open_prediction_log(PREDICTION_LOG_PATH)
+
+
+def _feedback_desk(log: PredictionLog | None) -> tuple[FeedbackDesk | None, LiveQuality]:
+    """The desk behind POST /feedback (None without a prediction log to join labels with)
+    and the live quality it feeds (iris_service/feedback.py, live_quality.py)."""
+    quality = LiveQuality(FEEDBACK_WINDOW, CLASS_NAMES)
+    if log is None or FEEDBACK_LOG_PATH is None:
+        return None, quality
+    desk = FeedbackDesk(
+        PredictionIndex(log.files, FEEDBACK_INDEX_PREDICTIONS),
+        FeedbackLog(FEEDBACK_LOG_PATH, on_record=quality.add),
+        flush_predictions=lambda: log.flush(timeout=0.5),
+        publish=quality.publish,
+    )
+    return desk, quality
+
+
+# GET /drift, GET /model and GET /live_quality, beside the API's own routes.
 status_app = Starlette(
     routes=[
         drift_route(lambda: _current().drift),
         model_route(lambda: _current().runner.to_async.serving_models()),
+        live_quality_route(lambda: _current().live_quality),
     ]
 )
 
@@ -129,10 +167,18 @@ class IrisClassifier:
             timeout_s=RUNNER_PING_TIMEOUT_SECONDS,
             grace_s=RUNNER_LIVENESS_GRACE_SECONDS,
         )
+        self.feedback_desk, self.live_quality = _feedback_desk(prediction_log)
 
     @bentoml.on_startup
     async def start_runner_heartbeat(self) -> None:
         self.heartbeat.start()
+
+    @bentoml.on_startup
+    async def load_feedback(self) -> None:
+        """The labels already in the feedback log (a restart counts them all again)."""
+        if self.feedback_desk is not None:
+            await asyncio.to_thread(self.feedback_desk.log.catch_up)
+            self.live_quality.publish()
 
     @bentoml.on_shutdown
     async def stop_runner_heartbeat(self) -> None:
@@ -165,6 +211,34 @@ class IrisClassifier:
             return answer  # type: ignore[return-value]
         model, probabilities = answer
         return answers.batch_response(model, probabilities)  # type: ignore[return-value]
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
+    async def feedback(self, **body: object) -> FeedbackAnswer:
+        """The true class of predicted flowers: {"request_id": <the answer's X-Request-ID>,
+        "class_name": ...}, or {"feedback": [...]}; a flower of a batch is <request id>/<index>.
+        All labels of a request are recorded, or none (docs/feedback.md)."""
+        if self.feedback_desk is None:
+            return error_response(  # type: ignore[return-value]
+                503, "feedback needs the prediction log (IRIS_PREDICTION_LOG is off)"
+            )
+        labels = FeedbackRequest.model_validate(body).labels()
+        try:
+            records = await asyncio.to_thread(self.feedback_desk.label, labels)
+        except FeedbackRefused as refused:
+            return error_response(refused.status, refused.detail, refused.code)  # type: ignore[return-value]
+        return FeedbackAnswer(
+            accepted=len(records),
+            labels=[
+                {
+                    "request_id": r["request_id"],
+                    "class_name": r["class_name"],
+                    "predicted": r["predicted"],
+                    "correct": r["correct"],
+                    "model_tag": r["model_tag"],
+                }
+                for r in records
+            ],
+        )
 
     async def _infer(self, rows: np.ndarray) -> tuple[ServedModel, np.ndarray] | JSONResponse:
         """The model that answered and its class probabilities for `rows` (all rows of one
@@ -224,9 +298,7 @@ class IrisClassifier:
 
 # Outermost first: prediction log -> monitoring (request id, error shape) -> API key ->
 # admission control -> the API. See docs in each module.
-IrisClassifier.add_asgi_middleware(
-    PredictionLogMiddleware, log=open_prediction_log(PREDICTION_LOG_PATH)
-)
+IrisClassifier.add_asgi_middleware(PredictionLogMiddleware, log=prediction_log)
 IrisClassifier.add_asgi_middleware(RequestMonitoringMiddleware)
 IrisClassifier.add_asgi_middleware(ApiKeyMiddleware, api_keys=API_KEYS)
 IrisClassifier.add_asgi_middleware(AdmissionControlMiddleware)

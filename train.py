@@ -8,6 +8,7 @@ python train.py                      # all candidates, default seed
 python train.py --candidates logistic_regression random_forest --seed 7
 python train.py --if-missing         # do nothing when a champion is already in the store
 python train.py --label-noise 0.4    # a deliberately worse model (test and demo aid)
+python train.py --with-feedback      # `make retrain`: Iris plus the labelled feedback
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from iris_pipeline.training import CANDIDATES
 from iris_service.settings import MODEL_NAME
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from iris_pipeline.training import Dataset
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -68,6 +75,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "a deliberately worse model that `make promote` must refuse (default: %(default)s)"
         ),
     )
+    parser.add_argument(
+        "--with-feedback",
+        action="store_true",
+        help=(
+            "`make retrain`: also train on the labelled feedback (POST /feedback), but for "
+            "its newest share, which the quality gate judges on (docs/feedback.md)"
+        ),
+    )
+    parser.add_argument(
+        "--feedback-log",
+        metavar="PATH",
+        help="the feedback log to read (default: the service's, beside its prediction log)",
+    )
     args = parser.parse_args(argv)
     unknown = [family for family in args.candidates if family not in CANDIDATES]
     if unknown:
@@ -92,7 +112,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"Champion {champion} is already in the BentoML store; not training.")
             return EXIT_OK
 
-    data = training.load_dataset(args.seed, args.test_size, args.label_noise)
+    feedback, extra = None, None
+    if args.with_feedback:
+        from iris_pipeline import feedback_data
+
+        everything = feedback_data.load_feedback(args.feedback_log)
+        feedback, held_out = everything.split_recent()
+        extra = (feedback.x, feedback.y)
+        print(
+            f"Feedback {everything.source}: {len(everything)} labels; training on the "
+            f"{len(feedback)} oldest, {len(held_out)} held out for the quality gate"
+        )
+    data = training.load_dataset(args.seed, args.test_size, args.label_noise, extra)
     stats = training.feature_statistics(data.x_train)
     experiment_id = tracking.ensure_experiment(args.experiment_name)
     print(f"MLflow store: {tracking.tracking_uri()} (experiment {args.experiment_name!r})")
@@ -103,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     for family in dict.fromkeys(args.candidates):
         result = training.evaluate_candidate(family, data, args.seed, args.cv_folds)
         result.params["label_noise"] = str(args.label_noise)
-        result.run_id = tracking.log_candidate(result, data, stats, experiment_id)
+        result.run_id = tracking.log_candidate(result, data, stats, experiment_id, feedback)
         results.append(result)
         metrics = result.metrics
         print(
@@ -114,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
 
     best = training.select_best(results)
     assert best.run_id is not None
-    # Scored on the gate set only now, after the choice, so the gate set never picks a model.
-    gate_figures = gate.gate_metrics(best.model, data.x_gate.to_numpy(), data.y_gate)
+    # Scored on the gate's flowers only now, after the choice, so they never pick a model.
+    evaluation = _gate_evaluation(args, data)
+    gate_figures = gate.gate_metrics(best.model, evaluation[0], evaluation[1])
     tracking.log_gate_metrics(best.run_id, gate_figures)
     version = tracking.register_best(best, args.model_name)
     bento_model = tracking.import_into_bentoml(
@@ -129,6 +161,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"Version {version} is the challenger; `make promote` runs the quality gate.")
     return EXIT_OK
+
+
+def _gate_evaluation(args: argparse.Namespace, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """What the quality gate judges on: the gate set, plus held-out feedback when retraining
+    (iris_pipeline/feedback_data.py)."""
+    if args.with_feedback:
+        from iris_pipeline import feedback_data
+
+        evaluation = feedback_data.evaluation_set(args.feedback_log)
+        return evaluation.x, evaluation.y
+    return data.x_gate.to_numpy(), data.y_gate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ quality gate, and mirror them to the file the running service follows.
 python -m iris_pipeline.lifecycle models [--service-url URL]
 python -m iris_pipeline.lifecycle promote [--version N] [--force] [--recall-margin 0.05]
 python -m iris_pipeline.lifecycle rollback
+python -m iris_pipeline.lifecycle gate [--recall-margin 0.05]   # judge only (make retrain)
 
 Exit status: 0 done, 1 error, 2 bad usage, 3 the quality gate refused the promotion.
 See docs/lifecycle.md.
@@ -15,7 +16,7 @@ import argparse
 import os
 import sys
 
-from iris_pipeline import gate, registry
+from iris_pipeline import feedback_data, gate, registry
 from iris_pipeline.served_version import DEFAULT_SERVICE_URL, ask_service
 from iris_service.model_aliases import aliases_path
 from iris_service.settings import MODEL_NAME
@@ -39,13 +40,12 @@ def _stored_tag(name: str, version: str) -> str:
     return tag
 
 
-def _gate_figures(tag: str) -> dict[str, float]:
+def _gate_figures(tag: str, evaluation: feedback_data.EvaluationSet) -> dict[str, float]:
     """The stored model's gate metrics, computed from the very bytes the service loads."""
-    from iris_pipeline import training
     from iris_service.model_loading import load_model, stored_model
 
-    _, _, x_gate, y_gate = training.gate_set()
-    return gate.gate_metrics(load_model(stored_model(tag)).estimator, x_gate.to_numpy(), y_gate)
+    estimator = load_model(stored_model(tag)).estimator
+    return gate.gate_metrics(estimator, evaluation.x, evaluation.y)
 
 
 def _check_version(name: str, version: str) -> None:
@@ -60,12 +60,19 @@ def _check_version(name: str, version: str) -> None:
 def _run_gate(
     name: str, champion: str, candidate: str, candidate_tag: str, recall_margin: float
 ) -> gate.Verdict:
-    """Compare both stored models on the gate set and print every figure."""
+    """Compare both stored models on the gate set (and the held-out recent feedback) and
+    print every figure."""
     champion_tag = _stored_tag(name, champion)
-    verdict = gate.judge(_gate_figures(champion_tag), _gate_figures(candidate_tag), recall_margin)
+    evaluation = feedback_data.evaluation_set()
+    verdict = gate.judge(
+        _gate_figures(champion_tag, evaluation),
+        _gate_figures(candidate_tag, evaluation),
+        recall_margin,
+    )
     print(
         f"Quality gate: version {candidate} ({candidate_tag}) against the champion, version "
-        f"{champion} ({champion_tag}), on the gate set; recall margin {recall_margin}"
+        f"{champion} ({champion_tag}), on {evaluation.describe()}; recall margin "
+        f"{recall_margin}"
     )
     for check in verdict.checks:
         print(f"  {check.describe()}")
@@ -161,6 +168,22 @@ def promote(name: str, version: str | None, force: bool, recall_margin: float) -
         f"aliases file {aliases_path(name)}"
     )
     return EXIT_OK
+
+
+def judge_challenger(name: str, recall_margin: float) -> int:
+    """Run the quality gate for the challenger without promoting it (`make retrain`):
+    0 when it passes (or nothing serves to compare with), EXIT_REFUSED when it fails."""
+    candidate = registry.alias_version(name, registry.CHALLENGER)
+    champion = registry.alias_version(name, registry.CHAMPION)
+    if candidate is None or champion is None:
+        print("No challenger and champion to compare; nothing for the gate to judge.")
+        return EXIT_OK
+    verdict = _run_gate(name, champion, candidate, _stored_tag(name, candidate), recall_margin)
+    if verdict.passed:
+        print(f"Version {candidate} passes the gate; promote it with `make promote`.")
+        return EXIT_OK
+    print(f"Version {candidate} does not pass the gate; the champion stays.", file=sys.stderr)
+    return EXIT_REFUSED
 
 
 def _make_champion(name: str, candidate: str, champion: str | None) -> None:
@@ -283,11 +306,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="largest drop of any class's recall allowed (default: %(default)s)",
     )
     commands.add_parser("rollback", help="the previous champion becomes champion again")
+    judging = commands.add_parser("gate", help="judge the challenger, promote nothing")
+    judging.add_argument(
+        "--recall-margin",
+        type=float,
+        default=gate.DEFAULT_RECALL_MARGIN,
+        help="largest drop of any class's recall allowed (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
-    if args.command == "promote":
+    if args.command in ("promote", "gate"):
         if not 0.0 <= args.recall_margin <= 1.0:
             parser.error("--recall-margin must be between 0 and 1")
-        if args.version is not None and not args.version.isdigit():
+        if getattr(args, "version", None) is not None and not args.version.isdigit():
             parser.error("--version must be a registry version number")
     return args
 
@@ -299,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             return promote(args.model_name, args.version, args.force, args.recall_margin)
         if args.command == "rollback":
             return rollback(args.model_name)
+        if args.command == "gate":
+            return judge_challenger(args.model_name, args.recall_margin)
         return models(args.model_name, args.service_url)
     except KeyboardInterrupt:
         return EXIT_FAILURE

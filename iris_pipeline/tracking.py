@@ -14,6 +14,7 @@ from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
 if TYPE_CHECKING:
     import bentoml
 
+    from .feedback_data import FeedbackSet
     from .training import CandidateResult, Dataset
 
 
@@ -59,7 +60,11 @@ def _confusion_matrix_png(result: CandidateResult, path: Path) -> None:
 
 
 def log_candidate(
-    result: CandidateResult, data: Dataset, stats: dict[str, Any], experiment_id: str
+    result: CandidateResult,
+    data: Dataset,
+    stats: dict[str, Any],
+    experiment_id: str,
+    feedback: FeedbackSet | None = None,
 ) -> str:
     """One MLflow run per candidate: params, metrics, confusion matrix, statistics, model.
 
@@ -81,6 +86,8 @@ def log_candidate(
             _confusion_matrix_png(result, png)
             mlflow.log_artifact(str(png))
         mlflow.log_dict(stats, "feature_statistics.json")
+        if feedback is not None:
+            log_feedback_dataset(feedback)
         example = data.x_train.iloc[:3]
         mlflow.sklearn.log_model(
             result.model,
@@ -91,6 +98,26 @@ def log_candidate(
             serialization_format="pickle",
         )
         return run.info.run_id
+
+
+def log_feedback_dataset(feedback: FeedbackSet) -> None:
+    """The labelled feedback a run trained on, as an MLflow dataset input (its size, digest
+    and schema in the run's inputs) with its size and time range as parameters."""
+    import mlflow
+
+    frame = feedback.x.assign(class_name=[CLASS_NAMES[c] for c in feedback.y])
+    dataset = mlflow.data.from_pandas(
+        frame, source=feedback.source, name="feedback", targets="class_name"
+    )
+    mlflow.log_input(dataset, context="training")
+    time_range = feedback.time_range()
+    mlflow.log_params(
+        {
+            "feedback_labels": len(feedback),
+            "feedback_first_label": time_range[0] if time_range else "none",
+            "feedback_last_label": time_range[1] if time_range else "none",
+        }
+    )
 
 
 def register_best(best: CandidateResult, registered_name: str = MODEL_NAME) -> str:

@@ -99,11 +99,19 @@ def gate_set() -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
     return x_rest, np.asarray(y_rest), x_gate, np.asarray(y_gate)
 
 
-def load_dataset(seed: int, test_size: float = 0.2, label_noise: float = 0.0) -> Dataset:
-    """Iris (shipped with scikit-learn, no download) without the gate set, split with
-    stratification into train and test; `label_noise` corrupts that share of the training
-    labels (see corrupt_labels)."""
+def load_dataset(
+    seed: int,
+    test_size: float = 0.2,
+    label_noise: float = 0.0,
+    extra: tuple[pd.DataFrame, np.ndarray] | None = None,
+) -> Dataset:
+    """Iris (shipped with scikit-learn, no download) without the gate set, plus the `extra`
+    labelled flowers (feedback, for `make retrain`), split with stratification into train
+    and test; `label_noise` corrupts that share of the training labels (see corrupt_labels)."""
     x_rest, y_rest, x_gate, y_gate = gate_set()
+    if extra is not None and len(extra[1]):
+        x_rest = pd.concat([x_rest, extra[0]], ignore_index=True)
+        y_rest = np.concatenate([y_rest, extra[1]])
     x_train, x_test, y_train, y_test = train_test_split(
         x_rest, y_rest, test_size=test_size, stratify=y_rest, random_state=seed
     )

@@ -119,3 +119,41 @@ def _start_at_zero() -> None:
 
 
 _start_at_zero()
+# Ground-truth feedback (iris_service/feedback.py) and the live quality it gives
+# (iris_service/live_quality.py). Every API worker computes the gauges from the same shared
+# feedback log, so the value most recently set is the current one ("livemostrecent").
+# model_version is the BentoML tag of the model that made the labelled predictions.
+FEEDBACK_TOTAL = Counter(
+    "iris_feedback",
+    "Labels sent to POST /feedback, by outcome (accepted, or the error code of the refusal).",
+    ("outcome",),
+)
+FEEDBACK_DELAY_SECONDS = Histogram(
+    "iris_feedback_delay_seconds",
+    "Time from a prediction to the arrival of its true class, in seconds.",
+    buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400, 30 * 86400),
+)
+LIVE_ACCURACY = Gauge(
+    "iris_live_accuracy",
+    "Share of the labelled predictions in the live window that named the true class.",
+    ("model_version",),
+    multiprocess_mode="livemostrecent",
+)
+LIVE_RECALL = Gauge(
+    "iris_live_recall",
+    "Per true class: share of its labelled flowers in the live window predicted as that class.",
+    ("model_version", "class_name"),
+    multiprocess_mode="livemostrecent",
+)
+LIVE_LABELLED = Gauge(
+    "iris_live_labelled",
+    "Labelled predictions in the live window (at most IRIS_FEEDBACK_WINDOW).",
+    ("model_version",),
+    multiprocess_mode="livemostrecent",
+)
+LIVE_LABEL_DELAY_SECONDS = Gauge(
+    "iris_live_label_delay_seconds",
+    "Median time from prediction to label over the live window, in seconds.",
+    ("model_version",),
+    multiprocess_mode="livemostrecent",
+)

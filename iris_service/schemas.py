@@ -8,13 +8,13 @@ the plural `examples` (the /docs.json page would answer 500), and Swagger UI's
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from .settings import FEATURE_NAMES, MAX_BATCH_FLOWERS
+from .settings import CLASS_NAMES, FEATURE_NAMES, MAX_BATCH_FLOWERS, MAX_FEEDBACK_LABELS
 
 SETOSA_EXAMPLE = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 VERSICOLOR_EXAMPLE = {
@@ -153,3 +153,81 @@ class ErrorBody(BaseModel):
     error: str = Field(description="Stable machine-readable error code, e.g. validation_error.")
     detail: str = Field(description="What went wrong, for a human.")
     request_id: str = Field(description="Identifier of the request, also in X-Request-ID.")
+
+
+ClassName = Literal[CLASS_NAMES]  # type: ignore[valid-type]
+RequestIdText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=80,
+        description="The X-Request-ID of the prediction's answer; <request id>/<index> for "
+        "a flower of a /predict_batch answer (0-based).",
+    ),
+]
+
+
+class FeedbackLabel(BaseModel):
+    """The true class of one predicted flower."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="FeedbackLabel",
+        json_schema_extra={
+            "example": {"request_id": "4f0c9d1e2b3a4c5d", "class_name": "versicolor"}
+        },
+    )
+
+    request_id: RequestIdText
+    class_name: ClassName = Field(description="The true class of the flower.")
+
+
+class FeedbackRequest(BaseModel):
+    """One label (`request_id`, `class_name`) or several (`feedback`), not both."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="FeedbackRequest",
+        json_schema_extra={
+            "example": {"request_id": "4f0c9d1e2b3a4c5d", "class_name": "versicolor"}
+        },
+    )
+
+    request_id: RequestIdText | None = None
+    class_name: ClassName | None = Field(default=None, description="The true class.")
+    feedback: list[FeedbackLabel] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_FEEDBACK_LABELS,
+        description=f"Between 1 and {MAX_FEEDBACK_LABELS} labels.",
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> FeedbackRequest:
+        single = self.request_id is not None or self.class_name is not None
+        if self.feedback is not None and single:
+            raise ValueError("send either request_id and class_name, or feedback, not both")
+        if self.feedback is None and (self.request_id is None or self.class_name is None):
+            raise ValueError("send request_id and class_name, or feedback: [...]")
+        return self
+
+    def labels(self) -> list[tuple[str, str]]:
+        if self.feedback is not None:
+            return [(item.request_id, item.class_name) for item in self.feedback]
+        assert self.request_id is not None and self.class_name is not None
+        return [(self.request_id, self.class_name)]
+
+
+class AcceptedLabel(BaseModel):
+    request_id: str = Field(description="As sent.")
+    class_name: str = Field(description="The true class.")
+    predicted: str = Field(description="The class the service answered.")
+    correct: bool
+    model_tag: str = Field(description="The model that made the prediction.")
+
+
+class FeedbackAnswer(BaseModel):
+    """The labels recorded, joined with the predictions they name."""
+
+    accepted: int
+    labels: list[AcceptedLabel]

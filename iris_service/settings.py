@@ -187,3 +187,19 @@ PREDICTION_LOG_BACKUPS = _int_from_env("IRIS_PREDICTION_LOG_BACKUPS", 3)
 PREDICTION_LOG_INPUTS = _bool_from_env("IRIS_PREDICTION_LOG_INPUTS", True)
 # 1: fsync after every record (survives a power loss; costs a disk flush per prediction).
 PREDICTION_LOG_FSYNC = _bool_from_env("IRIS_PREDICTION_LOG_FSYNC", False)
+# Ground-truth feedback (POST /feedback, docs/feedback.md): labels are appended to this
+# JSON-lines file, beside the prediction log by default; the route needs the prediction log
+# (it joins each label with the logged prediction), so it is off when that log is.
+FEEDBACK_LOG_PATH: str | None = os.environ.get("IRIS_FEEDBACK_LOG") or (
+    os.path.join(os.path.dirname(PREDICTION_LOG_PATH), "feedback.jsonl")
+    if PREDICTION_LOG_PATH
+    else None
+)
+# Live quality (iris_service/live_quality.py): the last FEEDBACK_WINDOW labelled predictions
+# of each model version make its live accuracy, recall per class and label delay.
+FEEDBACK_WINDOW = _int_from_env("IRIS_FEEDBACK_WINDOW", 200)
+# Labels accepted in one POST /feedback ({"feedback": [...]}).
+MAX_FEEDBACK_LABELS = _int_from_env("IRIS_MAX_FEEDBACK_LABELS", 1000)
+# Predictions whose position in the prediction log each API worker remembers, newest kept
+# (iris_service/prediction_index.py): older ones can no longer be labelled.
+FEEDBACK_INDEX_PREDICTIONS = _int_from_env("IRIS_FEEDBACK_INDEX_PREDICTIONS", 100_000)

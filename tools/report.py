@@ -27,14 +27,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from iris_pipeline.paths import PROJECT_ROOT, REPORTS_DIR
-from iris_service.settings import FEATURE_NAMES
+from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
 
+if TYPE_CHECKING:
+    from .feedback_loop import LoopRun
+
+LOOP_RETRAIN_ARGS = "--candidates logistic_regression random_forest svm --cv-folds 2"
 DASHBOARD = PROJECT_ROOT / "deploy" / "monitoring" / "grafana-dashboard.json"
 RATE_WINDOW = "1m"
 
@@ -226,6 +231,20 @@ SNAPSHOT_VIEWS: dict[str, Callable[[list[Snapshot]], Series]] = {
     "Shadow confusion (champion → challenger)": lambda s: _rates(
         s, "iris_shadow_confusion_total", ("champion_class", "challenger_class")
     ),
+    "Live accuracy (labelled predictions)": lambda s: _gauge(
+        s, "iris_live_accuracy", "model_version"
+    ),
+    "Live recall per class": lambda s: _gauge(
+        s, "iris_live_recall", ("class_name", "model_version")
+    ),
+    "Labelled predictions (live window)": lambda s: {
+        **_gauge(s, "iris_live_labelled", "model_version"),
+        **{
+            f"labels/s: {outcome}": points
+            for outcome, points in _rates(s, "iris_feedback_total", "outcome").items()
+        },
+    },
+    "Label delay": lambda s: _gauge(s, "iris_live_label_delay_seconds", "model_version"),
 }
 
 
@@ -237,18 +256,25 @@ def panels_from_snapshots(snapshots: list[Snapshot]) -> dict[str, Series]:
     return views
 
 
-def _flowers(count: int, shift_cm: float, rng: np.random.Generator) -> list[dict[str, float]]:
+def _flowers(
+    count: int, shift_cm: float, rng: np.random.Generator
+) -> tuple[list[dict[str, float]], list[str]]:
+    """Iris flowers drawn at random (petals longer by `shift_cm`) and their true classes."""
     from sklearn.datasets import load_iris
 
-    data = load_iris().data[rng.integers(0, 150, count)]
+    iris = load_iris()
+    rows = rng.integers(0, 150, count)
+    data = iris.data[rows]
     data[:, 2:] += shift_cm  # petal length and width
-    return [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in data.round(1)]
+    flowers = [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in data.round(1)]
+    return flowers, [CLASS_NAMES[target] for target in iris.target[rows]]
 
 
 def traffic_with_snapshots(
     service_url: str, seconds: float, interval: float, max_requests: int
 ) -> list[Snapshot]:
-    """Bounded traffic (time and count): in-distribution, then shifted petals, some errors."""
+    """Bounded traffic (time and count): in-distribution, then shifted petals, some errors;
+    the true class of every tenth flower sent alone comes back through POST /feedback."""
     rng = np.random.default_rng(0)
     snapshots = [take_snapshot(service_url)]
     started = time.monotonic()
@@ -259,10 +285,14 @@ def traffic_with_snapshots(
         if sent % 50 == 49:
             session.post(f"{service_url}/predict", json={"sepal_length": -1}, timeout=10)
         elif sent % 50 == 0:
-            batch = {"flowers": _flowers(50, shift_cm, rng)}
+            batch = {"flowers": _flowers(50, shift_cm, rng)[0]}
             session.post(f"{service_url}/predict_batch", json=batch, timeout=30)
         else:
-            session.post(f"{service_url}/predict", json=_flowers(1, shift_cm, rng)[0], timeout=10)
+            (flower,), (true_class,) = _flowers(1, shift_cm, rng)
+            answer = session.post(f"{service_url}/predict", json=flower, timeout=10)
+            if sent % 10 == 1 and answer.status_code == 200:
+                label = {"request_id": answer.headers["x-request-id"], "class_name": true_class}
+                session.post(f"{service_url}/feedback", json=label, timeout=10)
         sent += 1
         if time.monotonic() - snapshots[-1].elapsed >= interval:
             snapshots.append(take_snapshot(service_url))
@@ -340,6 +370,56 @@ def render(views: dict[str, Series], out_dir: Path, source: str) -> list[Path]:
     return written
 
 
+def render_feedback_loop(run: LoopRun, out_dir: Path) -> Path:
+    """reports/feedback-loop.png: live accuracy per model version, drift (max PSI) and the
+    champion against the flowers sent (predicted and labelled), with the loop's phases and the
+    time each took marked (tools/feedback_loop.py)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sent = [sample.flowers_sent for sample in run.samples]
+    figure, (accuracy, drift, champion) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    for tag in sorted({tag for sample in run.samples for tag in sample.accuracy}):
+        points = [
+            (x, s.accuracy[tag])
+            for x, s in zip(sent, run.samples, strict=True)
+            if tag in s.accuracy
+        ]
+        accuracy.plot(*zip(*points, strict=True), marker=".", label=tag)
+    accuracy.axhline(0.9, color="red", linestyle="--", linewidth=1)
+    accuracy.set_ylabel("live accuracy")
+    accuracy.set_ylim(0, 1.1)
+    accuracy.legend(fontsize=7, loc="lower left")
+    psi = [(x, s.max_psi) for x, s in zip(sent, run.samples, strict=True) if s.max_psi is not None]
+    if psi:
+        drift.plot(*zip(*psi, strict=True), marker=".", color="purple")
+    drift.axhline(0.1, color="orange", linestyle="--", linewidth=1)
+    drift.axhline(0.25, color="red", linestyle="--", linewidth=1)
+    drift.set_ylabel("max PSI")
+    tags = list(dict.fromkeys(sample.champion for sample in run.samples))
+    champion.step(sent, [tags.index(s.champion) for s in run.samples], where="post")
+    champion.set_yticks(range(len(tags)), tags, fontsize=7)
+    champion.set_ylabel("champion")
+    champion.set_xlabel("flowers predicted and labelled")
+    for axes in (accuracy, drift, champion):
+        for phase in run.phases:
+            axes.axvline(phase.flowers_before, color="grey", linewidth=0.5)
+    labels: dict[int, list[str]] = defaultdict(list)
+    for phase in run.phases:
+        labels[phase.flowers_before].append(f"{phase.name} {phase.seconds:.1f} s")
+    for x, names in labels.items():
+        accuracy.annotate("\n".join(names), (x, 1.08), fontsize=7, va="top", ha="left")
+    figure.suptitle("Feedback loop: shift, labels, retrain, promote, recovery")
+    figure.tight_layout()
+    path = out_dir / "feedback-loop.png"
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
@@ -353,7 +433,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=2, help="seconds between snapshots")
     parser.add_argument("--max-requests", type=int, default=5000, help="traffic bound")
     parser.add_argument("--out-dir", type=Path, default=REPORTS_DIR)
+    parser.add_argument(
+        "--feedback-loop",
+        action="store_true",
+        help="also run the feedback loop in a scratch state and plot it (docs/feedback.md)",
+    )
     args = parser.parse_args(argv)
+    if args.feedback_loop:
+        from .feedback_loop import scratch_loop
+
+        run = scratch_loop(flowers_per_phase=150, retrain_args=LOOP_RETRAIN_ARGS)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / "feedback-loop.json").write_text(json.dumps(run.record(), indent=2))
+        print(render_feedback_loop(run, args.out_dir))
+        print(args.out_dir / "feedback-loop.json")
 
     if args.prometheus_url:
         views = panels_from_prometheus(args.prometheus_url, args.minutes, args.step)

@@ -255,6 +255,8 @@ def empty_state(tmp_path_factory: pytest.TempPathFactory) -> ProjectState:
         (("promote", "--recall-margin", "2"), 2, "--recall-margin must be between 0 and 1"),
         (("promote", "--version", "latest"), 2, "--version must be a registry version number"),
         (("models", "--service-url", "http://127.0.0.1:9"), 0, "No version of iris-classifier"),
+        (("gate",), 0, "No challenger and champion to compare"),
+        (("gate", "--recall-margin", "-1"), 2, "--recall-margin must be between 0 and 1"),
     ],
 )
 def test_commands_on_an_empty_registry_fail_clearly(

@@ -58,7 +58,23 @@ def test_alert_rules_and_scrape_config_pass_promtool(prometheus_installed: None)
         "IrisReadinessFlapping",
         "IrisFeatureDriftSignificant",
         "IrisPredictionLogLosingRecords",
+        "IrisLiveAccuracyLow",
+        "IrisTooLittleFeedback",
     } <= alerts
+
+
+def test_live_quality_alerts_fire_as_their_unit_tests_say(prometheus_installed: None) -> None:
+    """deploy/monitoring/alerts-test.yaml: a champion below 90 % with enough labels pages, a
+    replaced version does not, and a champion with too few labels is a ticket."""
+    result = subprocess.run(
+        ["promtool", "test", "rules", "alerts-test.yaml"],
+        cwd=MONITORING,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
 
 
 class Prometheus:
@@ -131,17 +147,26 @@ def prometheus(
 
 
 def _send_traffic(server: LocalServer) -> dict[str, int]:
-    """A bounded mix: 20 flowers of each class one by one, one batch of 150, 5 invalid."""
+    """A bounded mix: 20 flowers of each class one by one, one batch of 150, 5 invalid, and
+    the true class of the first three flowers (POST /feedback) plus one unknown label."""
     session = requests.Session()
     sent = {"setosa": 0, "versicolor": 0, "virginica": 0}
+    labels = []
     for _ in range(20):
         for name, flower in (
             ("setosa", SETOSA),
             ("versicolor", VERSICOLOR),
             ("virginica", VIRGINICA),
         ):
-            assert session.post(f"{server.url}/predict", json=flower, timeout=10).ok
+            answer = session.post(f"{server.url}/predict", json=flower, timeout=10)
+            assert answer.ok
+            if len(labels) < 3:
+                labels.append({"request_id": answer.headers["x-request-id"], "class_name": name})
             sent[name] += 1
+    feedback = session.post(f"{server.url}/feedback", json={"feedback": labels}, timeout=10)
+    assert feedback.status_code == 200, feedback.text
+    unknown = {"request_id": "never-predicted", "class_name": "setosa"}
+    assert session.post(f"{server.url}/feedback", json=unknown, timeout=10).status_code == 404
     from sklearn.datasets import load_iris
 
     from iris_service.settings import FEATURE_NAMES

@@ -1,0 +1,100 @@
+"""Labelled feedback as training and evaluation data for `make retrain` and the quality gate.
+
+The feedback log (iris_service/feedback_log.py, written by POST /feedback) holds every label
+with the flower's measurements. Labels are ordered by arrival; the newest HOLDOUT_SHARE of
+them are held out: `make retrain` trains on the older ones, and the quality gate (`make
+retrain` and `make promote` alike) judges on the gate set plus the held-out ones, so that a
+model adapted to a new population can show it, and no model is judged on flowers it was
+trained on (the held-out part only ever moves to newer labels as feedback grows).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from iris_service.feedback_log import read_records
+from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, FEEDBACK_LOG_PATH
+
+HOLDOUT_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class FeedbackSet:
+    """Labelled flowers from the feedback log, oldest label first."""
+
+    x: pd.DataFrame
+    y: np.ndarray
+    labelled_at: np.ndarray  # unix seconds
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def time_range(self) -> tuple[str, str] | None:
+        if not len(self):
+            return None
+        first, last = (
+            datetime.fromtimestamp(float(t), UTC).isoformat(timespec="milliseconds")
+            for t in (self.labelled_at.min(), self.labelled_at.max())
+        )
+        return first, last
+
+    def split_recent(self, share: float = HOLDOUT_SHARE) -> tuple[FeedbackSet, FeedbackSet]:
+        """(older labels to train on, the newest `share` held out for the gate)."""
+        held = math.ceil(len(self) * share) if len(self) else 0
+        cut = len(self) - held
+        return self._rows(slice(0, cut)), self._rows(slice(cut, len(self)))
+
+    def _rows(self, rows: slice) -> FeedbackSet:
+        x = self.x.iloc[rows].reset_index(drop=True)
+        return FeedbackSet(x, self.y[rows], self.labelled_at[rows], self.source)
+
+
+def default_path() -> Path | None:
+    return Path(FEEDBACK_LOG_PATH) if FEEDBACK_LOG_PATH else None
+
+
+def load_feedback(path: str | Path | None = None) -> FeedbackSet:
+    """The labels of the feedback log at `path` (default: where the service writes it) that
+    carry measurements (a prediction logged without inputs gives none), oldest first."""
+    path = path or default_path()
+    records = read_records(path) if path else []
+    usable = sorted(
+        (r for r in records if r.get("features") and r.get("class_name") in CLASS_NAMES),
+        key=lambda r: float(r["ts"]),
+    )
+    x = pd.DataFrame([r["features"] for r in usable], columns=list(FEATURE_NAMES), dtype=float)
+    y = np.array([CLASS_NAMES.index(r["class_name"]) for r in usable], dtype=int)
+    labelled_at = np.array([float(r["ts"]) for r in usable], dtype=float)
+    return FeedbackSet(x, y, labelled_at, str(path))
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    x: np.ndarray
+    y: np.ndarray
+    gate_flowers: int
+    feedback_flowers: int
+
+    def describe(self) -> str:
+        return (
+            f"the gate set ({self.gate_flowers} Iris flowers) and {self.feedback_flowers} "
+            "held-out recent feedback labels"
+        )
+
+
+def evaluation_set(path: str | Path | None = None) -> EvaluationSet:
+    """The quality gate's flowers: the fixed gate set plus the held-out recent feedback."""
+    from iris_pipeline import training
+
+    _, _, x_gate, y_gate = training.gate_set()
+    _, held_out = load_feedback(path).split_recent()
+    x = np.vstack([x_gate.to_numpy(), held_out.x.to_numpy().reshape(-1, len(FEATURE_NAMES))])
+    y = np.concatenate([y_gate, held_out.y])
+    return EvaluationSet(x, y, len(y_gate), len(held_out))

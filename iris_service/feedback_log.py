@@ -1,0 +1,144 @@
+"""The feedback log: every accepted label, once, in one append-only JSON-lines file.
+
+One record per labelled flower (iris_service/feedback.py writes them): {"ts", "key",
+"request_id", "server_request_id", "index", "class_name", "predicted", "correct",
+"model_tag", "predicted_at", "endpoint", "features"}. "key" (the server's request id, and
+"/<index>" for a flower of a batch) is unique in the file: a label is never counted twice,
+whichever id (the client's or the server's) it was sent with.
+
+Shared by every API worker and kept across restarts. An append takes an exclusive `flock`
+on a lock file beside the log, reads the lines other processes appended since its last look
+(iris_service/jsonl_tail.py), refuses keys already in the file, then writes all the request's
+lines in one `os.write` with O_APPEND and fsyncs before answering: a label the client saw
+accepted is on disk, and two workers can never both accept the same key. Each process builds
+its set of labelled keys (and, through `on_record`, the live quality window) from the file
+itself, at start and after every append, so a restarted server counts exactly what was there.
+The pipeline (`make retrain`) reads the same file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .jsonl_tail import JsonLinesTail
+
+Record = dict[str, Any]
+
+
+class AlreadyLabelled(Exception):
+    """Keys that already have a label (in the file, or twice in one request)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(keys)
+        self.keys = keys
+
+
+class FeedbackLog:
+    def __init__(
+        self,
+        path: str | Path,
+        on_record: Callable[[Record], None] | None = None,
+        fsync: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch(exist_ok=True)
+        self._on_record = on_record
+        self._fsync = fsync
+        self._lock_path = f"{self.path}.lock"
+        self._tail = JsonLinesTail()
+        self._labelled: set[str] = set()
+        self._mutex = threading.Lock()  # one thread of this process at a time
+
+    def __len__(self) -> int:
+        return len(self._labelled)
+
+    def is_labelled(self, key: str) -> bool:
+        return key in self._labelled
+
+    def catch_up(self) -> int:
+        """Read the records appended since the last look (by any process); how many."""
+        with self._mutex:
+            return self._catch_up()
+
+    def append(self, records: Iterable[Record]) -> None:
+        """Append all `records` or none: AlreadyLabelled if any key has a label already."""
+        records = list(records)
+        lines = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
+        with self._mutex, self._exclusive_lock():
+            self._catch_up()
+            keys = Counter(record["key"] for record in records)
+            repeated = sorted(k for k, n in keys.items() if n > 1 or k in self._labelled)
+            if repeated:
+                raise AlreadyLabelled(repeated)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    written = os.write(fd, lines)
+                    while written < len(lines):  # a regular file takes it whole; be safe
+                        written += os.write(fd, lines[written:])
+                    if self._fsync:
+                        os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, size)  # all or nothing: back to the last whole line
+                    raise
+            finally:
+                os.close(fd)
+            self._catch_up()
+
+    def _catch_up(self) -> int:
+        count = 0
+        for _, _, line in self._tail.read([self.path]):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # not ours (a hand-edited line): skipped, never fatal
+            self._labelled.add(record["key"])
+            if self._on_record is not None:
+                self._on_record(record)
+            count += 1
+        return count
+
+    def _exclusive_lock(self) -> _FileLock:
+        return _FileLock(self._lock_path)
+
+
+class _FileLock:
+    """An exclusive flock on `path` for the duration of a with-block (all processes)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Every record of a feedback log, oldest first (for the pipeline); [] without a file."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records

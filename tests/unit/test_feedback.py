@@ -1,0 +1,352 @@
+"""POST /feedback's parts: the join of a label with the logged prediction, its refusals, the
+index of the prediction log, the feedback log's once-only append across processes and
+restarts, and the live quality window. Predictions are logged by the real
+PredictionLogMiddleware around a small ASGI app, so the join reads the log's real format."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iris_service.feedback import FeedbackDesk, FeedbackRefused, join, parse_address
+from iris_service.feedback_log import AlreadyLabelled, FeedbackLog, read_records
+from iris_service.live_quality import Label, LiveQuality, summarise
+from iris_service.prediction_index import AmbiguousRequestId, PredictionIndex
+from iris_service.prediction_log import PredictionLog, PredictionLogMiddleware
+from iris_service.settings import CLASS_NAMES
+from tests.support import SETOSA, VERSICOLOR, VIRGINICA
+
+pytestmark = pytest.mark.timeout(60)
+TAG = "iris-classifier:abc"
+
+
+def _answer(flower: dict[str, float]) -> dict[str, Any]:
+    name = "setosa" if flower["petal_length"] < 2.5 else "virginica"  # a crude model
+    return {"class_id": CLASS_NAMES.index(name), "class_name": name, "model_tag": TAG}
+
+
+def predict(
+    log: PredictionLog, path: str, body: dict[str, Any], client_id: str | None = None
+) -> str:
+    """One prediction through the real PredictionLogMiddleware; returns the server id."""
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        request = json.loads((await receive())["body"])
+        if path == "/predict":
+            answer: dict[str, Any] = _answer(request)
+        else:
+            answer = {"predictions": [_answer(f) for f in request["flowers"]], "model_tag": TAG}
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
+
+    headers = [(b"content-type", b"application/json")]
+    if client_id is not None:
+        headers.append((b"x-request-id", client_id.encode()))
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+    sent = json.dumps(body).encode()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": sent, "more_body": False}
+
+    async def send(_: dict) -> None:
+        return None
+
+    asyncio.run(PredictionLogMiddleware(app, log)(scope, receive, send))
+    return scope["iris.server_request_id"]
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> PredictionLog:
+    predictions = PredictionLog(tmp_path / "predictions.jsonl", max_bytes=4_000, backups=2)
+    yield predictions
+    predictions.close()
+
+
+def _desk(log: PredictionLog, tmp_path: Path, quality: LiveQuality | None = None) -> FeedbackDesk:
+    quality = quality or LiveQuality(100, CLASS_NAMES)
+    return FeedbackDesk(
+        PredictionIndex(log.files, capacity=1000),
+        FeedbackLog(tmp_path / "feedback.jsonl", on_record=quality.add),
+        flush_predictions=log.flush,
+        publish=quality.publish,
+        wait_s=0.2,
+    )
+
+
+def _refusal(desk: FeedbackDesk, labels: list[tuple[str, str]]) -> FeedbackRefused:
+    with pytest.raises(FeedbackRefused) as caught:
+        desk.label(labels)
+    return caught.value
+
+
+# --- addresses and the join ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "request_id", "index"),
+    [("abc", "abc", None), ("abc/0", "abc", 0), ("a.b_c-9/12", "a.b_c-9", 12)],
+)
+def test_addresses_name_a_request_and_maybe_a_flower(text: str, request_id: str, index) -> None:
+    address = parse_address(text)
+    assert (address.request_id, address.index) == (request_id, index)
+    assert str(address) == text
+
+
+@pytest.mark.parametrize("text", ["", "a b", "abc/", "abc/x", "abc/1/2", "x" * 65, "é"])
+def test_malformed_addresses_are_refused_with_400(text: str) -> None:
+    with pytest.raises(FeedbackRefused) as caught:
+        parse_address(text)
+    assert caught.value.status == 400 and caught.value.code == "validation_error"
+
+
+def _batch_record() -> dict[str, Any]:
+    return {
+        "ts": 100.0,
+        "endpoint": "/predict_batch",
+        "inputs": {"flowers": [SETOSA, VIRGINICA]},
+        "outputs": {"predictions": [_answer(SETOSA), _answer(VIRGINICA)], "model_tag": TAG},
+    }
+
+
+def test_the_join_keeps_inputs_answer_model_and_times() -> None:
+    record = join(parse_address("c-1/1"), "f00d", "versicolor", _batch_record(), now=160.0)
+    assert record["key"] == "f00d/1" and record["request_id"] == "c-1/1"
+    assert record["features"] == VIRGINICA
+    assert (record["predicted"], record["class_name"], record["correct"]) == (
+        "virginica",
+        "versicolor",
+        False,
+    )
+    assert record["model_tag"] == TAG
+    assert record["ts"] - record["predicted_at"] == 60.0
+
+
+@pytest.mark.parametrize(
+    ("address", "status", "words"),
+    [("c-1", 400, "label each one as c-1/<index>"), ("c-1/2", 404, "indexes 0 to 1")],
+)
+def test_a_batch_needs_a_valid_flower_index(address: str, status: int, words: str) -> None:
+    with pytest.raises(FeedbackRefused) as caught:
+        join(parse_address(address), "f00d", "setosa", _batch_record(), now=1.0)
+    assert caught.value.status == status and words in caught.value.detail
+
+
+def test_predictions_of_the_protocol_routes_are_not_labellable() -> None:
+    record = {"ts": 1.0, "endpoint": "/invocations", "inputs": "a,b", "outputs": {}}
+    with pytest.raises(FeedbackRefused) as caught:
+        join(parse_address("x"), "x", "setosa", record, now=2.0)
+    assert (caught.value.status, caught.value.code) == (422, "not_labellable")
+
+
+# --- the desk over a real prediction log -----------------------------------------------------
+
+
+def test_a_label_joins_the_logged_prediction_and_counts_once(
+    log: PredictionLog, tmp_path: Path
+) -> None:
+    server_id = predict(log, "/predict", VERSICOLOR)
+    desk = _desk(log, tmp_path)
+    (record,) = desk.label([(server_id, "versicolor")])
+    assert record["features"] == VERSICOLOR and record["predicted"] == "virginica"
+    assert not record["correct"]
+    again = _refusal(desk, [(server_id, "versicolor")])
+    assert (again.status, again.code) == (409, "already_labelled")
+    assert len(read_records(tmp_path / "feedback.jsonl")) == 1
+
+
+def test_a_client_id_works_until_it_is_ambiguous(log: PredictionLog, tmp_path: Path) -> None:
+    predict(log, "/predict_batch", {"flowers": [SETOSA, VERSICOLOR]}, client_id="order-7")
+    desk = _desk(log, tmp_path)
+    accepted = desk.label([("order-7/0", "setosa"), ("order-7/1", "versicolor")])
+    assert [r["correct"] for r in accepted] == [True, False]
+    second = predict(log, "/predict", SETOSA, client_id="order-7")
+    refused = _refusal(desk, [("order-7", "setosa")])
+    assert (refused.status, refused.code) == (409, "ambiguous_request_id")
+    assert "X-Server-Request-Id" in refused.detail
+    assert desk.label([(second, "setosa")])[0]["correct"]  # the server id still works
+
+
+def test_the_same_flower_by_client_id_and_by_server_id_is_one_label(
+    log: PredictionLog, tmp_path: Path
+) -> None:
+    server_id = predict(log, "/predict_batch", {"flowers": [SETOSA]}, client_id="c-9")
+    desk = _desk(log, tmp_path)
+    desk.label([("c-9/0", "setosa")])
+    assert _refusal(desk, [(f"{server_id}/0", "setosa")]).code == "already_labelled"
+
+
+def test_one_bad_label_refuses_the_whole_request(log: PredictionLog, tmp_path: Path) -> None:
+    good = predict(log, "/predict", SETOSA)
+    desk = _desk(log, tmp_path)
+    assert _refusal(desk, [(good, "setosa"), ("never-made", "setosa")]).status == 404
+    assert _refusal(desk, [(good, "setosa"), (good, "virginica")]).code == "already_labelled"
+    assert read_records(tmp_path / "feedback.jsonl") == []
+    assert len(desk.label([(good, "setosa")])) == 1
+
+
+def test_an_unknown_id_is_404_after_a_bounded_wait(log: PredictionLog, tmp_path: Path) -> None:
+    refused = _refusal(_desk(log, tmp_path), [("0123abcd", "setosa")])
+    assert (refused.status, refused.code) == (404, "unknown_request_id")
+
+
+def test_a_label_sent_before_its_record_is_written_is_still_joined(
+    log: PredictionLog, tmp_path: Path
+) -> None:
+    """The answer leaves before the background writer writes the record."""
+    desk = _desk(log, tmp_path)
+    desk.index.refresh()
+    server_id = predict(log, "/predict", SETOSA)  # queued; the desk flushes and looks again
+    assert desk.label([(server_id, "setosa")])[0]["correct"]
+
+
+def test_predictions_in_rotated_files_are_found_and_evicted_ones_are_not(
+    log: PredictionLog, tmp_path: Path
+) -> None:
+    ids = [predict(log, "/predict", SETOSA) for _ in range(60)]  # ~ 3 files of 4 KB
+    log.flush()
+    assert len(log.files()) == 3
+    index = PredictionIndex(log.files, capacity=10)
+    index.refresh()
+    assert len(index) == 10
+    assert index.server_id(ids[0]) is None  # beyond the index's capacity
+    assert index.record(ids[-1])["outputs"]["class_name"] == "setosa"
+    big = PredictionIndex(log.files, capacity=1000)
+    big.refresh()
+    oldest_kept = next(i for i in ids if big.server_id(i) is not None)
+    assert big.record(oldest_kept) is not None  # read from a rotated file (by inode)
+    for _ in range(200):  # rotate that record out of the log altogether
+        predict(log, "/predict", SETOSA)
+    log.flush()
+    big.refresh()
+    assert big.record(oldest_kept) is None
+
+
+def test_the_index_reads_only_new_lines(log: PredictionLog) -> None:
+    index = PredictionIndex(log.files, capacity=100)
+    predict(log, "/predict", SETOSA)
+    log.flush()
+    assert index.refresh() == 1
+    assert index.refresh() == 0
+    predict(log, "/predict", SETOSA, client_id="a")
+    predict(log, "/predict", SETOSA, client_id="a")
+    log.flush()
+    assert index.refresh() == 2
+    with pytest.raises(AmbiguousRequestId):
+        index.server_id("a")
+
+
+# --- the feedback log: once only, across processes and restarts ------------------------------
+
+
+def _record(key: str, model_tag: str = TAG, predicted: str = "setosa", true: str = "setosa"):
+    return {
+        "ts": 10.0,
+        "key": key,
+        "class_name": true,
+        "predicted": predicted,
+        "model_tag": model_tag,
+        "predicted_at": 4.0,
+    }
+
+
+def _append_each(path: str, worker: int) -> None:
+    feedback = FeedbackLog(path)
+    for n in range(50):
+        with contextlib.suppress(AlreadyLabelled):
+            feedback.append([_record(f"k{n}")])  # every worker tries the same 50 keys
+    os._exit(0)
+
+
+def test_processes_racing_for_the_same_keys_record_each_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "feedback.jsonl")
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_append_each, args=(path, n)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+        assert worker.exitcode == 0
+    keys = [record["key"] for record in read_records(path)]
+    assert sorted(keys) == sorted(f"k{n}" for n in range(50))
+
+
+def test_a_restarted_process_knows_every_label(tmp_path: Path) -> None:
+    path = tmp_path / "feedback.jsonl"
+    FeedbackLog(path).append([_record("a"), _record("b", predicted="virginica")])
+    quality = LiveQuality(10, CLASS_NAMES)
+    restarted = FeedbackLog(path, on_record=quality.add)
+    assert restarted.catch_up() == 2 and restarted.is_labelled("a")
+    with pytest.raises(AlreadyLabelled) as caught:
+        restarted.append([_record("c"), _record("b")])
+    assert caught.value.keys == ["b"]
+    assert quality.summary(TAG).accuracy == 0.5
+    assert len(read_records(path)) == 2
+
+
+def test_a_half_written_last_line_waits_for_its_end(tmp_path: Path) -> None:
+    path = tmp_path / "feedback.jsonl"
+    line = json.dumps(_record("a")).encode()
+    path.write_bytes(line[:20])
+    feedback = FeedbackLog(path)
+    assert feedback.catch_up() == 0
+    with path.open("ab") as file:
+        file.write(line[20:] + b"\n")
+    assert feedback.catch_up() == 1 and feedback.is_labelled("a")
+
+
+# --- the live quality window -----------------------------------------------------------------
+
+
+def test_accuracy_recall_and_delay_of_a_window() -> None:
+    labels = [
+        Label("setosa", "setosa", 1.0),
+        Label("virginica", "versicolor", 3.0),
+        Label("versicolor", "versicolor", 5.0),
+        Label("virginica", "virginica", 7.0),
+    ]
+    summary = summarise(labels, CLASS_NAMES)
+    assert summary is not None
+    assert summary.accuracy == 0.75 and summary.labelled == 4
+    assert summary.recall == {"setosa": 1.0, "versicolor": 0.5, "virginica": 1.0}
+    assert summary.median_delay_s == 4.0
+    assert summarise([], CLASS_NAMES) is None
+
+
+def test_the_window_slides_and_keeps_model_versions_apart() -> None:
+    quality = LiveQuality(window=3, class_names=CLASS_NAMES)
+    for _ in range(3):
+        quality.add(_record("x", predicted="virginica", true="versicolor"))
+    quality.add(_record("y", model_tag="iris-classifier:new"))
+    assert quality.summary(TAG).accuracy == 0.0
+    for _ in range(2):
+        quality.add(_record("x"))  # two right answers push two wrong ones out
+    assert quality.summary(TAG).accuracy == pytest.approx(2 / 3)
+    assert quality.summary(TAG).labelled == 3
+    assert quality.report()["iris-classifier:new"]["accuracy"] == 1.0
+
+
+def test_publishing_sets_the_gauges_of_every_model_version() -> None:
+    from prometheus_client import REGISTRY
+
+    quality = LiveQuality(window=10, class_names=CLASS_NAMES)
+    quality.add(
+        _record(
+            "a", model_tag="iris-classifier:published", predicted="virginica", true="versicolor"
+        )
+    )
+    quality.add(_record("b", model_tag="iris-classifier:published"))
+    quality.publish()
+    labels = {"model_version": "iris-classifier:published"}
+    assert REGISTRY.get_sample_value("iris_live_accuracy", labels) == 0.5
+    assert REGISTRY.get_sample_value("iris_live_labelled", labels) == 2
+    assert REGISTRY.get_sample_value("iris_live_label_delay_seconds", labels) == 6.0
+    recall = {**labels, "class_name": "versicolor"}
+    assert REGISTRY.get_sample_value("iris_live_recall", recall) == 0.0
