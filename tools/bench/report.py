@@ -122,7 +122,7 @@ def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
         )
     lines += _drift_lines(runs)
     lines += mode_lines(runs)
-    lines += _batch_lines(result.get("batch", []))
+    lines += batch_lines(result.get("batch", []))
     lines += sweep_report.markdown(result.get("sweep", []), settings)
     lines += [
         "",
@@ -252,7 +252,8 @@ def batch_table(batch: list[Run]) -> list[str]:
     return lines
 
 
-def _batch_lines(batch: list[Run]) -> list[str]:
+def batch_lines(batch: list[Run]) -> list[str]:
+    """The batch section: flowers/s per format and size, then every entry in detail."""
     if not batch:
         return []
     connections = sorted({entry["connections"] for entry in batch})
@@ -281,7 +282,8 @@ def _batch_lines(batch: list[Run]) -> list[str]:
         )
         if "refused" in entry or "failed" in entry:
             key = "refused" if "refused" in entry else "failed"
-            lines.append(f"{head} {key}: {entry[key]} |" + " |" * 5)
+            reason = str(entry[key]).replace("|", "\\|")  # a table cell
+            lines.append(f"{head} {key}: {reason} |" + " |" * 5)
             continue
         lines.append(
             f"{head} {entry['connections']} | "

@@ -242,6 +242,8 @@ def _batch_record(
         )
     except (RuntimeError, ValueError) as exc:
         return entry | {"failed": str(exc).splitlines()[0]}
+    if load.requests == 0:  # slower than the run: no throughput, no latency to report
+        return entry | {"failed": f"no answer within the {load.duration_s:.1f} s run"}
     rows = load.requests * size
     entry |= {
         "duration_s": round(load.duration_s, 2),
