@@ -31,9 +31,9 @@ def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
     out_dir, state_dir = tmp_path / "reports", tmp_path / "state"
     command = [sys.executable, "-m", "tools.bench", "--quick", "--out-dir", str(out_dir)]
     command += ["--state-dir", str(state_dir), "--connections", "10"]
-    command += ["--servers", "bentoml", "bentoml-v2", "bentoml-shadow", "mlflow", "mlserver"]
-    command += ["mlserver-batch"]
-    command += ["--models", "logistic_regression", "--workers", "1", "--batch-sizes", "1", "10"]
+    command += ["--servers", "bentoml", "bentoml-v2", "bentoml-shadow", "fastapi", "mlflow"]
+    command += ["mlserver", "mlserver-batch", "--models", "logistic_regression", "--workers", "1"]
+    command += ["--batch-sizes", "1", "1000", "10000"]
     command += ["--baseline-servers", "fastapi", "--sweep-connections", "1", "2"]
     result = subprocess.run(
         command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900, check=False
@@ -51,6 +51,7 @@ def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
         ("bentoml-lr-1w", "main"),
         ("bentoml-v2-lr-1w", "main"),
         ("bentoml-shadow-lr-1w", "main"),
+        ("fastapi-lr-1w", "main"),
         ("mlflow-lr-1w", "main"),
         ("mlserver-lr-1w", "main"),
         ("mlserver-batch-lr-1w", "main"),
@@ -68,13 +69,27 @@ def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
         assert run["cold_start_s"] > 0 and run["rss_mb_per_worker"] > 0
         assert run["cpu_ms_per_request"] > 0 and run["loadgen_cpu_ms_per_request"] > 0
         assert isinstance(run["errors"], int)
-    # A challenger mode is measured at saturation only, against mode none.
+    # A challenger mode is measured at saturation only, against mode none; batches in every
+    # format a server takes (our service's all in its bentoml run), 10,000 flowers included.
     in_full = [r for r in measured if r["server"] not in servers.MODE_SERVERS]
     batch_servers = [r["server"] for r in in_full if r["phase"] == "main"]
-    assert sorted((b["server"], b["batch_size"]) for b in bench["batch"]) == sorted(
-        (server, size) for server in batch_servers for size in (1, 10)
+    sizes = (1, 1000, 10000)
+    assert sorted((b["server"], b["format"], b["batch_size"]) for b in bench["batch"]) == sorted(
+        (server, name, size)
+        for server in batch_servers
+        for name in servers.ENDPOINTS[server].batch_formats
+        for size in sizes
     )
-    assert all(b["rows_per_s"] > 0 for b in bench["batch"])
+    for entry in bench["batch"]:
+        assert entry["path"] == servers.BATCH_PATHS[entry["format"]]
+        if entry["batch_size"] <= 1000:
+            assert entry["rows_per_s"] > 0 and entry["errors"] == 0, entry
+        elif entry["server"] == "bentoml":  # over the service's limits: refused, not loaded
+            assert entry["refused"].startswith(("HTTP 400", "HTTP 413")), entry
+        elif (entry["server"], entry["format"]) == ("fastapi", "service"):
+            assert entry["refused"].startswith("HTTP 422"), entry  # the service's schema
+        else:  # measured, unless slower than a 1 s quick run
+            assert entry.get("rows_per_s", 0) > 0 or "no answer within" in entry["failed"]
 
     # The sweep: one curve per server measured in the main phase, each point from a real run.
     by_name = {r["name"]: r for r in in_full if r["phase"] == "main"}
@@ -103,7 +118,7 @@ def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
     assert Path(model_settings["parameters"]["uri"]).is_file()
 
     targets = {t["name"]: t for t in bench["targets"]}
-    assert len(targets) == 14
+    assert len(targets) == 17
     assert all({"value", "threshold", "met", "evidence"} <= set(t) for t in targets.values())
     assert targets["LR throughput vs mlflow models serve (1 worker)"]["met"] is not None
     assert targets["RF throughput vs plain FastAPI (1 worker)"]["met"] is None  # not measured
@@ -114,10 +129,15 @@ def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
     if theirs["requests_per_s"]:
         assert vs_mlserver["value"] == round(ours["requests_per_s"] / theirs["requests_per_s"], 3)
     lone = targets["lone request (1 connection): median latency vs plain FastAPI"]
-    assert lone["met"] is None  # plain FastAPI was only a baseline here: no sweep of it
+    assert lone["met"] is not None and "logistic_regression" in lone["evidence"]
+    batch_targets = [t for t in targets.values() if t["name"].startswith("batch flowers/s")]
+    assert len(batch_targets) == 3
+    for target in batch_targets:  # measured at 1,000 flowers per request (LR: no shipped model)
+        assert target["met"] is not None and "logistic_regression" in target["evidence"]
 
     markdown = (out_dir / "bench.md").read_text()
-    headings = ("## Throughput and latency", "## Drift", "## Batches", "## Concurrency sweep")
+    headings = ("## Throughput and latency", "## Drift", "## Batch throughput")
+    headings += ("## Concurrency sweep",)
     for heading in (*headings, "## Targets"):
         assert heading in markdown
     assert "| bentoml-lr-1w | main |" in markdown

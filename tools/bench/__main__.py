@@ -18,6 +18,8 @@ from .sweep import DEFAULT_CONNECTIONS
 
 QUICK = {"duration": 2.0, "warmup": 0.5, "batch_duration": 1.0, "sweep_duration": 1.0}
 DEFAULT_BATCHING = servers.ServerSettings().mlserver_batching
+# The largest batch measured: its bodies are built in memory and in wrk's Lua script.
+MAX_BATCH_SIZE = 10000
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,7 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--servers", nargs="+", choices=servers.SERVERS, default=servers.SERVERS)
     parser.add_argument("--models", nargs="+", choices=list(MODEL_NAMES), default=list(MODEL_NAMES))
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--batch-sizes", nargs="*", type=int, default=[1, 10, 100, 1000])
+    parser.add_argument(
+        "--batch-sizes",
+        nargs="*",
+        type=int,
+        default=[1, 10, 100, 1000, 10000],
+        help="flowers per batch request, each in every batch format of each server; a size a "
+        "server refuses (over its limits) is recorded as refused (default: %(default)s)",
+    )
     parser.add_argument("--batch-duration", type=float, default=5, help="seconds per batch run")
     parser.add_argument("--batch-connections", type=int, default=8)
     parser.add_argument(
@@ -117,8 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("mlserver-batch needs --mlserver-max-batch-size >= 2 and a positive time")
     if args.connections < 1 or any(w < 1 for w in args.workers):
         parser.error("--connections and --workers must be positive")
-    if any(not 1 <= size <= 1000 for size in args.batch_sizes):
-        parser.error("--batch-sizes must be between 1 and 1000 (the service's limit)")
+    if any(not 1 <= size <= MAX_BATCH_SIZE for size in args.batch_sizes):
+        parser.error(f"--batch-sizes must be between 1 and {MAX_BATCH_SIZE}")
     return args
 
 

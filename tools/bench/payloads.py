@@ -4,13 +4,22 @@
   (`{"sepal_length": ...}` for /predict, `{"flowers": [...]}` for /predict_batch);
 - "dataframe_split": `mlflow models serve` takes a pandas `dataframe_split` on /invocations;
 - "v2": the Open Inference Protocol's JSON tensor (`{"inputs": [{"name", "shape": [N, 4],
-  "datatype": "FP64", "data": [...]}]}`), byte for byte the same for MLServer and our V2 route.
+  "datatype": "FP64", "data": [...]}]}`), byte for byte the same for MLServer and our V2 route;
+- "v2-binary" (batches only): the same tensor with the binary tensor data extension, as
+  Triton's client sends it: a JSON header declaring `binary_data_size`, then N * 4 little-endian
+  float64, `Inference-Header-Content-Length` giving the header's length, and both outputs
+  asked as binary (`binary_data_output`).
+
+A batch request is a `Body` (bytes and headers) in one of BATCH_FORMATS.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import cache
+
+import numpy as np
 
 from iris_service.settings import FEATURE_NAMES
 
@@ -18,6 +27,19 @@ from .mlserver import INPUT_NAME
 
 # Distinct flowers cycled through by the load generator (real Iris rows).
 SINGLE_ROW_VARIETY = 12
+# Batch request formats: the service's JSON (/predict_batch), V2 JSON and binary tensors,
+# MLflow's dataframe_split (/invocations).
+BATCH_FORMATS = ("service", "v2", "v2-binary", "dataframe_split")
+JSON_HEADERS = (("Content-Type", "application/json"),)
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+@dataclass(frozen=True)
+class Body:
+    """One request body as sent, with its own headers (Content-Type included)."""
+
+    content: bytes
+    headers: tuple[tuple[str, str], ...] = JSON_HEADERS
 
 
 @cache
@@ -75,3 +97,26 @@ def _dataframe_split(selected: list[tuple[float, ...]]) -> str:
     return json.dumps(
         {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": [list(r) for r in selected]}}
     )
+
+
+def batch_request(format_name: str, size: int, offset: int = 0) -> Body:
+    """One batch request of `size` flowers in `format_name` (one of BATCH_FORMATS)."""
+    if format_name == "v2-binary":
+        return v2_binary(rows(size, offset))
+    if format_name not in BATCH_FORMATS:
+        raise ValueError(f"unknown batch format {format_name!r}")
+    return Body(batch_body(format_name, size, offset).encode())
+
+
+def v2_binary(selected: list[tuple[float, ...]]) -> Body:
+    """V2 binary tensor extension: JSON header, then the flowers as little-endian float64."""
+    data = np.asarray(selected, dtype="<f8").tobytes()
+    tensor = {
+        "name": INPUT_NAME,
+        "shape": [len(selected), len(FEATURE_NAMES)],
+        "datatype": "FP64",
+        "parameters": {"binary_data_size": len(data)},
+    }
+    header = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}}).encode()
+    headers = (("Content-Type", "application/octet-stream"), (HEADER_LENGTH, str(len(header))))
+    return Body(header + data, headers)

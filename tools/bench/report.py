@@ -4,7 +4,11 @@ bench.json: {"generated_at", "machine": {"cpus", "description"}, "settings", "ru
 "batch": [...], "sweep": [...], "capacities": [...], "targets": [{"name", "value",
 "threshold", "met", ...}]}. A run is one server (servers.SERVERS) x model x workers x phase
 (main|baseline_start|baseline_end); a run that could not be measured holds "failed" or
-"skipped" (with the reason) instead of numbers. A sweep entry is one server x model's curve:
+"skipped" (with the reason) instead of numbers. A batch entry is one server x batch format
+(payloads.BATCH_FORMATS) x batch size: {"server", "model", "workers", "format", "path",
+"batch_size", "connections", "requests_per_s", "rows_per_s", "latency_ms", "errors",
+"cpu_us_per_row"}, or "refused" (the server's 4xx answer: over its limits) or "failed" instead
+of the numbers. A sweep entry is one server x model's curve:
 {"name", "server", "model", "workers", "path", "points": [{"connections", "requests_per_s",
 "latency_ms", "errors", "cpu_ms_per_request", ...}], "capacity": {"objective_p99_ms",
 "requests_per_s", "connections", "p99_ms"}}; "capacities" lists those capacities side by side.
@@ -118,11 +122,11 @@ def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
         )
     lines += _drift_lines(runs)
     lines += mode_lines(runs)
-    lines += _batch_lines(result.get("batch", []))
+    lines += batch_lines(result.get("batch", []))
     lines += sweep_report.markdown(result.get("sweep", []), settings)
     lines += [
         "",
-        "## Targets (issues 4 and 16)",
+        "## Targets (issues 4, 12 and 16)",
         "",
         "| Target | Measured | Threshold | Met | Evidence |",
         "| --- | --- | --- | --- | --- |",
@@ -205,27 +209,84 @@ def _drift_lines(runs: list[Run]) -> list[str]:
     return lines
 
 
-def _batch_lines(batch: list[Run]) -> list[str]:
+FORMAT_LABELS = {
+    "service": "service JSON",
+    "v2": "V2 JSON tensor",
+    "v2-binary": "V2 binary tensor",
+    "dataframe_split": "MLflow dataframe_split",
+}
+
+
+def _format_label(entry: Run) -> str:
+    name = entry.get("format", "")
+    return f"{FORMAT_LABELS.get(name, name)} `{entry.get('path', '?')}`"
+
+
+def _batch_cell(entry: Run | None) -> str:
+    if entry is None:
+        return "-"
+    if "refused" in entry:
+        return f"refused ({entry['refused'].split(':', 1)[0]})"
+    if "failed" in entry:
+        return "failed"
+    cell = _fmt(entry["rows_per_s"])
+    return f"{cell} ({entry['errors']} errors)" if entry["errors"] else cell
+
+
+def batch_table(batch: list[Run]) -> list[str]:
+    """Flowers/s per server, format and model (rows) and batch size (columns)."""
+    sizes = sorted({entry["batch_size"] for entry in batch})
+    cells: dict[tuple[str, str, str, int], dict[int, Run]] = {}
+    for entry in batch:
+        key = (entry["server"], _format_label(entry), entry["model"], entry["workers"])
+        cells.setdefault(key, {})[entry["batch_size"]] = entry
+    lines = [
+        "| Server | Format | Model | Workers | "
+        + " | ".join(f"{size:,} / request" for size in sizes)
+        + " |",
+        "|" + " --- |" * (4 + len(sizes)),
+    ]
+    for (server, label, model, workers), by_size in cells.items():
+        row = " | ".join(_batch_cell(by_size.get(size)) for size in sizes)
+        lines.append(f"| {server} | {label} | {model} | {workers} | {row} |")
+    return lines
+
+
+def batch_lines(batch: list[Run]) -> list[str]:
+    """The batch section: flowers/s per format and size, then every entry in detail."""
     if not batch:
         return []
+    connections = sorted({entry["connections"] for entry in batch})
     lines = [
         "",
-        "## Batches (POST /predict_batch; /invocations for mlflow)",
+        "## Batch throughput (flowers/s per format and batch size)",
         "",
-        "| Server | Model | Workers | Batch size | Connections | req/s | rows/s | p99 ms | errors "
-        "| server CPU µs/row |",
-        "|" + " --- |" * 10,
+        f"Each format and batch size loaded for the batch duration at "
+        f"{', '.join(map(str, connections))} connections, same run, same model files: our "
+        "service (bentoml: its JSON on /predict_batch, V2 JSON and binary tensors, MLflow "
+        "dataframe_split on /invocations), plain FastAPI (/predict_batch and a V2 route parsing "
+        "the same V2 JSON into numpy), `mlflow models serve` and MLServer. One request is tried "
+        "first: a size a server refuses (4xx, over its limits) is marked refused and not "
+        "loaded; the answer is in the detail table and in bench.json.",
+        "",
+        *batch_table(batch),
+        "",
+        "| Server | Format | Model | Workers | Batch size | Connections | req/s | flowers/s | "
+        "p99 ms | errors | server CPU µs/flower |",
+        "|" + " --- |" * 11,
     ]
     for entry in batch:
-        if "failed" in entry:
-            lines.append(
-                f"| {entry['server']} | {entry['model']} | {entry['workers']} | "
-                f"{entry['batch_size']} | failed: {entry['failed']} |" + " |" * 5
-            )
+        head = (
+            f"| {entry['server']} | {_format_label(entry)} | {entry['model']} | "
+            f"{entry['workers']} | {entry['batch_size']:,} |"
+        )
+        if "refused" in entry or "failed" in entry:
+            key = "refused" if "refused" in entry else "failed"
+            reason = str(entry[key]).replace("|", "\\|")  # a table cell
+            lines.append(f"{head} {key}: {reason} |" + " |" * 5)
             continue
         lines.append(
-            f"| {entry['server']} | {entry['model']} | {entry['workers']} | "
-            f"{entry['batch_size']} | {entry['connections']} | "
+            f"{head} {entry['connections']} | "
             f"{_fmt(entry['requests_per_s'])} | {_fmt(entry['rows_per_s'])} | "
             f"{_fmt(entry['latency_ms']['p99'], 1)} | {entry['errors']} | "
             f"{_fmt(entry['cpu_us_per_row'], 1)} |"
@@ -275,7 +336,9 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
         figure, axes = plt.subplots(figsize=(8, 5))
         series: dict[str, list[tuple[int, float]]] = {}
         for entry in batch:
-            key = f"{entry['server']} {entry['model']} {entry['workers']}w"
+            key = (
+                f"{entry['server']} {entry.get('format', '')} {entry['model']} {entry['workers']}w"
+            )
             series.setdefault(key, []).append((entry["batch_size"], entry["rows_per_s"]))
         for key, points in series.items():
             points.sort()

@@ -8,6 +8,7 @@ its latency-throughput curve and its capacity at the p99 objective.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import platform
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tools.local_server import ProjectState, http_status
+from tools.local_server import HOST, ProjectState, http_status
 
 from . import payloads, servers
 from .capacity import DEFAULT_OBJECTIVE_P99_MS
@@ -31,6 +32,9 @@ from .sweep import DEFAULT_CONNECTIONS, run_sweep
 logger = logging.getLogger("tools.bench")
 
 PAUSE_BETWEEN_RUNS_S = 1.0
+# The request tried before loading a batch size: its timeout, and how much of a refusal is kept.
+PROBE_TIMEOUT_S = 30
+PROBE_ANSWER_CHARS = 200
 SETTLE_AFTER_WARMUP_S = 1.0
 
 
@@ -45,7 +49,7 @@ class Options:
     servers: tuple[str, ...] = servers.SERVERS
     models: tuple[str, ...] = ("logistic_regression", "random_forest", SHIPPED)
     workers: tuple[int, ...] = (1, 2)
-    batch_sizes: tuple[int, ...] = (1, 10, 100, 1000)
+    batch_sizes: tuple[int, ...] = (1, 10, 100, 1000, 10000)
     batch_duration_s: float = 5
     batch_connections: int = 8
     baseline_servers: tuple[str, ...] = ("fastapi", "mlflow")
@@ -182,51 +186,84 @@ def run_record(
     return record
 
 
+def probe(port: int, path: str, body: payloads.Body) -> tuple[int | None, str]:
+    """Status and the start of the answer of one request (None: no answer)."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=PROBE_TIMEOUT_S)
+    try:
+        connection.request("POST", path, body=body.content, headers=dict(body.headers))
+        response = connection.getresponse()
+        text = response.read(PROBE_ANSWER_CHARS).decode(errors="replace")
+        return response.status, " ".join(text.split())
+    except (OSError, http.client.HTTPException) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.close()
+
+
 def batch_records(running: servers.RunningServer, options: Options) -> list[dict[str, Any]]:
+    """Flowers/s for each of the server's batch formats and each batch size. One request is
+    tried first: a size the server refuses (4xx: over its limits, e.g. our service's
+    IRIS_MAX_BATCH_FLOWERS) is recorded as refused with its answer, not loaded."""
     records = []
-    for size in options.batch_sizes:
-        protocol = running.endpoints.protocol
-        bodies = [payloads.batch_body(protocol, size, offset) for offset in range(3)]
-        entry: dict[str, Any] = {
-            "server": running.server,
-            "model": running.model.family,
-            "workers": running.workers,
-            "batch_size": size,
-            "connections": options.batch_connections,
-        }
-        try:
-            load, usage = measured_load(
-                running,
-                running.endpoints.batch,
-                bodies,
-                options.batch_duration_s,
-                options.batch_connections,
-                options.threads,
-            )
-        except (RuntimeError, ValueError) as exc:
-            entry["failed"] = str(exc).splitlines()[0]
-            records.append(entry)
-            continue
-        rows = load.requests * size
-        entry |= {
-            "duration_s": round(load.duration_s, 2),
-            "requests_per_s": round(load.requests_per_s, 1),
-            "rows_per_s": round(rows / load.duration_s, 1) if load.duration_s else 0.0,
-            "latency_ms": load.latency_ms,
-            "errors": load.errors,
-            "non_2xx": load.non_2xx,
-            "socket_errors": load.socket_errors,
-            "cpu_us_per_row": round(usage.cpu_s * 1e6 / max(rows, 1), 2),
-        }
-        records.append(entry)
-        logger.info(
-            "  batch %4d: %8.0f rows/s, p99 %.1f ms, %d errors",
-            size,
-            entry["rows_per_s"],
-            load.latency_ms["p99"],
-            load.errors,
-        )
+    for format_name in running.endpoints.batch_formats:
+        path = servers.BATCH_PATHS[format_name]
+        for size in options.batch_sizes:
+            records.append(_batch_record(running, options, format_name, path, size))
     return records
+
+
+def _batch_record(
+    running: servers.RunningServer, options: Options, format_name: str, path: str, size: int
+) -> dict[str, Any]:
+    bodies = [payloads.batch_request(format_name, size, offset) for offset in range(3)]
+    entry: dict[str, Any] = {
+        "server": running.server,
+        "model": running.model.family,
+        "workers": running.workers,
+        "format": format_name,
+        "path": path,
+        "batch_size": size,
+        "connections": options.batch_connections,
+    }
+    status, answer = probe(running.port, path, bodies[0])
+    if status is not None and 400 <= status < 500:
+        logger.info("  %s batch %5d: refused, HTTP %d", format_name, size, status)
+        return entry | {"refused": f"HTTP {status}: {answer}"}
+    try:
+        if status != 200:
+            raise RuntimeError(f"one request answered {status}: {answer}")
+        load, usage = measured_load(
+            running,
+            path,
+            bodies,
+            options.batch_duration_s,
+            options.batch_connections,
+            options.threads,
+        )
+    except (RuntimeError, ValueError) as exc:
+        return entry | {"failed": str(exc).splitlines()[0]}
+    if load.requests == 0:  # slower than the run: no throughput, no latency to report
+        return entry | {"failed": f"no answer within the {load.duration_s:.1f} s run"}
+    rows = load.requests * size
+    entry |= {
+        "duration_s": round(load.duration_s, 2),
+        "requests_per_s": round(load.requests_per_s, 1),
+        "rows_per_s": round(rows / load.duration_s, 1) if load.duration_s else 0.0,
+        "latency_ms": load.latency_ms,
+        "errors": load.errors,
+        "non_2xx": load.non_2xx,
+        "socket_errors": load.socket_errors,
+        "cpu_us_per_row": round(usage.cpu_s * 1e6 / max(rows, 1), 2),
+    }
+    logger.info(
+        "  %s batch %5d: %8.0f rows/s, p99 %.1f ms, %d errors",
+        format_name,
+        size,
+        entry["rows_per_s"],
+        load.latency_ms["p99"],
+        load.errors,
+    )
+    return entry
 
 
 def sweep_record(

@@ -6,6 +6,8 @@
 - fastapi: `uvicorn tools.bench.baseline_app:app --workers N` (uvicorn defaults);
 - mlflow: `mlflow models serve -m runs:/<run>/model --env-manager local --workers N`;
 - bentoml-v2: the shipped service again, loaded on its V2 route (Open Inference Protocol JSON);
+  the service's batches in every format (its JSON, V2 JSON and binary tensors, MLflow's
+  dataframe_split) are measured in the bentoml run;
 - bentoml-shadow, bentoml-canary: the shipped service with its challenger mode on
   (IRIS_CHALLENGER_MODE), the challenger being the champion's own version, so that the run
   measures what the mode itself costs (a second runner call per request in shadow, split
@@ -58,24 +60,39 @@ API_SERVICE = "IrisClassifier"
 V2_INFER = f"/v2/models/{MODEL_NAME}/infer"
 
 
+# Where each batch format (payloads.BATCH_FORMATS) is posted, on every server that takes it.
+BATCH_PATHS = {
+    "service": "/predict_batch",
+    "v2": V2_INFER,
+    "v2-binary": V2_INFER,
+    "dataframe_split": "/invocations",
+}
+# Every batch format of the shipped service, measured in its "bentoml" run (one server start).
+SERVICE_BATCH_FORMATS = ("service", "v2", "v2-binary", "dataframe_split")
+
+
 @dataclass(frozen=True)
 class Endpoints:
     ready: str
     predict: str
-    batch: str
-    # Request body format (tools/bench/payloads.py): "service", "dataframe_split" or "v2".
+    # Batch formats measured on this server (payloads.BATCH_FORMATS, posted to BATCH_PATHS).
+    batch_formats: tuple[str, ...]
+    # Request body format of `predict` (payloads.py): "service", "dataframe_split" or "v2".
     protocol: str = "service"
 
 
 ENDPOINTS: dict[str, Endpoints] = {
-    "bentoml": Endpoints("/readyz", "/predict", "/predict_batch"),
-    "bentoml-v2": Endpoints("/readyz", V2_INFER, V2_INFER, "v2"),
-    "bentoml-shadow": Endpoints("/readyz", "/predict", "/predict_batch"),
-    "bentoml-canary": Endpoints("/readyz", "/predict", "/predict_batch"),
-    "fastapi": Endpoints("/health", "/predict", "/predict_batch"),
-    "mlflow": Endpoints("/ping", "/invocations", "/invocations", "dataframe_split"),
-    "mlserver": Endpoints("/v2/health/ready", V2_INFER, V2_INFER, "v2"),
-    "mlserver-batch": Endpoints("/v2/health/ready", V2_INFER, V2_INFER, "v2"),
+    "bentoml": Endpoints("/readyz", "/predict", SERVICE_BATCH_FORMATS),
+    # Its batches are the bentoml run's "v2" and "v2-binary" (the same service).
+    "bentoml-v2": Endpoints("/readyz", V2_INFER, (), "v2"),
+    "bentoml-shadow": Endpoints("/readyz", "/predict", ()),
+    "bentoml-canary": Endpoints("/readyz", "/predict", ()),
+    # /predict_batch, and a V2 JSON route parsing the tensor into numpy (baseline_app.py).
+    "fastapi": Endpoints("/health", "/predict", ("service", "v2")),
+    "mlflow": Endpoints("/ping", "/invocations", ("dataframe_split",), "dataframe_split"),
+    # MLServer's REST server does not read the binary extension (422): JSON tensors only.
+    "mlserver": Endpoints("/v2/health/ready", V2_INFER, ("v2",), "v2"),
+    "mlserver-batch": Endpoints("/v2/health/ready", V2_INFER, ("v2",), "v2"),
 }
 
 
