@@ -5,6 +5,9 @@ request -> RequestMonitoringMiddleware (request id, latency/memory/CPU, error sh
            challenger: iris_service/challenger.py)
         -> IrisModelRunner (bentoml.depends: own process, adaptive batching; follows the
            serving aliases: iris_service/model_follower.py) -> estimator
+A request alone in its API worker skips the runner hop: a copy of the runner's champion in
+the API worker answers it (iris_service/local_champion.py); concurrent requests are batched
+through the runner.
 
 POST /feedback takes the true class of earlier predictions and joins it with the prediction
 log (iris_service/feedback.py); GET /live_quality and the iris_live_* metrics show how right
@@ -21,8 +24,8 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 
-from iris_service import answers, log_filters, runner_client
-from iris_service.admission import AdmissionControlMiddleware
+from iris_service import answers, log_filters, metrics, runner_client
+from iris_service.admission import AdmissionControlMiddleware, InFlight
 from iris_service.api_docs import SERVICE_DESCRIPTION, DescribedService
 from iris_service.auth import ApiKeyMiddleware
 from iris_service.challenger import ChallengerRouter
@@ -32,8 +35,9 @@ from iris_service.errors import error_response
 from iris_service.feedback import FeedbackDesk, FeedbackRefused
 from iris_service.feedback_log import FeedbackLog
 from iris_service.live_quality import LiveQuality, live_quality_route
+from iris_service.local_champion import LocalChampion
 from iris_service.middleware import RequestMonitoringMiddleware
-from iris_service.model_loading import model_fingerprint
+from iris_service.model_loading import load_stored_model, model_fingerprint
 from iris_service.model_status import model_route
 from iris_service.prediction_index import PredictionIndex
 from iris_service.prediction_log import (
@@ -75,6 +79,9 @@ from iris_service.settings import (
     FEEDBACK_INDEX_PREDICTIONS,
     FEEDBACK_LOG_PATH,
     FEEDBACK_WINDOW,
+    LOCAL_CHAMPION_CHECK_SECONDS,
+    LOCAL_MAX_IN_FLIGHT,
+    LONE_REQUESTS_IN_API_WORKER,
     MODEL_TAG,
     PREDICTION_LOG_PATH,
     RUNNER_LIVENESS_GRACE_SECONDS,
@@ -92,6 +99,9 @@ def _current() -> IrisClassifier:
 
 # The prediction log (written by its middleware, below) is also what labels are joined with.
 prediction_log = open_prediction_log(PREDICTION_LOG_PATH)
+# Prediction requests in flight in this API worker (counted by the admission middleware): a
+# lone one is answered by the worker's copy of the champion.
+predictions_in_flight = InFlight()
 
 
 def _feedback_desk(log: PredictionLog | None) -> tuple[FeedbackDesk | None, LiveQuality]:
@@ -146,9 +156,20 @@ class IrisClassifier:
         self.challenger_coalescer = RequestCoalescer(
             self._call_challenger, max_rows=RUNNER_MAX_BATCH_SIZE
         )
+        # Lone requests: a copy of the runner's champion (None: every request to the runner).
+        self.local_champion = (
+            LocalChampion(
+                load_stored_model,
+                self._runner_champion,
+                period_s=LOCAL_CHAMPION_CHECK_SECONDS,
+                timeout_s=RUNNER_PING_TIMEOUT_SECONDS,
+            )
+            if LONE_REQUESTS_IN_API_WORKER
+            else None
+        )
         self.router = ChallengerRouter(
             CHALLENGER_MODE,
-            self.coalescer.predict,
+            self._champion,
             self.challenger_coalescer.predict,
             canary_share=CANARY_SHARE,
             seed=CANARY_SEED,
@@ -172,6 +193,8 @@ class IrisClassifier:
     @bentoml.on_startup
     async def start_runner_heartbeat(self) -> None:
         self.heartbeat.start()
+        if self.local_champion is not None:
+            self.local_champion.start()
 
     @bentoml.on_startup
     async def load_feedback(self) -> None:
@@ -183,6 +206,8 @@ class IrisClassifier:
     @bentoml.on_shutdown
     async def stop_runner_heartbeat(self) -> None:
         self.heartbeat.stop()
+        if self.local_champion is not None:
+            self.local_champion.stop()
 
     async def __is_ready__(self) -> bool:
         """503 at once while the runner does not answer (never waits on it)."""
@@ -272,6 +297,31 @@ class IrisClassifier:
             )
             return error_response(failure.status, failure.detail, failure.code)
 
+    async def _champion(self, rows: np.ndarray) -> np.ndarray:
+        """The champion's answer for `rows`: computed in this worker when the request is (about)
+        alone in it and the runner is healthy (no batch to share, so the runner hop would only
+        add latency), else through the coalescer and the runner's batching."""
+        local = self.local_champion
+        if local is not None:
+            # Computed inline, a local answer never yields to the event loop: requests that
+            # uvicorn has already read would only enter the app (and the count) after it.
+            # One yield lets them enter first, so that under load the count sees them.
+            await asyncio.sleep(0)
+        lone = predictions_in_flight.count <= LOCAL_MAX_IN_FLIGHT
+        if local is not None and lone and self.heartbeat.ready():
+            answer = local.answer(rows)
+            if answer is not None:
+                metrics.INFERENCES_TOTAL.labels("api_worker").inc()
+                return answer
+        answer = await self.coalescer.predict(rows)
+        metrics.INFERENCES_TOTAL.labels("runner").inc()
+        if local is not None:
+            local.observe(float(answer[0, -1]))
+        return answer
+
+    async def _runner_champion(self) -> str:
+        return str((await self.runner.to_async.serving_models())["champion"])
+
     async def _call_runner(self, rows: np.ndarray) -> np.ndarray:
         return await runner_client.call_with_retry(self.runner.to_async.predict_proba, rows)
 
@@ -301,5 +351,5 @@ class IrisClassifier:
 IrisClassifier.add_asgi_middleware(PredictionLogMiddleware, log=prediction_log)
 IrisClassifier.add_asgi_middleware(RequestMonitoringMiddleware)
 IrisClassifier.add_asgi_middleware(ApiKeyMiddleware, api_keys=API_KEYS)
-IrisClassifier.add_asgi_middleware(AdmissionControlMiddleware)
+IrisClassifier.add_asgi_middleware(AdmissionControlMiddleware, counter=predictions_in_flight)
 log_filters.install()

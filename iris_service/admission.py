@@ -16,6 +16,14 @@ from starlette.responses import JSONResponse
 from .settings import MAX_CONCURRENT_REQUESTS, PREDICTION_PATHS, RoutePatterns
 
 
+class InFlight:
+    """The number of prediction requests in flight in this API worker (admitted, not yet
+    answered): the admission limit reads it, and the service, to tell a lone request."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class AdmissionControlMiddleware:
     """Refuses prediction requests with 429 while `limit` of them are in flight."""
 
@@ -24,13 +32,18 @@ class AdmissionControlMiddleware:
         app: Any,
         limit: int = MAX_CONCURRENT_REQUESTS,
         paths: tuple[str, ...] = PREDICTION_PATHS,
+        counter: InFlight | None = None,
     ) -> None:
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
         self.app = app
         self.limit = limit
         self.paths = RoutePatterns(paths)
-        self.in_flight = 0
+        self.counter = counter if counter is not None else InFlight()
+
+    @property
+    def in_flight(self) -> int:
+        return self.counter.count
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
@@ -44,8 +57,8 @@ class AdmissionControlMiddleware:
             )
             await refusal(scope, receive, send)
             return
-        self.in_flight += 1
+        self.counter.count += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self.counter.count -= 1

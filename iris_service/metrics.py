@@ -43,6 +43,12 @@ PREDICTIONS_TOTAL = Counter(
     "Flowers classified, by predicted class.",
     ("class_name",),
 )
+INFERENCES_TOTAL = Counter(
+    "iris_inferences_total",
+    "Champion predictions by where they were computed: api_worker (a lone request, the API"
+    " worker's copy of the runner's champion) or runner (through the runner's batching).",
+    ("computed_in",),
+)
 ERRORS_TOTAL = Counter(
     "iris_errors_total",
     "Error answers, by error code.",
@@ -105,10 +111,12 @@ SHADOW_SKIPPED_TOTAL = Counter(
 
 
 def _start_at_zero() -> None:
-    """Create every label set of the routing and shadow counters at 0, so that the
+    """Create every label set of the routing, inference and shadow counters at 0, so that the
     dashboard's panels (and rate()) have series in every mode, before the first event."""
     for role in ("champion", "challenger"):
         ROUTED_REQUESTS_TOTAL.labels(role)
+    for place in ("api_worker", "runner"):
+        INFERENCES_TOTAL.labels(place)
     for agreement in ("agree", "disagree"):
         SHADOW_PREDICTIONS_TOTAL.labels(agreement)
     for reason in ("saturated", "no_challenger", "failed"):

@@ -56,6 +56,14 @@ class LoadedModel:
         return model_fingerprint(self.tag)
 
 
+def model_answer(model: LoadedModel, measurements: np.ndarray) -> np.ndarray:
+    """Probabilities of `model` for rows of measurements and, as last column, its fingerprint:
+    the shape of every answer the API worker gets (from the runner or its local copy)."""
+    probabilities = model.estimator.predict_proba(measurements)
+    fingerprints = np.full((len(probabilities), 1), model.fingerprint)
+    return np.hstack([probabilities, fingerprints])
+
+
 def _how_to_create(tag: str) -> str:
     return (
         f"`make train` (or `python train.py --model-name {str(tag).split(':')[0]}`) "

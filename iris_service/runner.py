@@ -18,7 +18,7 @@ import numpy as np
 from .draining import postpone_sigterm_until_idle
 from .limits import check_batch_limits
 from .model_follower import ModelFollower, publish_model_info
-from .model_loading import NO_MODEL, LoadedModel, checked_model_reference, load_stored_model
+from .model_loading import NO_MODEL, checked_model_reference, load_stored_model, model_answer
 from .settings import (
     ALIAS_POLL_SECONDS,
     CANARY_SHARE,
@@ -39,13 +39,6 @@ ADAPTIVE_BATCHING = {
     "max_batch_size": RUNNER_MAX_BATCH_SIZE,
     "max_latency_ms": RUNNER_MAX_LATENCY_MS,
 }
-
-
-def _answer(model: LoadedModel, measurements: np.ndarray) -> np.ndarray:
-    """Probabilities of `model` and, as last column, its fingerprint."""
-    probabilities = model.estimator.predict_proba(measurements)
-    fingerprints = np.full((len(probabilities), 1), model.fingerprint)
-    return np.hstack([probabilities, fingerprints])
 
 
 @bentoml.service(name="IrisModelRunner", workers=1, traffic={"timeout": 10})
@@ -90,7 +83,7 @@ class IrisModelRunner:
         them (one model per batch: the reference is read once), so that every answer names
         its model even when the model changes while serving."""
         self.last_request = time.monotonic()
-        return _answer(self.follower.models.champion, measurements)
+        return model_answer(self.follower.models.champion, measurements)
 
     @bentoml.api(**ADAPTIVE_BATCHING)
     def predict_proba_challenger(self, measurements: np.ndarray) -> np.ndarray:
@@ -104,7 +97,7 @@ class IrisModelRunner:
             )
             answer[:, -1] = NO_MODEL
             return answer
-        return _answer(challenger, measurements)
+        return model_answer(challenger, measurements)
 
     @bentoml.api
     def serving_models(self) -> dict[str, Any]:

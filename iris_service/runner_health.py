@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
 
+from .background import BackgroundLoop
+
 logger = logging.getLogger("iris_service.runner_health")
 
 Ping = Callable[[], Awaitable[bool]]
@@ -34,7 +36,7 @@ class PingOutcome(Enum):
     SILENT = "silent"  # no answer within the ping's timeout
 
 
-class RunnerHeartbeat:
+class RunnerHeartbeat(BackgroundLoop):
     """The recorded state of periodic runner pings; `run()` is the pinging task."""
 
     def __init__(
@@ -53,17 +55,6 @@ class RunnerHeartbeat:
         self.last_answer_at = clock()
         self.last_outcome: PingOutcome | None = None
         self.pinging_since: float | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start pinging in the background (call from inside the worker's event loop)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
 
     def ready(self) -> bool:
         return self.last_outcome is PingOutcome.ANSWERED_READY and not self._overdue()

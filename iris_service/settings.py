@@ -131,6 +131,17 @@ CANARY_SEED = _int_from_env("IRIS_CANARY_SEED", 1)
 # Shadow predictions one API worker keeps in flight; more are dropped (and counted), never
 # queued, so a slow challenger cannot grow memory or delay the answers.
 SHADOW_MAX_IN_FLIGHT = _int_from_env("IRIS_SHADOW_MAX_IN_FLIGHT", 32)
+# A prediction request alone in its API worker is answered there, by a copy of the runner's
+# champion, without the hop to the runner (iris_service/local_champion.py); concurrent requests
+# go through the runner, where batching pays. False: every request goes through the runner
+# (and the API worker does not load scikit-learn). The copy asks the runner which champion it
+# serves every LOCAL_CHAMPION_CHECK_SECONDS.
+LONE_REQUESTS_IN_API_WORKER = _bool_from_env("IRIS_LONE_REQUESTS_IN_API_WORKER", True)
+# "Lone": at most this many prediction requests in flight in the API worker. With two, two
+# clients are still answered in the worker: the runner hop costs more latency than computing
+# one other request first (docs/performance.md, "The lone request").
+LOCAL_MAX_IN_FLIGHT = _int_from_env("IRIS_LOCAL_MAX_IN_FLIGHT", 2)
+LOCAL_CHAMPION_CHECK_SECONDS = 0.5
 # Most rows in one call of the runner's adaptive batching (its max_batch_size).
 RUNNER_MAX_BATCH_SIZE = 1000
 # Most flowers accepted in one POST /predict_batch (at most RUNNER_MAX_BATCH_SIZE).

@@ -30,6 +30,7 @@ from tests.documented_commands import (
 )
 from tests.support import SETOSA, VERSICOLOR, VIRGINICA, ensure_debian_packages
 from tools.local_server import LocalServer
+from tools.report import take_snapshot
 
 pytestmark = pytest.mark.server
 
@@ -211,6 +212,54 @@ def test_every_request_succeeds_at_50_concurrent_connections(server: LocalServer
     assert len(statuses) == 3000
     failures = {status: statuses.count(status) for status in set(statuses) if status != 200}
     assert failures == {}
+
+
+def _inferences(server: LocalServer) -> dict[str, float]:
+    """iris_inferences_total by where the champion's prediction was computed."""
+    samples = take_snapshot(server.url).select("iris_inferences_total")
+    return {labels["computed_in"]: value for labels, value in samples}
+
+
+async def _concurrent_answers(url: str, total: int, concurrency: int) -> list[dict]:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> dict:
+            async with session.post(url, json=VERSICOLOR) as response:
+                assert response.status == 200, await response.text()
+                return await response.json()
+
+        return await asyncio.gather(*(one() for _ in range(total)))
+
+
+@pytest.mark.timeout(120)
+def test_lone_requests_are_answered_in_the_api_worker_and_concurrent_ones_by_the_runner(
+    server: LocalServer,
+) -> None:
+    """The lone request skips the runner hop (iris_service/local_champion.py); both paths
+    give the same model's answer, named alike."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the API worker's copy loads once the runner answers
+        before = _inferences(server)
+        lone = _post(server, "/predict", VERSICOLOR)
+        assert lone.status_code == 200, lone.text
+        if _inferences(server)["api_worker"] > before["api_worker"]:
+            break
+        time.sleep(0.2)
+    before = _inferences(server)
+    answers = [_post(server, "/predict", VERSICOLOR).json() for _ in range(20)]
+    after = _inferences(server)
+    assert after["api_worker"] - before["api_worker"] == 20, (before, after)
+    assert after["runner"] == before["runner"], (before, after)
+    concurrent = asyncio.run(_concurrent_answers(f"{server.url}/predict", 400, 16))
+    batched = _inferences(server)
+    assert batched["runner"] - after["runner"] > 0, (after, batched)
+    for body in answers + concurrent:
+        assert body["model_tag"] == lone.json()["model_tag"], body
+        for name in CLASS_NAMES:
+            assert body["probabilities"][name] == pytest.approx(
+                lone.json()["probabilities"][name], rel=1e-9
+            )
 
 
 def test_each_prediction_writes_one_structured_log_line(server: LocalServer) -> None:
