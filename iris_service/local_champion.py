@@ -79,6 +79,16 @@ class LocalChampion(BackgroundLoop):
             self.model = None
             self._stale.set()
 
+    def start(self) -> None:
+        """Import scikit-learn here, on the event loop's thread, before any copy is loaded in a
+        thread: BentoML validates model metadata (`bentoml.models.list`, which the API worker
+        calls on its event loop) with a check on `scipy.sparse.spmatrix` that fails with an
+        AttributeError while another thread is half-way through importing `scipy.sparse`
+        (seen as a 500 on GET /v2/models/iris-classifier right after start)."""
+        import sklearn  # noqa: F401 - imports scipy.sparse whole, once
+
+        super().start()
+
     async def run(self) -> None:
         """Ask the runner every `period_s` (at once after `observe` saw another model)."""
         while True:

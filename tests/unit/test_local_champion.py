@@ -3,6 +3,8 @@ answers only while it is the model the runner serves, and follows the runner, no
 
 import asyncio
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -163,3 +165,31 @@ async def test_an_answer_by_another_model_makes_it_ask_the_runner_at_once() -> N
         assert runner.asked == asked + 1  # long before the 60 s period
     finally:
         local.stop()
+
+
+def test_scipy_is_imported_whole_on_the_loop_before_any_copy_loads_in_a_thread() -> None:
+    """BentoML's metadata check reads scipy.sparse.spmatrix; a copy loading in a thread must
+    never leave scipy.sparse half-imported under the event loop (a 500 on /v2/models/...).
+    Importing the module costs the supervisor nothing: scikit-learn comes with start()."""
+    program = """
+import asyncio, sys
+from iris_service.local_champion import LocalChampion
+assert "sklearn" not in sys.modules and "scipy.sparse" not in sys.modules
+
+async def never() -> str:
+    await asyncio.sleep(3600)
+    return ""
+
+async def main() -> None:
+    local = LocalChampion(lambda tag: None, never, period_s=60, timeout_s=1)
+    local.start()
+    assert hasattr(sys.modules["scipy.sparse"], "spmatrix")
+    local.stop()
+
+asyncio.run(main())
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
