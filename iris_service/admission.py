@@ -17,8 +17,9 @@ from .settings import MAX_CONCURRENT_REQUESTS, PREDICTION_PATHS, RoutePatterns
 
 
 class InFlight:
-    """The number of prediction requests in flight in this API worker (admitted, not yet
-    answered): the admission limit reads it, and the service, to tell a lone request."""
+    """The number of prediction requests in flight in this API worker: admitted, and not yet
+    answered (counted until the last byte of the answer is sent, not until the app returns,
+    so that work after the answer never holds a place another client could take)."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -57,8 +58,23 @@ class AdmissionControlMiddleware:
             )
             await refusal(scope, receive, send)
             return
-        self.counter.count += 1
+        counter = self.counter
+        counter.count += 1
+        answered = False
+
+        async def send_counted(message: dict[str, Any]) -> None:
+            nonlocal answered
+            if (
+                not answered
+                and message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+            ):
+                answered = True
+                counter.count -= 1
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_counted)
         finally:
-            self.counter.count -= 1
+            if not answered:
+                counter.count -= 1

@@ -15,7 +15,7 @@ import numpy as np
 from starlette.responses import Response
 
 from . import metrics
-from .served_models import ServedModel
+from .model_loading import ServedModel
 
 PROBABILITY_DIGITS = 6
 

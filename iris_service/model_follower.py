@@ -1,20 +1,19 @@
-"""The runner follows the serving aliases: which models it serves, switched without a restart.
+"""Every process that holds a model follows the serving aliases, switched without a restart.
 
 The pipeline names the champion (and the challenger) in the aliases file
-(iris_service/model_aliases.py). Each runner worker looks at the file's identity (mtime,
-inode, size) every `settings.ALIAS_POLL_SECONDS` in a thread of its own; when it changed, it
-loads the newly named versions BESIDE the ones in service (model_loading.load_model:
-checksum, schema, a test prediction), then replaces one reference, `models`. A batch reads
-that reference once, so each batch is computed by one model, and the fingerprint column the
-runner returns names it. Loading runs in the follower's thread, never on the event loop or in
-the thread that computes batches.
+(iris_service/model_aliases.py). Each API worker and each runner worker looks at the file's
+identity (mtime, inode, size) every `settings.ALIAS_POLL_SECONDS` in a thread of its own; when
+it changed, it loads the newly named versions BESIDE the ones in service
+(model_loading.load_model: checksum, schema, a test prediction), then replaces one reference,
+`models`. A request reads that reference once, so each answer is computed by one model, which
+the answer names. Loading runs in the follower's thread, never on the event loop.
 
 A version that cannot be loaded (missing from the store, damaged) is refused with one log
 line and the model in service keeps its role; the file is tried again only once it changes
-again. Without the file (or with no champion in it) the runner serves `default_tag`
+again. Without the file (or with no champion in it) the process serves `default_tag`
 (settings.MODEL_TAG); when it uses a challenger and the file names none, `default_challenger`
 (settings.CHALLENGER_TAG): that is how an image serves the versions it packs. At start the
-file is read the same way, so a restarted runner serves what the aliases say; a champion
+file is read the same way, so a restarted process serves what the aliases say; a champion
 that cannot be loaded at start falls back to `default_tag`.
 """
 
@@ -26,10 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import metrics
 from .model_aliases import ServingAliases, aliases_path, read_aliases
-from .model_loading import LoadedModel
+from .model_loading import CompiledModel, load_stored_model
+from .settings import ALIAS_POLL_SECONDS
 
 logger = logging.getLogger("iris_service.models")
 
@@ -41,10 +42,10 @@ CHALLENGER = "challenger"
 class ServingModels:
     """The models one runner worker serves; replaced whole, never changed in place."""
 
-    champion: LoadedModel
-    challenger: LoadedModel | None = None
+    champion: CompiledModel
+    challenger: CompiledModel | None = None
 
-    def roles_models(self) -> tuple[LoadedModel | None, ...]:
+    def roles_models(self) -> tuple[CompiledModel | None, ...]:
         return (self.champion, self.challenger)
 
     def roles(self) -> dict[str, str]:
@@ -80,7 +81,7 @@ class ModelFollower:
         self,
         model_name: str,
         default_tag: str,
-        load: Callable[[str], LoadedModel],
+        load: Callable[[str], CompiledModel],
         with_challenger: bool,
         on_change: ModelsChanged | None = None,
         home: Path | None = None,
@@ -135,8 +136,8 @@ class ModelFollower:
         return champion, challenger
 
     def _try_load(
-        self, tag: str | None, role: str, serving: LoadedModel | None
-    ) -> LoadedModel | None:
+        self, tag: str | None, role: str, serving: CompiledModel | None
+    ) -> CompiledModel | None:
         """The loaded model `tag` (a model in service when it already is `tag`: a promoted
         challenger is not loaded twice), or None (after one log line) when it cannot be
         loaded."""
@@ -186,6 +187,25 @@ class ModelFollower:
             self._on_change(current, models)
         return True
 
+    @classmethod
+    def for_service(
+        cls,
+        bento_model: Any,
+        challenger_model: Any | None,
+        mode: str,
+        on_change: ModelsChanged | None = None,
+    ) -> ModelFollower:
+        """The follower of a service whose packed models are `bento_model` (the default
+        champion) and `challenger_model` (the default challenger, or None)."""
+        return cls(
+            bento_model.tag.name,
+            str(bento_model.tag),
+            load_stored_model,
+            with_challenger=mode != "none",
+            default_challenger=str(challenger_model.tag) if challenger_model else None,
+            on_change=on_change,
+        )
+
     def start(self, interval_s: float) -> None:
         """Poll in a daemon thread every `interval_s` until `stop()`."""
         if self._thread is not None:
@@ -215,3 +235,8 @@ def publish_model_info(before: ServingModels | None, after: ServingModels) -> No
             metrics.MODEL_INFO.labels(tag, role).set(0)
     for role, tag in current.items():
         metrics.MODEL_INFO.labels(tag, role).set(1)
+
+
+def start_following(follower: ModelFollower) -> None:
+    """Poll the aliases every settings.ALIAS_POLL_SECONDS in the follower's own thread."""
+    follower.start(ALIAS_POLL_SECONDS)

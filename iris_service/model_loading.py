@@ -1,25 +1,32 @@
-"""Load the scikit-learn estimator out of a BentoML model imported from MLflow.
+"""Load a stored model version in its compiled form (ONNX) and check it before it serves.
 
-`bentoml.mlflow.import_model` stores the MLflow model directory under `mlflow_model/`.
-Importing MLflow (or skops) costs seconds of cold start, so the runner reads the MLmodel
-file and loads the sklearn flavour itself. Pickled files are unpickled only after their
-SHA-256 matches the one training recorded in the model's metadata.
+The pipeline stores every version in the BentoML store with `model.onnx` at the root of its
+folder (converted from scikit-learn with skl2onnx and checked for equivalence at training)
+and its MLflow model under `mlflow_model/` (for MLflow-side tools; never read here beyond
+the MLmodel text). The service runs the ONNX graph with ONNX Runtime: no file is unpickled
+at serving time, so a model file cannot run code in the server, and the served set needs
+neither scikit-learn nor SciPy. The file's SHA-256 must match the one training recorded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from bentoml.exceptions import BentoMLException
 
 from .settings import CLASS_NAMES, FEATURE_NAMES
+
+ONNX_FILE = "model.onnx"
+# A typical versicolor flower, in FEATURE_NAMES order: the smoke prediction of a loaded model.
+SMOKE_FLOWER = (5.9, 2.8, 4.3, 1.3)
+# Rows of the timing run that measures a model's cost per row when it is loaded.
+_TIMING_ROWS = 256
 
 
 class ModelUnavailableError(BentoMLException, RuntimeError):
@@ -30,38 +37,36 @@ class ModelUnavailableError(BentoMLException, RuntimeError):
     """
 
 
-def model_fingerprint(tag: str) -> float:
-    """A number that names a stored model version: the first 52 bits of the SHA-256 of its
-    tag, exact in a float64. The runner returns it beside every row it computes, so the API
-    worker knows which model computed an answer (see served_models.ModelDirectory)."""
-    return float(int(hashlib.sha256(tag.encode()).hexdigest()[:13], 16))
+@dataclass(frozen=True)
+class ServedModel:
+    """A stored model version as answers name it: its tag, classes and metadata."""
 
+    tag: str
+    class_names: tuple[str, ...]
+    metadata: dict[str, Any] = field(compare=False, repr=False)
+    path: str | None = field(default=None, compare=False)  # the model's folder in the store
 
-# The fingerprint of "no model": the runner's answer when asked for a challenger it does not
-# hold (no tag has it: a fingerprint of 0 would need 52 zero bits of SHA-256).
-NO_MODEL = 0.0
-# A typical versicolor flower, in FEATURE_NAMES order: the smoke prediction of a loaded model.
-SMOKE_FLOWER = (5.9, 2.8, 4.3, 1.3)
+    @property
+    def version(self) -> str:
+        return self.tag.partition(":")[2]
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    estimator: Any
-    tag: str
-    class_names: tuple[str, ...]
-    feature_names: tuple[str, ...]
+class CompiledModel(ServedModel):
+    """A served model version with its ONNX Runtime session, ready to predict."""
 
-    @property
-    def fingerprint(self) -> float:
-        return model_fingerprint(self.tag)
+    session: Any = field(default=None, compare=False, repr=False)
+    input_name: str = field(default="X", compare=False)
+    output_name: str = field(default="probabilities", compare=False)
+    # Seconds one row costs in a large batch (measured at load): the core uses it to decide
+    # which batches are worth the runner hop.
+    seconds_per_row: float = field(default=0.0, compare=False)
 
-
-def model_answer(model: LoadedModel, measurements: np.ndarray) -> np.ndarray:
-    """Probabilities of `model` for rows of measurements and, as last column, its fingerprint:
-    the shape of every answer the API worker gets (from the runner or its local copy)."""
-    probabilities = model.estimator.predict_proba(measurements)
-    fingerprints = np.full((len(probabilities), 1), model.fingerprint)
-    return np.hstack([probabilities, fingerprints])
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+        """Class probabilities (float64, CLASS_NAMES order) for rows of the four measurements."""
+        features = np.ascontiguousarray(rows, dtype=np.float32)
+        (probabilities,) = self.session.run([self.output_name], {self.input_name: features})
+        return probabilities.astype(np.float64, copy=False)
 
 
 def _how_to_create(tag: str) -> str:
@@ -71,13 +76,10 @@ def _how_to_create(tag: str) -> str:
     )
 
 
-def _store_location() -> str:
-    return os.environ.get("BENTOML_HOME", "~/bentoml")
-
-
 def _missing(tag: str) -> str:
+    home = os.environ.get("BENTOML_HOME", "~/bentoml")
     return (
-        f"model {tag} is not in the BentoML store (BENTOML_HOME={_store_location()}); "
+        f"model {tag} is not in the BentoML store (BENTOML_HOME={home}); "
         f"create it with {_how_to_create(tag)}"
     )
 
@@ -90,95 +92,6 @@ def stored_model(tag: str) -> Any:
         return bentoml.models.get(tag)
     except NotFound:
         raise ModelUnavailableError(_missing(tag)) from None
-
-
-def _read_verified(mlflow_model_dir: Path, expected_sha256: str | None) -> tuple[bytes, dict]:
-    """The serialized estimator's bytes and its MLmodel flavour, checksum verified."""
-    try:
-        flavour = yaml.safe_load((mlflow_model_dir / "MLmodel").read_text())["flavors"]["sklearn"]
-        model_bytes = (mlflow_model_dir / flavour["pickled_model"]).read_bytes()
-    except Exception as exc:
-        raise ModelUnavailableError(
-            f"model {_tag_of(mlflow_model_dir)} cannot be read from {mlflow_model_dir} "
-            f"({type(exc).__name__}); the stored model is damaged: re-create it with "
-            f"{_how_to_create(_tag_of(mlflow_model_dir))}"
-        ) from exc
-    if expected_sha256 and hashlib.sha256(model_bytes).hexdigest() != expected_sha256:
-        raise ModelUnavailableError(
-            f"model {_tag_of(mlflow_model_dir)} is damaged: its file does not match the "
-            f"SHA-256 recorded at training (corrupt or altered); re-create it with "
-            f"{_how_to_create(_tag_of(mlflow_model_dir))}"
-        )
-    return model_bytes, flavour
-
-
-def load_sklearn_estimator(mlflow_model_dir: Path, expected_sha256: str | None = None) -> Any:
-    model_bytes, flavour = _read_verified(mlflow_model_dir, expected_sha256)
-    serialization = flavour.get("serialization_format", "pickle")
-    if serialization != "pickle":
-        # skops and cloudpickle are not installed in the Bento (requirements-serve.txt).
-        raise ModelUnavailableError(
-            f"model {_tag_of(mlflow_model_dir)} is saved as {serialization!r}, which this "
-            f"service does not load (pickle only); re-create it with "
-            f"{_how_to_create(_tag_of(mlflow_model_dir))}"
-        )
-    try:
-        return pickle.loads(model_bytes)
-    except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ModelUnavailableError(
-            f"model {_tag_of(mlflow_model_dir)} cannot be loaded from {mlflow_model_dir} "
-            f"({type(exc).__name__}: {first_line}); "
-            f"the stored model is damaged: re-create it with "
-            f"{_how_to_create(_tag_of(mlflow_model_dir))}"
-        ) from exc
-
-
-def _tag_of(mlflow_model_dir: Path) -> str:
-    """<store>/models/<name>/<version>/mlflow_model -> name:version."""
-    return f"{mlflow_model_dir.parent.parent.name}:{mlflow_model_dir.parent.name}"
-
-
-def load_model(bento_model: Any) -> LoadedModel:
-    """Load the estimator of a stored BentoML model and check it answers like an Iris model."""
-    metadata = bento_model.info.metadata
-    estimator = load_sklearn_estimator(
-        Path(bento_model.path_of("mlflow_model")), metadata.get("model_file_sha256")
-    )
-    class_names, feature_names = check_schema(str(bento_model.tag), metadata)
-    if not hasattr(estimator, "predict_proba") or len(getattr(estimator, "classes_", ())) != len(
-        class_names
-    ):
-        raise ModelUnavailableError(
-            f"model {bento_model.tag} is not a {len(class_names)}-class probabilistic classifier"
-        )
-    _smoke_predict(str(bento_model.tag), estimator, len(class_names))
-    return LoadedModel(estimator, str(bento_model.tag), class_names, feature_names)
-
-
-def _smoke_predict(tag: str, estimator: Any, classes: int) -> None:
-    """One prediction before the model may serve: it must give one probability per class,
-    finite and summing to 1 (an estimator that unpickles but cannot predict is refused)."""
-    try:
-        probabilities = np.asarray(estimator.predict_proba(np.array([SMOKE_FLOWER])))
-    except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ModelUnavailableError(
-            f"model {tag} fails a test prediction ({type(exc).__name__}: {first_line})"
-        ) from exc
-    if (
-        probabilities.shape != (1, classes)
-        or not np.isfinite(probabilities).all()
-        or abs(float(probabilities.sum()) - 1.0) > 1e-6
-    ):
-        raise ModelUnavailableError(
-            f"model {tag} gives no valid probabilities for a test flower: {probabilities!r}"
-        )
-
-
-def load_stored_model(tag: str) -> LoadedModel:
-    """`load_model` of the stored version `tag` (missing: ModelUnavailableError)."""
-    return load_model(stored_model(tag))
 
 
 def check_schema(tag: str, metadata: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
@@ -195,15 +108,119 @@ def check_schema(tag: str, metadata: dict[str, Any]) -> tuple[tuple[str, ...], .
     return CLASS_NAMES, FEATURE_NAMES
 
 
+def served_model(stored: Any) -> ServedModel:
+    """The answer-side view of a stored version (no session: nothing is loaded)."""
+    tag = str(stored.tag)
+    metadata = dict(stored.info.metadata)
+    class_names, _ = check_schema(tag, metadata)
+    path = getattr(stored, "path", None)
+    return ServedModel(tag, class_names, metadata, str(path) if path is not None else None)
+
+
+def _verified_onnx(stored: Any) -> bytes:
+    """The bytes of the version's model.onnx, checked against the SHA-256 training recorded."""
+    tag = str(stored.tag)
+    expected = stored.info.metadata.get("onnx_sha256")
+    if not expected:
+        raise ModelUnavailableError(
+            f"model {tag} has no compiled (ONNX) form; re-create it with {_how_to_create(tag)}"
+        )
+    try:
+        content = Path(stored.path_of(ONNX_FILE)).read_bytes()
+    except OSError as exc:
+        raise ModelUnavailableError(
+            f"model {tag} cannot be read ({type(exc).__name__}); the stored model is damaged: "
+            f"re-create it with {_how_to_create(tag)}"
+        ) from exc
+    if hashlib.sha256(content).hexdigest() != expected:
+        raise ModelUnavailableError(
+            f"model {tag} is damaged: its ONNX file does not match the SHA-256 recorded at "
+            f"training (corrupt or altered); re-create it with {_how_to_create(tag)}"
+        )
+    return content
+
+
+def _session(tag: str, content: bytes) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    # One thread per call: the service's parallelism is its workers, one per CPU.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return onnxruntime.InferenceSession(
+            content, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:
+        raise ModelUnavailableError(
+            f"model {tag} cannot be loaded by ONNX Runtime ({type(exc).__name__}); "
+            f"re-create it with {_how_to_create(tag)}"
+        ) from exc
+
+
+def _checked(model: CompiledModel) -> CompiledModel:
+    """One prediction before the model may serve (probabilities per class, finite, summing to
+    1), and the timing of a larger batch for its cost per row."""
+    try:
+        probabilities = model.predict_proba(np.array([SMOKE_FLOWER]))
+    except Exception as exc:
+        raise ModelUnavailableError(
+            f"model {model.tag} fails a test prediction ({type(exc).__name__})"
+        ) from exc
+    if (
+        probabilities.shape != (1, len(model.class_names))
+        or not np.isfinite(probabilities).all()
+        or abs(float(probabilities.sum()) - 1.0) > 1e-5
+    ):
+        raise ModelUnavailableError(
+            f"model {model.tag} gives no valid probabilities for a test flower"
+        )
+    rows = np.tile(np.array(SMOKE_FLOWER), (_TIMING_ROWS, 1))
+    model.predict_proba(rows)  # warm-up
+    started = time.perf_counter()
+    model.predict_proba(rows)
+    seconds_per_row = (time.perf_counter() - started) / _TIMING_ROWS
+    object.__setattr__(model, "seconds_per_row", seconds_per_row)
+    return model
+
+
+def load_model(stored: Any) -> CompiledModel:
+    """The compiled model of a stored version, verified, loaded and test-predicted."""
+    info = served_model(stored)
+    metadata = info.metadata
+    session = _session(info.tag, _verified_onnx(stored))
+    input_name = str(metadata.get("onnx_input") or session.get_inputs()[0].name)
+    output_name = str(metadata.get("onnx_probabilities_output") or "probabilities")
+    if output_name not in {output.name for output in session.get_outputs()}:
+        raise ModelUnavailableError(
+            f"model {info.tag} has no ONNX output {output_name!r}; "
+            f"re-create it with {_how_to_create(info.tag)}"
+        )
+    model = CompiledModel(
+        info.tag,
+        info.class_names,
+        metadata,
+        info.path,
+        session=session,
+        input_name=input_name,
+        output_name=output_name,
+    )
+    return _checked(model)
+
+
+def load_stored_model(tag: str) -> CompiledModel:
+    """`load_model` of the stored version `tag` (missing: ModelUnavailableError)."""
+    return load_model(stored_model(tag))
+
+
 def checked_model_reference(tag: str) -> Any:
     """`bentoml.models.BentoModel(tag)`, after checking the model is stored and intact.
 
     Called at import of the service modules, which `bentoml serve` does in its own process
     before it starts any worker: a missing or damaged model stops the server there with one
-    line and exit status 1, instead of a runner worker that crashes and is restarted forever.
-    The check reads the file and its SHA-256 but does not unpickle it, so processes that
-    never predict (the supervisor, the API workers) do not import scikit-learn: that keeps
-    their start-up and memory small. A model without a recorded checksum is loaded once.
+    line and exit status 1, instead of workers that crash and are restarted forever. The
+    check reads the ONNX file and its SHA-256 but builds no session.
     """
     import bentoml
 
@@ -212,9 +229,5 @@ def checked_model_reference(tag: str) -> Any:
     if stored is None:
         raise ModelUnavailableError(_missing(tag))
     check_schema(str(stored.tag), stored.info.metadata)
-    checksum = stored.info.metadata.get("model_file_sha256")
-    if checksum:
-        _read_verified(Path(stored.path_of("mlflow_model")), checksum)
-    else:
-        load_model(stored)
+    _verified_onnx(stored)
     return reference

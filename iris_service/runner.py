@@ -1,10 +1,16 @@
-"""The custom runner: a BentoML service that owns the models and batches inference.
+"""The custom runner: a BentoML service in its own process that batches large requests.
 
 Under `bentoml serve` it runs in its own worker process(es); the API service reaches it
-through `bentoml.depends`. Concurrent requests are merged by BentoML's adaptive batching
-into one `predict_proba` call on the estimator. The models it serves follow the serving
-aliases (iris_service/model_follower.py): the champion answers `predict_proba`, the
-challenger (loaded only when IRIS_CHALLENGER_MODE uses it) `predict_proba_challenger`.
+through `bentoml.depends`. One-flower and small requests never come here: the API workers
+compute them in-process (iris_service/inference.py). The inference core sends a request here
+when its rows cost more to compute than the hop (large batches, costly models), and BentoML's
+adaptive batching merges concurrent such requests into one ONNX Runtime call.
+
+Each call carries whole requests (a list of row matrices) and each answer names the model
+version that computed it as data (`{"tag", "probabilities"}`): a batch reads the models in
+service once, so one model computes all of it, even while the aliases switch. The runner
+follows the serving aliases itself (iris_service/model_follower.py), like every process that
+holds a model.
 """
 
 from __future__ import annotations
@@ -17,33 +23,40 @@ import numpy as np
 
 from .draining import postpone_sigterm_until_idle
 from .limits import check_batch_limits
-from .model_follower import ModelFollower, publish_model_info
-from .model_loading import NO_MODEL, checked_model_reference, load_stored_model, model_answer
-from .settings import (
-    ALIAS_POLL_SECONDS,
-    CANARY_SHARE,
-    CHALLENGER_MODE,
-    CHALLENGER_TAG,
-    MODEL_TAG,
-    RUNNER_MAX_BATCH_SIZE,
-)
+from .model_follower import ModelFollower, publish_model_info, start_following
+from .model_loading import CompiledModel, checked_model_reference
+from .settings import CHALLENGER_MODE, CHALLENGER_TAG, MODEL_TAG
 
 RUNNER_MAX_LATENCY_MS = 5000
+# Requests (not rows) merged into one call at most: each is a batch of its own.
+RUNNER_MAX_REQUESTS_PER_CALL = 64
 # At import, which `bentoml serve` does before it starts any worker: contradicting limits
 # stop the server with one line (iris_service/limits.py).
 check_batch_limits()
-# Both prediction methods: BentoML merges concurrent calls into one batch.
 ADAPTIVE_BATCHING = {
     "batchable": True,
     "batch_dim": 0,
-    "max_batch_size": RUNNER_MAX_BATCH_SIZE,
+    "max_batch_size": RUNNER_MAX_REQUESTS_PER_CALL,
     "max_latency_ms": RUNNER_MAX_LATENCY_MS,
 }
 
 
+def answer_requests(model: CompiledModel | None, requests: list[np.ndarray]) -> list[dict]:
+    """One `{"tag", "probabilities"}` per request, computed by one call of `model` over the
+    concatenated rows (without a model: `{"tag": None}` for each)."""
+    if model is None:
+        return [{"tag": None, "probabilities": None} for _ in requests]
+    sizes = [len(rows) for rows in requests]
+    probabilities = model.predict_proba(
+        np.concatenate(requests) if len(requests) > 1 else requests[0]
+    )
+    bounds = np.cumsum(sizes)[:-1]
+    return [{"tag": model.tag, "probabilities": part} for part in np.split(probabilities, bounds)]
+
+
 @bentoml.service(name="IrisModelRunner", workers=1, traffic={"timeout": 10})
 class IrisModelRunner:
-    """Holds the Iris estimators in service; follows the serving aliases while it runs."""
+    """Holds the Iris models in service; follows the serving aliases while it runs."""
 
     # Packed into the Bento by `bentoml build`; served when no aliases file says otherwise.
     bento_model = checked_model_reference(MODEL_TAG)
@@ -51,13 +64,8 @@ class IrisModelRunner:
     challenger_model = checked_model_reference(CHALLENGER_TAG) if CHALLENGER_TAG else None
 
     def __init__(self) -> None:
-        self.follower = ModelFollower(
-            self.bento_model.tag.name,
-            str(self.bento_model.tag),
-            load_stored_model,
-            with_challenger=CHALLENGER_MODE != "none",
-            default_challenger=str(self.challenger_model.tag) if self.challenger_model else None,
-            on_change=publish_model_info,
+        self.follower = ModelFollower.for_service(
+            self.bento_model, self.challenger_model, CHALLENGER_MODE, on_change=publish_model_info
         )
         self.last_request = time.monotonic()
 
@@ -67,7 +75,7 @@ class IrisModelRunner:
 
     @bentoml.on_startup
     def follow_the_serving_aliases(self) -> None:
-        self.follower.start(ALIAS_POLL_SECONDS)
+        start_following(self.follower)
 
     @bentoml.on_shutdown
     def stop_following(self) -> None:
@@ -77,39 +85,13 @@ class IrisModelRunner:
         return self.follower.models is not None
 
     @bentoml.api(**ADAPTIVE_BATCHING)
-    def predict_proba(self, measurements: np.ndarray) -> np.ndarray:
-        """Class probabilities of the champion for rows of the four measurements, in
-        FEATURE_NAMES order, and as last column the fingerprint of the model that computed
-        them (one model per batch: the reference is read once), so that every answer names
-        its model even when the model changes while serving."""
+    def predict_champion(self, requests: list[np.ndarray]) -> list[dict[str, Any]]:
+        """Class probabilities of the champion for each request's rows, with its tag."""
         self.last_request = time.monotonic()
-        return model_answer(self.follower.models.champion, measurements)
+        return answer_requests(self.follower.models.champion, requests)
 
     @bentoml.api(**ADAPTIVE_BATCHING)
-    def predict_proba_challenger(self, measurements: np.ndarray) -> np.ndarray:
-        """As `predict_proba`, by the challenger; without one, NaN probabilities and the
-        fingerprint NO_MODEL (the API then answers with the champion or skips the shadow)."""
+    def predict_challenger(self, requests: list[np.ndarray]) -> list[dict[str, Any]]:
+        """As `predict_champion`, by the challenger (`{"tag": None}` when none is served)."""
         self.last_request = time.monotonic()
-        challenger = self.follower.models.challenger
-        if challenger is None:
-            answer = np.full(
-                (len(measurements), len(self.follower.models.champion.class_names) + 1), np.nan
-            )
-            answer[:, -1] = NO_MODEL
-            return answer
-        return model_answer(challenger, measurements)
-
-    @bentoml.api
-    def serving_models(self) -> dict[str, Any]:
-        """The models this runner worker serves, for GET /model."""
-        models = self.follower.models
-        aliases = self.follower.aliases
-        return {
-            "champion": models.champion.tag,
-            "challenger": models.challenger.tag if models.challenger else None,
-            "mode": CHALLENGER_MODE,
-            "canary_share": CANARY_SHARE if CHALLENGER_MODE == "canary" else None,
-            "aliases_file": str(self.follower.path),
-            "aliases_updated_at": aliases.updated_at if aliases else None,
-            "last_refusal": self.follower.refused,
-        }
+        return answer_requests(self.follower.models.challenger, requests)

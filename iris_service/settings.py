@@ -116,8 +116,9 @@ MODEL_TAG = os.environ.get("IRIS_MODEL_TAG", f"{MODEL_NAME}:latest")
 # The challenger served when no aliases file names one (an image pins both versions it packs:
 # tools/containers.py); empty: none.
 CHALLENGER_TAG: str | None = os.environ.get("IRIS_CHALLENGER_TAG") or None
-# The runner follows the serving aliases file (iris_service/model_aliases.py): seconds
-# between two looks at its modification time. Without the file it serves MODEL_TAG.
+# Every process that holds a model follows the serving aliases file
+# (iris_service/model_aliases.py): seconds between two looks at its modification time.
+# Without the file it serves MODEL_TAG.
 ALIAS_POLL_SECONDS = _float_from_env("IRIS_ALIAS_POLL_SECONDS", 2.0, 0.05, 30.0)
 # What the challenger named by the aliases does (docs/serving-models.md):
 #   none   - nothing (it is not loaded);
@@ -128,21 +129,20 @@ CHALLENGER_MODE = _choice_from_env("IRIS_CHALLENGER_MODE", "none", CHALLENGER_MO
 # Share of requests the challenger answers in canary mode (0..1), and the seed of that draw.
 CANARY_SHARE = _float_from_env("IRIS_CANARY_SHARE", 0.1, 0.0, 1.0)
 CANARY_SEED = _int_from_env("IRIS_CANARY_SEED", 1)
-# Shadow predictions one API worker keeps in flight; more are dropped (and counted), never
-# queued, so a slow challenger cannot grow memory or delay the answers.
-SHADOW_MAX_IN_FLIGHT = _int_from_env("IRIS_SHADOW_MAX_IN_FLIGHT", 32)
-# A prediction request alone in its API worker is answered there, by a copy of the runner's
-# champion, without the hop to the runner (iris_service/local_champion.py); concurrent requests
-# go through the runner, where batching pays. False: every request goes through the runner
-# (and the API worker does not load scikit-learn). The copy asks the runner which champion it
-# serves every LOCAL_CHAMPION_CHECK_SECONDS.
-LONE_REQUESTS_IN_API_WORKER = _bool_from_env("IRIS_LONE_REQUESTS_IN_API_WORKER", True)
-# "Lone": at most this many prediction requests in flight in the API worker. With two, two
-# clients are still answered in the worker: the runner hop costs more latency than computing
-# one other request first (docs/performance.md, "The lone request").
-LOCAL_MAX_IN_FLIGHT = _int_from_env("IRIS_LOCAL_MAX_IN_FLIGHT", 2)
-LOCAL_CHAMPION_CHECK_SECONDS = 0.5
-# Most rows in one call of the runner's adaptive batching (its max_batch_size).
+# Shadow mode: flowers waiting for the challenger's batched shadow prediction in one API
+# worker (iris_service/inference.py); more are dropped (and counted), never queued, so a
+# slow challenger cannot grow memory or delay the answers.
+SHADOW_MAX_ROWS = _int_from_env("IRIS_SHADOW_MAX_ROWS", 4096)
+# Where an answer is computed (iris_service/inference.py): in the API worker, unless the
+# request has at least RUNNER_MIN_ROWS rows; then the runner computes it, batched with other
+# large requests. Unset: the core works it out per model from the model's measured cost per
+# row and RUNNER_HOP_SECONDS, what one call to the runner costs the API worker
+# (docs/performance.md measures it).
+RUNNER_MIN_ROWS: int | None = _parsed_env("IRIS_RUNNER_MIN_ROWS", int, "an integer")
+RUNNER_HOP_SECONDS = _float_from_env("IRIS_RUNNER_HOP_MS", 2.0, 0.0, 1000.0) / 1000
+# A runner call not answered in this time is given up and computed in the API worker.
+RUNNER_CALL_TIMEOUT_SECONDS = _float_from_env("IRIS_RUNNER_CALL_TIMEOUT_SECONDS", 5.0, 0.1, 12.0)
+# Most rows one request may send to the runner.
 RUNNER_MAX_BATCH_SIZE = 1000
 # Most flowers accepted in one POST /predict_batch (at most RUNNER_MAX_BATCH_SIZE).
 MAX_BATCH_FLOWERS = _int_from_env("IRIS_MAX_BATCH_FLOWERS", 1000)
@@ -165,15 +165,12 @@ API_KEY_OPEN_DOCS = _bool_from_env("IRIS_API_KEY_OPEN_DOCS", False)
 EXPOSE_MEASUREMENT_HEADERS = _bool_from_env("IRIS_EXPOSE_MEASUREMENT_HEADERS", False)
 # BentoML answers 504 in its own shape once a request of the API service has run this long
 # (`traffic.timeout`; configuration.yaml sets the same value, a unit test keeps them equal).
-# Our answer comes first: a prediction whose runner call (queueing in the coalescer, a retry
-# on a stale connection, a restarting runner) has not answered after ANSWER_DEADLINE_SECONDS
-# gets our 504 in the service's error shape.
 API_TIMEOUT_SECONDS = 15
-ANSWER_DEADLINE_SECONDS = API_TIMEOUT_SECONDS - 2
 # Runner heartbeat (iris_service/runner_health.py): each API worker pings the model runner
-# every RUNNER_PING_PERIOD_SECONDS; a ping unanswered after RUNNER_PING_TIMEOUT_SECONDS makes
-# /readyz answer 503; a runner silent for longer than RUNNER_LIVENESS_GRACE_SECONDS (hung,
-# e.g. stopped or deadlocked) makes /livez answer 503 so that the orchestrator restarts it.
+# every RUNNER_PING_PERIOD_SECONDS; while a ping is unanswered after
+# RUNNER_PING_TIMEOUT_SECONDS no work is sent to the runner (the API worker computes it); a
+# runner silent for longer than RUNNER_LIVENESS_GRACE_SECONDS (hung, e.g. stopped or
+# deadlocked) makes /livez answer 503 so that the orchestrator restarts it.
 RUNNER_PING_PERIOD_SECONDS = 1
 RUNNER_PING_TIMEOUT_SECONDS = _int_from_env("IRIS_RUNNER_PING_TIMEOUT_SECONDS", 2)
 RUNNER_LIVENESS_GRACE_SECONDS = _int_from_env("IRIS_RUNNER_LIVENESS_GRACE_SECONDS", 30)

@@ -1,10 +1,10 @@
 """The routes of the Open Inference Protocol V2 and of MLflow scoring, mounted on the
 service beside its own routes (same port, same middleware).
 
-Routes only glue the codecs (`v2`, `mlflow_scoring`) to the service: every inference goes
-through `IrisClassifier._infer`, the path /predict takes (request coalescing, the runner,
-the fingerprint of the model that answered, drift monitoring, runner failures as 503/504).
-`service_of()` gives the running service instance (bentoml.get_current_service()).
+Routes only glue the codecs (`v2`, `mlflow_scoring`) to the inference core: every inference
+goes through `InferenceCore.infer`, the path /predict takes, and health, readiness and model
+metadata are answered from the core's state (no call to the runner). `core_of()` gives the
+running service's core.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,7 +19,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..api_docs import API_VERSION
-from ..served_models import ServedModel
+from ..inference import InferenceCore, ModelNotServed
+from ..model_loading import ServedModel
 from ..settings import MODEL_NAME
 from . import mlflow_scoring, v2
 
@@ -33,46 +33,30 @@ def _v2_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _version_of(model: ServedModel) -> str:
-    return model.tag.partition(":")[2]
-
-
-async def _ready(service: Any) -> bool:
-    """The runner answers its readiness probe (in-process, without a runner, always)."""
-    is_ready = getattr(service.runner, "is_ready", None)
-    if is_ready is None:
-        return True
-    try:
-        return bool(await is_ready(5))
-    except Exception:  # noqa: BLE001 - an unreachable runner is simply not ready
-        return False
-
-
-def protocol_app(service_of: Callable[[], Any]) -> Starlette:
+def protocol_app(core_of: Callable[[], InferenceCore]) -> Starlette:
     """The V2 and MLflow scoring routes as one ASGI app, to mount at /."""
 
     def resolve(request: Request) -> ServedModel | JSONResponse:
         """The model a /v2/models/... path names: 404 for another name or version."""
         name = request.path_params["name"]
         version = request.path_params.get("version")
-        service = service_of()
+        core = core_of()
         if name != MODEL_NAME:
             return _v2_error(404, f"unknown model {name!r}; this server serves {MODEL_NAME!r}")
         if version is None:
-            return service.serving
-        model = service.models.versions().get(version)
+            return core.models.champion
+        model = core.versions().get(version)
         if model is None:
             return _v2_error(404, f"model {name!r} has no version {version!r}")
         return model
 
-    def not_served(model: ServedModel, serving_tag: str) -> JSONResponse | None:
-        if model.tag == serving_tag:
-            return None
-        return _v2_error(
-            503,
-            f"version {_version_of(model)} is stored but not served now; "
-            f"the served version is {serving_tag.partition(':')[2]}",
-        )
+    def not_served(model: ServedModel) -> JSONResponse | None:
+        """503 naming the served version when `model` is stored but not served now."""
+        try:
+            core_of().served(model.version)
+        except ModelNotServed as exc:
+            return _v2_error(503, str(exc))
+        return None
 
     async def server_metadata(_: Request) -> JSONResponse:
         return JSONResponse(
@@ -83,60 +67,51 @@ def protocol_app(service_of: Callable[[], Any]) -> Starlette:
         return JSONResponse({"live": True})
 
     async def server_ready(_: Request) -> JSONResponse:
-        if await _ready(service_of()):
+        if core_of().ready():
             return JSONResponse({"ready": True})
-        return _v2_error(503, "the model runner is not ready")
+        return _v2_error(503, "no model is loaded yet")
 
     async def model_metadata(request: Request) -> JSONResponse:
         model = resolve(request)
         if isinstance(model, JSONResponse):
             return model
-        versions = sorted(service_of().models.versions())
+        versions = sorted(core_of().versions())
         metadata = v2.model_metadata(MODEL_NAME, versions)
         if "version" in request.path_params:
-            metadata["versions"] = [_version_of(model)]
+            metadata["versions"] = [model.version]
         return JSONResponse(metadata)
 
     async def model_ready(request: Request) -> JSONResponse:
-        """Ready when the runner answers; a version must also be the one the runner serves
-        now (asked of the runner: this API worker's last answer may be older than a switch)."""
+        """Ready when a model is loaded; a version must also be one served now."""
         model = resolve(request)
         if isinstance(model, JSONResponse):
             return model
-        service = service_of()
-        if not await _ready(service):
-            return _v2_error(503, "the model runner is not ready")
+        if not core_of().ready():
+            return _v2_error(503, "no model is loaded yet")
         if "version" in request.path_params:
-            try:
-                champion = (await service.runner.to_async.serving_models())["champion"]
-            except Exception:  # noqa: BLE001 - a runner that does not answer is not ready
-                return _v2_error(503, "the model runner is not ready")
-            refusal = not_served(model, champion)
+            refusal = not_served(model)
             if refusal is not None:
                 return refusal
         return JSONResponse({"name": MODEL_NAME, "ready": True})
 
     async def infer(request: Request) -> Response:
-        """Inference; with a version, the answer must come from it (checked on the answer,
-        which names the model that computed it), else 503 naming the served version."""
+        """Inference; with a version, that version computes the answer when it is served
+        (champion or challenger), else 503 naming the served version."""
         model = resolve(request)
         if isinstance(model, JSONResponse):
             return model
-        service = service_of()
         body = await request.body()
         try:
             parsed = v2.parse_infer_request(body, request.headers.get(v2.HEADER_LENGTH))
         except v2.V2Error as exc:
             return _v2_error(exc.status, str(exc))
-        answer = await service._infer(parsed.rows)
-        if isinstance(answer, Response):
-            return answer  # 503/504; the middleware puts it in the V2 shape
-        answered_by, probabilities = answer
-        refusal = not_served(model, answered_by.tag) if "version" in request.path_params else None
-        if refusal is not None:
-            return refusal
+        try:
+            answer = await core_of().infer(parsed.rows, request.path_params.get("version"))
+        except ModelNotServed as exc:
+            return _v2_error(503, str(exc))
+        answered_by = answer.model
         content, header_length = v2.encode_infer_response(
-            parsed, MODEL_NAME, _version_of(answered_by), probabilities
+            parsed, MODEL_NAME, answered_by.version, answer.probabilities
         )
         headers = {"X-Model-Tag": answered_by.tag}
         if header_length is None:
@@ -151,27 +126,25 @@ def protocol_app(service_of: Callable[[], Any]) -> Starlette:
         except mlflow_scoring.ScoringError as exc:
             body = {"error_code": "BAD_REQUEST", "message": str(exc)}
             return JSONResponse(body, status_code=exc.status)
-        answer = await service_of()._infer(rows)
-        if isinstance(answer, Response):
-            return answer  # 503/504; the middleware puts it in MLflow's shape
-        answered_by, probabilities = answer
+        answer = await core_of().infer(rows)
+        answered_by = answer.model
         predict_fn, _ = _flavour(answered_by)
         return Response(
-            mlflow_scoring.encode_predictions(probabilities, predict_fn),
+            mlflow_scoring.encode_predictions(answer.probabilities, predict_fn),
             media_type="application/json",
             headers={"X-Model-Tag": answered_by.tag},
         )
 
     async def ping(_: Request) -> Response:
-        if await _ready(service_of()):
+        if core_of().ready():
             return Response("\n", media_type="application/json")
         return JSONResponse(
-            {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "the model runner is not ready"},
+            {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "no model is loaded yet"},
             status_code=503,
         )
 
     async def version(_: Request) -> Response:
-        _, mlflow_version = _flavour(service_of().serving)
+        _, mlflow_version = _flavour(core_of().models.champion)
         return PlainTextResponse(mlflow_version, media_type="application/json")
 
     routes = [

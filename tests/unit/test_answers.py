@@ -8,7 +8,7 @@ import numpy as np
 
 from iris_service import answers
 from iris_service.schemas import BatchPrediction, Prediction
-from iris_service.served_models import ServedModel
+from iris_service.model_loading import ServedModel
 
 MODEL = ServedModel("iris-classifier:abc", ("setosa", "versicolor", "virginica"), {})
 

@@ -33,8 +33,18 @@ def test_body_limit_is_the_services() -> None:
     assert f"larger than {MAX_BODY_BYTES} bytes" in NGINX_CONF.read_text()
 
 
+def _api_workers() -> int:
+    """The API workers of one pod: configured, or one per CPU of the pod's CPU limit."""
+    workers = _service_config().get("workers", 1)
+    if workers != "cpu_count":
+        return int(workers)
+    deployment = yaml.safe_load((PROJECT_ROOT / "deploy/k8s/deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return int(container["resources"]["limits"]["cpu"])
+
+
 def test_service_wide_slots_are_the_admission_limit_of_every_worker() -> None:
-    workers = int(_service_config().get("workers", 1))
+    workers = _api_workers()
     assert int(directive("limit_conn iris_service_slots")) == MAX_CONCURRENT_REQUESTS * workers
     text = NGINX_CONF.read_text()
     limited = [

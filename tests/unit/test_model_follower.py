@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from iris_service.model_aliases import ServingAliases, aliases_path, write_aliases
 from iris_service.model_follower import ModelFollower, publish_model_info
-from iris_service.model_loading import LoadedModel, ModelUnavailableError
+from iris_service.model_loading import CompiledModel, ModelUnavailableError
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
 
 NAME = "iris-classifier"
@@ -29,11 +29,11 @@ class Store:
     def __init__(self) -> None:
         self.loads: list[str] = []
 
-    def load(self, tag: str) -> LoadedModel:
+    def load(self, tag: str) -> CompiledModel:
         self.loads.append(tag)
         if "broken" in tag:
             raise ModelUnavailableError(f"model {tag} is damaged: its file does not match")
-        return LoadedModel(object(), tag, CLASS_NAMES, FEATURE_NAMES)
+        return CompiledModel(tag, CLASS_NAMES, {"feature_names": list(FEATURE_NAMES)})
 
 
 def follower(home: Path, store: Store, with_challenger: bool = True, **kw) -> ModelFollower:

@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, HTTPException
 
-from iris_service.model_loading import load_sklearn_estimator
 from iris_service.schemas import IrisBatch, IrisFeatures, flower_rows
 from iris_service.settings import CLASS_NAMES, MODEL_NAME
+from tools.bench.sklearn_model import load_sklearn_estimator
 
 MODEL_DIR_ENV = "IRIS_BASELINE_MODEL_DIR"
 
 app = FastAPI(title="Iris baseline (plain FastAPI)")
+
+
 _estimator = load_sklearn_estimator(Path(os.environ[MODEL_DIR_ENV]))
 
 

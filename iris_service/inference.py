@@ -1,0 +1,281 @@
+"""The inference core: one object behind every transport (the BentoML routes, V2, MLflow).
+
+Like MLServer's DataPlane, routes only decode, call `InferenceCore.infer`, and encode. The
+core owns:
+- the models in service (champion, challenger), loaded in this process from their compiled
+  (ONNX) form and kept in line with the serving aliases by this process's own follower;
+- routing: in canary mode a seeded share of requests is answered by the challenger; in shadow
+  mode the champion answers and the challenger predicts the same flowers later, in batches,
+  off the answer's path (ShadowComparer);
+- where an answer is computed: here, in the API worker, unless the request's rows cost more
+  than the hop to the runner (`runner_min_rows`), whose adaptive batching then merges them
+  with other large requests; a runner that fails or is silent costs no answer (the rows are
+  computed here, in a thread);
+- the identity of the model that computed each answer (`Answer.model`, data, not a column);
+- what observes answers: the drift monitor of the answering model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import metrics
+from .drift import DriftMonitor, publish_to_prometheus
+from .model_follower import CHALLENGER, CHAMPION, ModelFollower, ServingModels
+from .model_loading import CompiledModel, ServedModel, served_model
+from .settings import CLASS_NAMES, DRIFT_MIN_FLOWERS, DRIFT_WINDOW_FLOWERS, FEATURE_NAMES
+
+logger = logging.getLogger("iris_service.inference")
+
+# (role, rows) -> [{"tag", "probabilities"}]: the runner's answer for one request.
+RunnerCall = Callable[[str, np.ndarray], Awaitable[dict[str, Any]]]
+API_WORKER, RUNNER = "api_worker", "runner"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The class probabilities of some rows and the model version that computed them."""
+
+    model: ServedModel
+    role: str  # champion or challenger
+    probabilities: np.ndarray  # float64, [rows, classes]
+    computed_in: str  # api_worker or runner
+
+
+class ModelNotServed(LookupError):
+    """A version was asked for that this service does not serve now."""
+
+
+def runner_min_rows(model: CompiledModel, hop_seconds: float, largest: int) -> int:
+    """The fewest rows worth sending to the runner: where computing them here would cost more
+    than the hop (above `largest`: never)."""
+    if model.seconds_per_row <= 0:
+        return largest + 1
+    return max(2, math.ceil(round(hop_seconds / model.seconds_per_row, 6)))
+
+
+class ShadowComparer:
+    """The challenger's shadow predictions, batched off the answers' path.
+
+    Each champion answer in shadow mode leaves its rows and classes here; at most
+    `max_rows` wait (more are dropped and counted: memory stays bounded whatever the load);
+    `delay_s` after the first, the challenger predicts them all in one call and agreement is
+    counted per flower (iris_shadow_predictions_total, iris_shadow_confusion_total).
+    """
+
+    def __init__(self, max_rows: int, delay_s: float = 0.05) -> None:
+        self.max_rows = max_rows
+        self.delay_s = delay_s
+        self._rows: list[np.ndarray] = []
+        self._classes: list[np.ndarray] = []
+        self._waiting = 0
+        self._scheduled = False
+
+    def add(self, rows: np.ndarray, champion_classes: np.ndarray, models: ServingModels) -> None:
+        if models.challenger is None:
+            metrics.SHADOW_SKIPPED_TOTAL.labels("no_challenger").inc(len(rows))
+            return
+        if self._waiting + len(rows) > self.max_rows:
+            metrics.SHADOW_SKIPPED_TOTAL.labels("saturated").inc(len(rows))
+            return
+        self._rows.append(rows)
+        self._classes.append(champion_classes)
+        self._waiting += len(rows)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(self.delay_s, self.flush, models.challenger)
+
+    def flush(self, challenger: CompiledModel) -> None:
+        rows, classes = self._rows, self._classes
+        self._rows, self._classes, self._waiting, self._scheduled = [], [], 0, False
+        if not rows:
+            return
+        features = np.concatenate(rows)
+        try:
+            predicted = np.argmax(challenger.predict_proba(features), axis=1)
+        except Exception as exc:  # noqa: BLE001 - a shadow failure never reaches a client
+            metrics.SHADOW_SKIPPED_TOTAL.labels("failed").inc(len(features))
+            logger.warning("shadow predictions failed: %s", type(exc).__name__)
+            return
+        count_shadow(np.concatenate(classes), predicted)
+
+
+def count_shadow(champion_classes: np.ndarray, challenger_classes: np.ndarray) -> None:
+    """Agreement and the confusion between the two models' classes, per flower."""
+    pairs, counts = np.unique(
+        np.stack([champion_classes, challenger_classes], axis=1), axis=0, return_counts=True
+    )
+    for (champion, challenger), count in zip(pairs.tolist(), counts.tolist(), strict=True):
+        agreement = "agree" if champion == challenger else "disagree"
+        metrics.SHADOW_PREDICTIONS_TOTAL.labels(agreement).inc(count)
+        metrics.SHADOW_CONFUSION_TOTAL.labels(CLASS_NAMES[champion], CLASS_NAMES[challenger]).inc(
+            count
+        )
+
+
+def _stored_model(tag: str) -> ServedModel:
+    import bentoml
+
+    return served_model(bentoml.models.get(tag))
+
+
+class InferenceCore:
+    """Answers rows of measurements with class probabilities and the model that computed
+    them; see the module's docstring."""
+
+    def __init__(
+        self,
+        follower: ModelFollower,
+        mode: str = "none",
+        canary_share: float = 0.0,
+        seed: int = 1,
+        runner: RunnerCall | None = None,
+        runner_usable: Callable[[], bool] = lambda: True,
+        runner_hop_seconds: float = 0.002,
+        runner_rows: int | None = None,
+        largest_request_rows: int = 1000,
+        shadow_max_rows: int = 4096,
+        stored: Callable[[str], ServedModel] | None = None,
+    ) -> None:
+        self.follower = follower
+        self.mode = mode
+        self.canary_share = canary_share
+        self._rng = random.Random(seed)
+        self._runner = runner
+        self._runner_usable = runner_usable
+        self._hop_seconds = runner_hop_seconds
+        self._runner_rows = runner_rows
+        self._largest = largest_request_rows
+        self.shadow = ShadowComparer(shadow_max_rows)
+        self._drift_monitors: dict[str, DriftMonitor] = {}
+        self._stored: dict[str, ServedModel] = {}
+        self._read_stored = stored or _stored_model
+        self.drift = self._drift_monitor(follower.models.champion)
+        self._runner_failed_at = -math.inf
+
+    @property
+    def models(self) -> ServingModels:
+        return self.follower.models
+
+    def ready(self) -> bool:
+        return self.follower.models is not None
+
+    def runner_min_rows(self, model: CompiledModel) -> int:
+        """Requests of at least this many rows are computed by the runner."""
+        if self._runner_rows is not None:
+            return self._runner_rows
+        return runner_min_rows(model, self._hop_seconds, self._largest)
+
+    async def infer(self, rows: np.ndarray, version: str | None = None) -> Answer:
+        """The answer for `rows` (float64, [rows, features]) from the model routed to, or from
+        the served `version` when one is named (ModelNotServed when it is not served now)."""
+        models = self.follower.models  # read once: one model answers the whole request
+        role, model = CHAMPION, models.champion
+        if version is not None:
+            model = self.served(version, models)
+            role = CHAMPION if model is models.champion else CHALLENGER
+        elif (
+            self.mode == "canary"
+            and models.challenger is not None
+            and self._rng.random() < self.canary_share
+        ):
+            role, model = CHALLENGER, models.challenger
+        answer = await self._compute(role, model, rows)
+        metrics.INFERENCES_TOTAL.labels(answer.computed_in).inc()
+        metrics.ROUTED_REQUESTS_TOTAL.labels(role).inc()
+        self._drift_monitor(answer.model).observe_many(rows)
+        if self.mode == "shadow" and role == CHAMPION:
+            self.shadow.add(rows, np.argmax(answer.probabilities, axis=1), models)
+        return answer
+
+    async def _compute(self, role: str, model: CompiledModel, rows: np.ndarray) -> Answer:
+        if (
+            self._runner is not None
+            and len(rows) >= self.runner_min_rows(model)
+            and self._runner_usable()
+        ):
+            try:
+                answer = await self._runner(role, rows)
+            except Exception as exc:  # noqa: BLE001 - computed here instead, logged once a while
+                self._runner_failed(exc)
+            else:
+                if answer["tag"] is not None:
+                    return Answer(self.model(answer["tag"]), role, answer["probabilities"], RUNNER)
+            # The runner failed, or holds no such model now: computed here, off the loop.
+            probabilities = await asyncio.to_thread(model.predict_proba, rows)
+            return Answer(model, role, probabilities, API_WORKER)
+        return Answer(model, role, model.predict_proba(rows), API_WORKER)
+
+    def _runner_failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._runner_failed_at > 10:
+            logger.warning(
+                "runner call failed (%s): computing in the API worker", type(exc).__name__
+            )
+        self._runner_failed_at = now
+
+    def model(self, tag: str) -> ServedModel:
+        """The version `tag`: a model in service, else read from the store (once)."""
+        for loaded in self.follower.models.roles_models():
+            if loaded is not None and loaded.tag == tag:
+                return loaded
+        found = self._stored.get(tag)
+        if found is None:
+            found = self._stored[tag] = self._read_stored(tag)
+        return found
+
+    def versions(self) -> dict[str, ServedModel]:
+        """Every stored version of the served model, by version (the store read again)."""
+        import bentoml
+
+        name = self.follower.model_name
+        return {str(m.tag.version): served_model(m) for m in bentoml.models.list(name)}
+
+    def served(self, version: str, models: ServingModels | None = None) -> CompiledModel:
+        """The model in service with this version (ModelNotServed: stored but not served)."""
+        models = models or self.follower.models
+        for model in models.roles_models():
+            if model is not None and model.version == version:
+                return model
+        raise ModelNotServed(
+            f"version {version} is stored but not served now; the served version is "
+            f"{models.champion.version}"
+        )
+
+    def status(self) -> dict[str, Any]:
+        """The models in service, for GET /model."""
+        models = self.follower.models
+        aliases = self.follower.aliases
+        return {
+            "champion": models.champion.tag,
+            "challenger": models.challenger.tag if models.challenger else None,
+            "mode": self.mode,
+            "canary_share": self.canary_share if self.mode == "canary" else None,
+            "aliases_updated_at": aliases.updated_at if aliases else None,
+            "last_refusal": self.follower.refused,
+        }
+
+    def _drift_monitor(self, model: ServedModel) -> DriftMonitor:
+        """The drift monitor against `model`'s training statistics; it also becomes the one
+        that GET /drift reports."""
+        monitor = self._drift_monitors.get(model.tag)
+        if monitor is None:
+            monitor = DriftMonitor.from_model_metadata(
+                model.metadata,
+                FEATURE_NAMES,
+                window=DRIFT_WINDOW_FLOWERS,
+                min_flowers=DRIFT_MIN_FLOWERS,
+                publish=publish_to_prometheus,
+            )
+            self._drift_monitors[model.tag] = monitor
+        self.drift = monitor
+        return monitor
