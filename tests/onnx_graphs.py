@@ -45,9 +45,7 @@ def first_columns_graph() -> CompiledModel:
             helper.make_node(
                 "Slice", [INPUT_NAME, "starts", "ends", "axes"], [PROBABILITIES_OUTPUT]
             ),
-            helper.make_node(
-                "ArgMax", [PROBABILITIES_OUTPUT], [LABEL_OUTPUT], axis=1, keepdims=0
-            ),
+            helper.make_node("ArgMax", [PROBABILITIES_OUTPUT], [LABEL_OUTPUT], axis=1, keepdims=0),
         ],
         "first_columns",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, len(FEATURE_NAMES)])],

@@ -51,9 +51,10 @@ def test_every_family_compiles_to_an_equivalent_onnx_model(
     probabilities = predictor.predict_proba(rows)
     assert probabilities.dtype == np.float32 and probabilities.shape == (150, 3)
     assert np.array_equal(predictor.predict(rows), np.argmax(model.predict_proba(rows), axis=1))
-    assert compilation.compiled.sha256 == compiling.CompiledModel(
-        compilation.compiled.onnx_bytes
-    ).sha256
+    assert (
+        compilation.compiled.sha256
+        == compiling.CompiledModel(compilation.compiled.onnx_bytes).sha256
+    )
     print(f"\n{family}: max |dp| {equivalence.max_abs_diff:.2e}")
 
 
