@@ -1,4 +1,8 @@
-"""Train Iris candidates, track them in MLflow, register and import the best run's model.
+"""Train Iris candidates, compile them to ONNX, track them in MLflow, register and import
+the best run's model.
+
+Every candidate is converted to ONNX and checked against its scikit-learn model
+(iris_pipeline/compiling.py); one that does not answer alike is left out of the choice.
 
 The winner becomes a new version of the MLflow registered model and of the BentoML model,
 and the `challenger`; it is made `champion` only by `make promote` (iris_pipeline.lifecycle),
@@ -24,7 +28,7 @@ from iris_service.settings import MODEL_NAME
 if TYPE_CHECKING:
     import numpy as np
 
-    from iris_pipeline.training import Dataset
+    from iris_pipeline.training import CandidateResult, Dataset
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -32,10 +36,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(
-            "Train scikit-learn candidates on Iris, track every run in MLflow, register the "
-            "best run (test macro-F1, ties broken by CV macro-F1 then single-row latency) as "
-            "the challenger (the champion when none serves) and import its model into the "
-            "BentoML model store."
+            "Train scikit-learn candidates on Iris, compile each to ONNX and check that it "
+            "answers like scikit-learn (a candidate that does not is left out), track every "
+            "run in MLflow, register the best run (test macro-F1, ties broken by CV macro-F1 "
+            "then single-row ONNX Runtime latency) as the challenger (the champion when none "
+            "serves) and import its models into the BentoML model store."
         )
     )
     parser.add_argument(
@@ -105,6 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     from iris_pipeline import gate, registry, tracking, training
+    from iris_pipeline.compiling import compile_candidate, servable_candidates
 
     if args.if_missing:
         champion = registry.serving_champion(args.model_name)
@@ -134,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     for family in dict.fromkeys(args.candidates):
         result = training.evaluate_candidate(family, data, args.seed, args.cv_folds)
         result.params["label_noise"] = str(args.label_noise)
+        compile_candidate(result, data)
         result.run_id = tracking.log_candidate(result, data, stats, experiment_id, feedback)
         results.append(result)
         metrics = result.metrics
@@ -142,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
             f"CV macro-F1 {metrics['cv_macro_f1_mean']:.4f}  "
             f"predict {metrics['predict_latency_ms']:.3f} ms  run {result.run_id}"
         )
+        _print_compilation(result)
 
-    best = training.select_best(results)
+    best = training.select_best(servable_candidates(results))
     assert best.run_id is not None
     # Scored on the gate's flowers only now, after the choice, so they never pick a model.
     evaluation = _gate_evaluation(args, data)
@@ -161,6 +169,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"Version {version} is the challenger; `make promote` runs the quality gate.")
     return EXIT_OK
+
+
+def _print_compilation(result: CandidateResult) -> None:
+    """Under a candidate's line: its ONNX model's equivalence, or why it is left out."""
+    if result.compilation is None:
+        return
+    equivalence = result.compilation.equivalence
+    if result.compilation.servable:
+        print(
+            f"  {'':<20} ONNX {equivalence.describe()}; ONNX Runtime "
+            f"{result.metrics['predict_latency_ms']:.3f} ms, scikit-learn "
+            f"{result.metrics['sklearn_predict_latency_ms']:.3f} ms"
+        )
+    else:
+        print(f"  {'':<20} EXCLUDED from the choice: ONNX {equivalence.describe()}")
 
 
 def _gate_evaluation(args: argparse.Namespace, data: Dataset) -> tuple[np.ndarray, np.ndarray]:

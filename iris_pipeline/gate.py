@@ -14,11 +14,17 @@ comparison with a baseline (its `min_absolute_change` must be positive: it asks 
 improvement), so the comparison is made here and recorded in an MLflow run by
 `registry.record_action`.
 
+Before any figure, a version must be servable (compiled_check): the service runs its ONNX
+model only, so a version without one, with one that does not answer like its scikit-learn
+model, or whose file is not the one training checked, is refused even when forced.
+
 Nothing here talks to MLflow or BentoML.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,3 +110,51 @@ def judge(
         threshold = max(champion[metric] - recall_margin, 0.0)
         checks.append(Check(metric, champion[metric], challenger[metric], threshold))
     return Verdict(tuple(checks), recall_margin)
+
+
+@dataclass(frozen=True)
+class CompiledCheck:
+    """Can the service run this version? `reason` says why not."""
+
+    passed: bool
+    reason: str = ""
+
+
+def compiled_check(
+    version: str,
+    version_tags: Mapping[str, str],
+    metadata: Mapping[str, Any],
+    onnx_bytes: bytes | None,
+) -> CompiledCheck:
+    """A version is servable when its BentoML model holds `model.onnx` with the SHA-256 that
+    training recorded (in the model's metadata and in the registry version's tags), and both
+    records say that it answers like its scikit-learn model (iris_pipeline/compiling.py)."""
+    recorded = metadata.get("onnx_sha256")
+    if onnx_bytes is None or not recorded:
+        return CompiledCheck(
+            False,
+            f"version {version} has no ONNX model (no model.onnx in its BentoML model, as for "
+            "versions trained before models were compiled), so the service cannot run it; "
+            "train a new version with `make train`",
+        )
+    if (
+        hashlib.sha256(onnx_bytes).hexdigest() != recorded
+        or version_tags.get("onnx_sha256", recorded) != recorded
+    ):
+        return CompiledCheck(
+            False,
+            f"version {version}'s model.onnx is not the file whose equivalence training "
+            "checked (SHA-256 differs: altered or corrupt); train a new version with "
+            "`make train`",
+        )
+    equivalence = metadata.get("onnx_equivalence") or {}
+    tagged = version_tags.get("onnx_equivalent")
+    if equivalence.get("passed") is not True or tagged != "true":
+        difference = equivalence.get("max_abs_diff", version_tags.get("onnx_max_abs_diff"))
+        return CompiledCheck(
+            False,
+            f"version {version}'s ONNX model does not answer like its scikit-learn model "
+            f"(onnx_equivalent={tagged or 'unrecorded'}, max |dp| {difference}), so what "
+            "would serve is not the model that was judged",
+        )
+    return CompiledCheck(True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from iris_pipeline import feedback_data, gate, registry
 from iris_pipeline.served_version import DEFAULT_SERVICE_URL, ask_service
@@ -40,12 +41,63 @@ def _stored_tag(name: str, version: str) -> str:
     return tag
 
 
-def _gate_figures(tag: str, evaluation: feedback_data.EvaluationSet) -> dict[str, float]:
-    """The stored model's gate metrics, computed from the very bytes the service loads."""
-    from iris_service.model_loading import load_model, stored_model
+def _stored_onnx(tag: str) -> tuple[dict, bytes | None]:
+    """The stored model's metadata and the bytes of its `model.onnx` (None when absent)."""
+    import bentoml
 
-    estimator = load_model(stored_model(tag)).estimator
-    return gate.gate_metrics(estimator, evaluation.x, evaluation.y)
+    from iris_pipeline.compiling import ONNX_FILE
+
+    stored = bentoml.models.get(tag)
+    onnx_file = Path(stored.path_of(ONNX_FILE))
+    return dict(stored.info.metadata), onnx_file.read_bytes() if onnx_file.is_file() else None
+
+
+def _compiled_check(name: str, version: str, tag: str) -> gate.CompiledCheck:
+    """Whether the service can run the version's stored model (gate.compiled_check)."""
+    metadata, onnx_bytes = _stored_onnx(tag)
+    tags = registry.client().get_model_version(name, version).tags
+    return gate.compiled_check(version, tags, metadata, onnx_bytes)
+
+
+def _gate_figures(tag: str, evaluation: feedback_data.EvaluationSet) -> dict[str, float]:
+    """The stored model's gate metrics, computed by ONNX Runtime from the very `model.onnx`
+    the service loads."""
+    from iris_pipeline.compiling import CompiledModel, OnnxPredictor
+
+    metadata, onnx_bytes = _stored_onnx(tag)
+    if onnx_bytes is None:
+        raise LifecycleError(f"{tag} has no ONNX model (trained before models were compiled)")
+    compiled = CompiledModel(
+        onnx_bytes, metadata["onnx_input"], metadata["onnx_probabilities_output"]
+    )
+    return gate.gate_metrics(OnnxPredictor(compiled), evaluation.x, evaluation.y)
+
+
+def _refuse_uncompiled(
+    name: str, candidate: str, champion: str | None, force: bool, check: gate.CompiledCheck
+) -> int:
+    """Refuse a version the service cannot run, FORCE or not, and record it."""
+    run_id = registry.record_action(
+        name,
+        "promote",
+        tags={
+            "verdict": "not-servable",
+            "forced": str(force).lower(),
+            "version": candidate,
+            "reason": check.reason[:5000],
+        },
+        params={
+            "challenger_version": candidate,
+            "champion_version": champion or "none",
+            "forced": force,
+        },
+    )
+    print(
+        f"Refused: {check.reason}. FORCE cannot override this: the service could not serve "
+        f"it. Recorded in MLflow run {run_id}.",
+        file=sys.stderr,
+    )
+    return EXIT_REFUSED
 
 
 def _check_version(name: str, version: str) -> None:
@@ -111,6 +163,9 @@ def promote(name: str, version: str | None, force: bool, recall_margin: float) -
         print(f"Version {candidate} is already the champion; nothing to do.")
         return EXIT_OK
     candidate_tag = _stored_tag(name, candidate)
+    compiled = _compiled_check(name, candidate, candidate_tag)
+    if not compiled.passed:
+        return _refuse_uncompiled(name, candidate, champion, force, compiled)
     verdict = None
     if champion is not None:
         try:
@@ -178,7 +233,12 @@ def judge_challenger(name: str, recall_margin: float) -> int:
     if candidate is None or champion is None:
         print("No challenger and champion to compare; nothing for the gate to judge.")
         return EXIT_OK
-    verdict = _run_gate(name, champion, candidate, _stored_tag(name, candidate), recall_margin)
+    candidate_tag = _stored_tag(name, candidate)
+    compiled = _compiled_check(name, candidate, candidate_tag)
+    if not compiled.passed:
+        print(f"Version {candidate} cannot be promoted: {compiled.reason}.", file=sys.stderr)
+        return EXIT_REFUSED
+    verdict = _run_gate(name, champion, candidate, candidate_tag, recall_margin)
     if verdict.passed:
         print(f"Version {candidate} passes the gate; promote it with `make promote`.")
         return EXIT_OK

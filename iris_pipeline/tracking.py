@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,13 +68,13 @@ def log_candidate(
     experiment_id: str,
     feedback: FeedbackSet | None = None,
 ) -> str:
-    """One MLflow run per candidate: params, metrics, confusion matrix, statistics, model.
+    """One MLflow run per candidate: params, metrics, confusion matrix, statistics, the
+    scikit-learn model (`model`) and its compiled form (`onnx_model`, log_compilation).
 
-    The model is saved as a pickle, not MLflow's default skops: importing skops.io takes
-    about 8 s (it walks scikit-learn to build its trusted-type list), which alone would
-    break the 5 s cold-start budget. Pickle is only safe for files you trust: the service
-    loads nothing but models this script wrote into its own store, and verifies their
-    SHA-256 (recorded at import) before unpickling.
+    The scikit-learn model is saved as a pickle, not MLflow's default skops (importing
+    skops.io takes about 8 s): it is for MLflow-side consumers (`mlflow models serve`, the
+    benchmark's peers), which load only models this pipeline wrote. The service never
+    unpickles anything: it runs the ONNX model.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -97,7 +99,70 @@ def log_candidate(
             pyfunc_predict_fn="predict_proba",
             serialization_format="pickle",
         )
+        log_compilation(result)
         return run.info.run_id
+
+
+ONNX_ARTIFACT = "onnx_model"
+
+
+def log_compilation(result: CandidateResult) -> None:
+    """In the active run: whether the candidate compiled to an equivalent ONNX model (tags
+    `onnx_equivalent`, `onnx_refusal`; metrics `onnx_max_abs_diff`, `onnx_rows_*`, set by
+    compiling.compile_candidate) and, when it did, the ONNX model as the MLflow model
+    `onnx_model` (the ONNX flavour: `mlflow.onnx.load_model` or pyfunc can load it)."""
+    import mlflow
+
+    compilation = result.compilation
+    if compilation is None:
+        return
+    equivalence = compilation.equivalence
+    tags = {"onnx_equivalent": str(equivalence.passed).lower()}
+    if not equivalence.passed:
+        tags["onnx_refusal"] = equivalence.reason[:5000]
+    mlflow.set_tags(tags)
+    compiled = compilation.compiled
+    if compiled is None:
+        return
+    import onnx
+
+    mlflow.onnx.log_model(
+        onnx.load_from_string(compiled.onnx_bytes),
+        name=ONNX_ARTIFACT,
+        signature=_onnx_signature(),
+        pip_requirements=_onnx_requirements(),
+        save_as_external_data=False,
+        onnx_execution_providers=["CPUExecutionProvider"],
+        metadata={"sha256": compiled.sha256, "opset": compiled.opset},
+    )
+
+
+def _onnx_signature() -> Any:
+    """Input `X` float32 [rows, features]; outputs `label` int64 [rows] and `probabilities`
+    float32 [rows, classes] (compiling.convert checks these names)."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    from .compiling import INPUT_NAME, LABEL_OUTPUT, PROBABILITIES_OUTPUT
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(FEATURE_NAMES)), INPUT_NAME)]),
+        outputs=Schema(
+            [
+                TensorSpec(np.dtype(np.int64), (-1,), LABEL_OUTPUT),
+                TensorSpec(np.dtype(np.float32), (-1, len(CLASS_NAMES)), PROBABILITIES_OUTPUT),
+            ]
+        ),
+    )
+
+
+def _onnx_requirements() -> list[str]:
+    """Exact pins of what runs the ONNX model (MLflow would otherwise infer them by loading
+    the model in a subprocess, seconds per candidate)."""
+    from importlib.metadata import version
+
+    return [f"onnx=={version('onnx')}", f"onnxruntime=={version('onnxruntime')}"]
 
 
 def log_feedback_dataset(feedback: FeedbackSet) -> None:
@@ -125,10 +190,24 @@ def register_best(best: CandidateResult, registered_name: str = MODEL_NAME) -> s
     import mlflow
 
     version = mlflow.register_model(
-        f"runs:/{best.run_id}/model", registered_name, tags={"model_family": best.family}
+        f"runs:/{best.run_id}/model",
+        registered_name,
+        tags={"model_family": best.family, **onnx_version_tags(best)},
     )
     mlflow.MlflowClient().set_tag(best.run_id, "selected", "true")
     return str(version.version)
+
+
+def onnx_version_tags(best: CandidateResult) -> dict[str, str]:
+    """The registry version's record of its compiled model (gate.compiled_check reads it)."""
+    if best.compilation is None or best.compilation.compiled is None:
+        return {"onnx_equivalent": "false"}
+    equivalence, compiled = best.compilation.equivalence, best.compilation.compiled
+    return {
+        "onnx_equivalent": str(equivalence.passed).lower(),
+        "onnx_max_abs_diff": repr(equivalence.max_abs_diff),
+        "onnx_sha256": compiled.sha256,
+    }
 
 
 def log_gate_metrics(run_id: str, metrics: dict[str, float]) -> None:
@@ -139,6 +218,9 @@ def log_gate_metrics(run_id: str, metrics: dict[str, float]) -> None:
         MlflowClient(tracking_uri()).log_metric(run_id, f"gate_{key}", value)
 
 
+MLFLOW_MODEL_DIR = "mlflow_model"
+
+
 def import_into_bentoml(
     best: CandidateResult,
     stats: dict[str, Any],
@@ -147,9 +229,27 @@ def import_into_bentoml(
     bento_model_name: str = MODEL_NAME,
     gate_macro_f1: float | None = None,
 ) -> bentoml.Model:
-    """Copy that MLflow run's model into the BentoML store, labelled with its lineage."""
-    import bentoml
+    """A new version of the BentoML model, labelled with its lineage, holding the chosen
+    run's two models as MLflow logged them:
 
+    - `model.onnx` at its root: the compiled model, the only file the service loads;
+    - `mlflow_model/`: the MLflow model directory (MLmodel and the scikit-learn pickle), for
+      MLflow-side consumers and the `/invocations` flavour information.
+
+    The metadata names what the service needs to run `model.onnx` (`onnx_input`,
+    `onnx_probabilities_output`: float32 [rows, classes] in CLASS_NAMES order, `onnx_opset`)
+    and how to trust it (`onnx_sha256`, `onnx_equivalence`).
+    """
+    import bentoml
+    import mlflow
+
+    from .compiling import ONNX_FILE
+
+    compilation = best.compilation
+    if compilation is None or compilation.compiled is None or not compilation.servable:
+        reason = compilation.equivalence.reason if compilation else "it was not compiled"
+        raise ValueError(f"{best.family} has no equivalent ONNX model ({reason})")
+    compiled = compilation.compiled
     labels = {
         "mlflow_run_id": best.run_id or "",
         "model_family": best.family,
@@ -157,6 +257,7 @@ def import_into_bentoml(
         "test_accuracy": f"{best.metrics['test_accuracy']:.4f}",
         "cv_macro_f1": f"{best.metrics['cv_macro_f1_mean']:.4f}",
         "mlflow_registered_version": registered_version,
+        "runtime": "onnx",
     }
     if gate_macro_f1 is not None:
         labels["gate_macro_f1"] = f"{gate_macro_f1:.4f}"
@@ -169,25 +270,44 @@ def import_into_bentoml(
         "feature_names": list(FEATURE_NAMES),
         "class_names": list(CLASS_NAMES),
         "feature_statistics": json.loads(json.dumps(stats)),
+        "onnx_sha256": compiled.sha256,
+        "onnx_input": compiled.input_name,
+        "onnx_probabilities_output": compiled.probabilities_output,
+        "onnx_opset": compiled.opset,
+        "onnx_equivalence": compilation.equivalence.as_metadata(),
     }
-    model_uri = f"runs:/{best.run_id}/model"
-    metadata["model_file_sha256"] = _model_file_sha256(model_uri)
-    return bentoml.mlflow.import_model(
-        bento_model_name, model_uri=model_uri, labels=labels, metadata=metadata
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        mlflow_model = Path(
+            mlflow.artifacts.download_artifacts(
+                f"runs:/{best.run_id}/model", dst_path=str(Path(scratch) / "sklearn")
+            )
+        )
+        onnx_model = Path(
+            mlflow.artifacts.download_artifacts(
+                f"runs:/{best.run_id}/{ONNX_ARTIFACT}", dst_path=str(Path(scratch) / "onnx")
+            )
+        )
+        onnx_bytes = (onnx_model / ONNX_FILE).read_bytes()
+        if hashlib.sha256(onnx_bytes).hexdigest() != compiled.sha256:
+            raise RuntimeError(
+                f"the ONNX model logged in MLflow run {best.run_id} is not the one whose "
+                "equivalence was checked (SHA-256 differs)"
+            )
+        metadata["model_file_sha256"] = _model_file_sha256(mlflow_model)
+        with bentoml.models.create(
+            bento_model_name, labels=labels, metadata=metadata
+        ) as bento_model:
+            shutil.copytree(mlflow_model, bento_model.path_of(MLFLOW_MODEL_DIR))
+            Path(bento_model.path_of(ONNX_FILE)).write_bytes(onnx_bytes)
+    return bentoml.models.get(bento_model.tag)
 
 
-def _model_file_sha256(model_uri: str) -> str:
-    """Checksum of the serialized estimator, checked by the service before loading it."""
-    import hashlib
-
-    import mlflow
+def _model_file_sha256(mlflow_model: Path) -> str:
+    """Checksum of the serialized scikit-learn estimator in an MLflow model directory."""
     import yaml
 
-    with tempfile.TemporaryDirectory() as scratch:
-        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=scratch))
-        flavour = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["sklearn"]
-        return hashlib.sha256((local / flavour["pickled_model"]).read_bytes()).hexdigest()
+    flavour = yaml.safe_load((mlflow_model / "MLmodel").read_text())["flavors"]["sklearn"]
+    return hashlib.sha256((mlflow_model / flavour["pickled_model"]).read_bytes()).hexdigest()
 
 
 def model_in_store(tag: str) -> bool:

@@ -1,12 +1,18 @@
 """train.py end to end against a real MLflow SQLite store and a real BentoML model store."""
 
+import hashlib
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
+import numpy as np
+import onnxruntime as ort
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
+from iris_pipeline import compiling, tracking, training
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.settings import FEATURE_NAMES
 from tools.local_server import ProjectState
@@ -77,6 +83,28 @@ def test_every_candidate_is_a_tracked_run(store: ProjectState) -> None:
         assert model.signature is not None and model.saved_input_example_info is not None
 
 
+def test_every_candidate_is_compiled_checked_and_logged_as_onnx(store: ProjectState) -> None:
+    """Each run records its ONNX equivalence and holds the ONNX model (MLflow's onnx flavour)
+    that answers like the run's scikit-learn model; the tie-break latency is ONNX Runtime's."""
+    client = MlflowClient(store.mlflow_uri)
+    experiment = client.get_experiment_by_name("iris-classifier")
+    _, _, x_gate, _ = training.gate_set()
+    for run in client.search_runs([experiment.experiment_id]):
+        metrics, run_id = run.data.metrics, run.info.run_id
+        assert run.data.tags["onnx_equivalent"] == "true", run.data.tags
+        assert 0.0 <= metrics["onnx_max_abs_diff"] <= compiling.MAX_ABS_DIFF
+        assert metrics["onnx_rows_checked"] == 150
+        assert 0.0 < metrics["predict_latency_ms"] < metrics["sklearn_predict_latency_ms"]
+        info = mlflow.models.get_model_info(f"runs:/{run_id}/{tracking.ONNX_ARTIFACT}")
+        assert "onnx" in info.flavors
+        onnx_model = mlflow.onnx.load_model(f"runs:/{run_id}/{tracking.ONNX_ARTIFACT}")
+        compiled = compiling.CompiledModel(onnx_model.SerializeToString())
+        sklearn_model = mlflow.sklearn.load_model(f"runs:/{run_id}/model")
+        rows = x_gate.to_numpy()
+        answered = compiling.OnnxPredictor(compiled).predict_proba(rows)
+        assert np.max(np.abs(answered - sklearn_model.predict_proba(rows))) <= 1e-5
+
+
 def test_bentoml_model_is_the_best_runs_model(store: ProjectState) -> None:
     client = MlflowClient(store.mlflow_uri)
     bento_model = _bento_model(store)
@@ -94,6 +122,49 @@ def test_bentoml_model_is_the_best_runs_model(store: ProjectState) -> None:
     assert registered.run_id == labels["mlflow_run_id"]
     stats = bento_model.info.metadata["feature_statistics"]
     assert set(stats) == set(FEATURE_NAMES)
+
+
+def test_the_bentoml_model_holds_the_checked_onnx_model_beside_the_mlflow_model(
+    store: ProjectState,
+) -> None:
+    """The contract the service relies on: model.onnx at the root, named and checksummed in
+    the metadata, answering like the scikit-learn model kept in mlflow_model/."""
+    bento_model = _bento_model(store)
+    metadata = bento_model.info.metadata
+    folder = Path(bento_model.path)
+    onnx_bytes = (folder / "model.onnx").read_bytes()
+    assert metadata["onnx_sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+    assert metadata["onnx_input"] == "X"
+    assert metadata["onnx_probabilities_output"] == "probabilities"
+    assert metadata["onnx_opset"] == compiling.TARGET_OPSET
+    equivalence = metadata["onnx_equivalence"]
+    assert set(equivalence) == {"passed", "max_abs_diff", "rows"}
+    assert equivalence["passed"] is True and equivalence["rows"] == 150
+    assert 0.0 <= equivalence["max_abs_diff"] <= compiling.MAX_ABS_DIFF
+    for key in ("class_names", "feature_names", "metrics", "mlflow_run_id", "model_file_sha256"):
+        assert key in metadata
+    mlflow_model = folder / "mlflow_model"
+    sklearn_flavour = yaml.safe_load((mlflow_model / "MLmodel").read_text())["flavors"]["sklearn"]
+    pickled = (mlflow_model / sklearn_flavour["pickled_model"]).read_bytes()
+    assert metadata["model_file_sha256"] == hashlib.sha256(pickled).hexdigest()
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    _, _, x_gate, _ = training.gate_set()
+    rows = x_gate.to_numpy()
+    (probabilities,) = session.run(
+        [metadata["onnx_probabilities_output"]], {metadata["onnx_input"]: rows.astype("float32")}
+    )
+    assert probabilities.dtype == np.float32 and probabilities.shape == (len(rows), 3)
+    expected = mlflow.sklearn.load_model(str(mlflow_model)).predict_proba(rows)
+    assert np.max(np.abs(probabilities - expected)) <= 1e-5
+
+    client = MlflowClient(store.mlflow_uri)
+    version = client.get_model_version(
+        "iris-classifier", bento_model.info.labels["mlflow_registered_version"]
+    )
+    assert version.tags["onnx_equivalent"] == "true"
+    assert float(version.tags["onnx_max_abs_diff"]) == equivalence["max_abs_diff"]
+    assert version.tags["onnx_sha256"] == metadata["onnx_sha256"]
 
 
 def test_if_missing_does_not_train_again(store: ProjectState) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from sklearn.dummy import DummyClassifier
@@ -71,3 +73,60 @@ def test_gate_metrics_of_real_models() -> None:
     assert poor["recall_versicolor"] == poor["recall_virginica"] == 0.0
     assert poor["accuracy"] == pytest.approx(np.mean(y_gate == 0))
     assert not gate.judge(good, poor).passed
+
+
+ONNX = b"an onnx model's bytes"
+RECORDED = {
+    "onnx_sha256": hashlib.sha256(ONNX).hexdigest(),
+    "onnx_equivalence": {"passed": True, "max_abs_diff": 1.6e-07, "rows": 150},
+}
+TAGS = {
+    "onnx_equivalent": "true",
+    "onnx_max_abs_diff": "1.6e-07",
+    "onnx_sha256": RECORDED["onnx_sha256"],
+}
+
+
+def test_a_compiled_equivalent_version_is_servable() -> None:
+    check = gate.compiled_check("4", TAGS, RECORDED, ONNX)
+    assert check.passed and check.reason == ""
+
+
+@pytest.mark.parametrize(
+    ("tags", "metadata", "onnx", "reason"),
+    [
+        (TAGS, RECORDED, None, "version 4 has no ONNX model"),
+        ({}, {"model_file_sha256": "ab"}, None, "version 4 has no ONNX model"),
+        (TAGS, RECORDED, ONNX + b"x", "is not the file whose equivalence training checked"),
+        (
+            {**TAGS, "onnx_sha256": "0" * 64},
+            RECORDED,
+            ONNX,
+            "is not the file whose equivalence training checked",
+        ),
+        (
+            {**TAGS, "onnx_equivalent": "false"},
+            RECORDED,
+            ONNX,
+            "does not answer like its scikit-learn model (onnx_equivalent=false",
+        ),
+        (
+            {"onnx_sha256": RECORDED["onnx_sha256"]},
+            RECORDED,
+            ONNX,
+            "(onnx_equivalent=unrecorded",
+        ),
+        (
+            TAGS,
+            {**RECORDED, "onnx_equivalence": {"passed": False, "max_abs_diff": 0.2, "rows": 150}},
+            ONNX,
+            "max |dp| 0.2)",
+        ),
+    ],
+)
+def test_a_version_the_service_cannot_run_is_refused_with_the_reason(
+    tags: dict, metadata: dict, onnx: bytes | None, reason: str
+) -> None:
+    check = gate.compiled_check("4", tags, metadata, onnx)
+    assert not check.passed
+    assert reason in check.reason

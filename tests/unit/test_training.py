@@ -50,6 +50,8 @@ def test_evaluation_is_reproducible_for_a_seed() -> None:
         assert first.metrics[key] == second.metrics[key]
     assert first.metrics["test_macro_f1"] > 0.85
     assert first.confusion.sum() == len(data.y_test)
+    assert 0.0 < first.metrics["sklearn_predict_latency_ms"] < 1000.0
+    assert "predict_latency_ms" not in first.metrics  # set when compiled
 
 
 def _result(family: str, test_f1: float, cv_f1: float, latency: float) -> training.CandidateResult:
@@ -58,6 +60,7 @@ def _result(family: str, test_f1: float, cv_f1: float, latency: float) -> traini
 
 
 def test_selection_prefers_f1_then_cv_then_speed() -> None:
+    """Speed is `predict_latency_ms`: ONNX Runtime's, what serves (test_compiling.py)."""
     best_f1 = _result("a", 0.97, 0.90, 9.0)
     assert training.select_best([_result("b", 0.96, 0.99, 0.1), best_f1]) is best_f1
     steadier = _result("c", 0.97, 0.95, 9.0)
