@@ -19,7 +19,7 @@ flowers = [[f[name] for name in json.loads(sys.argv[2])] for f in json.loads(sys
 out = {}
 for stored in bentoml.models.list(sys.argv[3]):
     model = load_model(stored)
-    out[str(stored.tag)] = model.estimator.predict_proba(flowers).round(6).tolist()
+    out[str(stored.tag)] = model.predict_proba(flowers).round(6).tolist()
 print(json.dumps(out))
 """
 
@@ -42,12 +42,8 @@ def train(state: ProjectState, family: str) -> str:
 
 
 def model_file(state: ProjectState, tag: str) -> Path:
-    """The serialized estimator of a stored version (MLflow's sklearn flavour)."""
-    import yaml
-
-    folder = state.bentoml_home / "models" / MODEL_NAME / tag.split(":")[1] / "mlflow_model"
-    flavour = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["sklearn"]
-    return folder / flavour["pickled_model"]
+    """The compiled model a stored version serves (model.onnx in its folder)."""
+    return state.bentoml_home / "models" / MODEL_NAME / tag.split(":")[1] / "model.onnx"
 
 
 def probabilities_by_tag(

@@ -2,8 +2,8 @@
 
 In a container BentoML does not respawn a dead worker: `bentoml serve` exits, and the engine's
 restart policy (`--restart=on-failure`; on Kubernetes the kubelet) starts the container again.
-A hung runner keeps every process alive, so only the liveness check sees it: `/livez` answers
-503 once the runner has been silent for longer than IRIS_RUNNER_LIVENESS_GRACE_SECONDS, and
+A hung runner keeps every process alive (and the API workers answer every prediction without
+it), so only the liveness check sees it: `/livez` answers 503 once the runner has been silent for longer than IRIS_RUNNER_LIVENESS_GRACE_SECONDS, and
 podman's health check with `--health-on-failure=restart` restarts the container. Podman runs
 health checks from systemd timers, which a CI container does not have, so the test plays the
 timer: it runs `podman healthcheck run` once a second, as the kubelet runs its probe, and
@@ -142,12 +142,22 @@ def test_a_hung_runner_fails_liveness_and_is_restarted(restarting) -> None:
     stopped = time.monotonic()
     seen: dict[str, float] = {}
 
+    answered: list[int | None] = []
+
     def probe() -> None:
-        """What the kubelet does once a second: readiness, liveness, the health check."""
+        """What the kubelet does once a second: readiness, liveness, the health check; and a
+        client's prediction, which the API worker answers without the runner."""
         now = time.monotonic() - stopped
         for route in ("readyz", "livez"):
             if route not in seen and _status(f"{base}/{route}") == 503:
                 seen[route] = now
+        if "livez" not in seen:
+            try:
+                answered.append(
+                    requests.post(f"{base}/predict", json=SETOSA, timeout=5).status_code
+                )
+            except requests.RequestException:
+                answered.append(None)
         subprocess.run([cli, "healthcheck", "run", name], env=env, capture_output=True, timeout=30)
 
     restarted_s = _wait_for_restart(cli, name, env, first_start, tick=probe)
@@ -155,12 +165,14 @@ def test_a_hung_runner_fails_liveness_and_is_restarted(restarting) -> None:
     _serves(base)
     unready_s, unalive_s = seen.get("readyz"), seen.get("livez")
     print(
-        f"\nSIGSTOP of the runner: /readyz 503 after {unready_s} s, /livez 503 after "
-        f"{unalive_s} s, container restarted {restarted_s:.1f} s after the stop, ready "
-        f"{time.monotonic() - stopped:.1f} s after it"
+        f"\nSIGSTOP of the runner: {len(answered)} predictions until /livez 503 after "
+        f"{unalive_s} s ({set(answered)}), /readyz 503 after {unready_s} s, container "
+        f"restarted {restarted_s:.1f} s after the stop, ready {time.monotonic() - stopped:.1f} s "
+        f"after it"
     )
-    assert unready_s is not None and unalive_s is not None, seen
-    # Out of the load balancer well before the restart: readiness fails first, liveness only
-    # once the runner has been silent for the grace period.
-    assert unready_s < unalive_s
+    assert unalive_s is not None, seen
+    # The API workers answer without the runner: ready, and every prediction answered, until
+    # the runner has been silent for the grace period and liveness restarts the container.
+    assert unready_s is None or unready_s >= unalive_s, seen
+    assert answered and set(answered) == {200}, answered
     assert unalive_s >= GRACE_S - 2  # silent since the last ping (one a second) before the stop

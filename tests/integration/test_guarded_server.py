@@ -398,15 +398,16 @@ def test_overload_is_refused_quickly_with_retry_after(guarded: LocalServer) -> N
 # The bound covers the module's server (and, run alone, the session's training: 130 s on busy
 # cores) as well as the 25 s of traffic and up to 60 s of recovery.
 @pytest.mark.timeout(300)
-def test_runner_crash_gives_503_then_recovers_by_itself(guarded: LocalServer) -> None:
+def test_runner_crash_costs_no_answer_and_the_runner_comes_back(guarded: LocalServer) -> None:
+    """SIGKILL of the runner under load at the admission limit: the API workers answer every
+    request themselves, /readyz stays 200, and the supervisor respawns the runner."""
     old_runner = guarded.worker_pid()
     readiness: list[tuple[float, int]] = []
-    killed_at: list[float] = []
+    respawned: list[int] = []
 
     async def kill_then_watch() -> None:
         await asyncio.sleep(2.0)
         os.kill(old_runner, signal.SIGKILL)
-        killed_at.append(time.monotonic())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -416,10 +417,11 @@ def test_runner_crash_gives_503_then_recovers_by_itself(guarded: LocalServer) ->
             except requests.RequestException:
                 status = 0
             readiness.append((time.monotonic(), status))
-            # /readyz follows the runner heartbeat (a ping per second, 2 s timeout): wait
-            # for it to drop, then to come back.
-            if status == 200 and any(seen != 200 for _, seen in readiness):
-                break
+            with contextlib.suppress(LookupError):
+                pid = guarded.worker_pid()
+                if pid != old_runner:
+                    respawned.append(pid)
+                    break
             await asyncio.sleep(0.1)
 
     async def scenario():
@@ -432,23 +434,14 @@ def test_runner_crash_gives_503_then_recovers_by_itself(guarded: LocalServer) ->
     started = time.monotonic()
     log = asyncio.run(scenario())
     statuses = log.statuses()
-    # No 500 storm, no hang (30 s client timeout). A request in flight inside the killed runner
-    # may end as 504 when BentoML's internal client gives up waiting for it.
-    assert set(statuses) <= {200, 503, 504}, statuses
-    unavailable = log.with_status(503)
-    for outcome in unavailable:
-        assert outcome.body["error"] == "model_not_ready" and outcome.retry_after
-    assert any(status != 200 for _, status in readiness), "/readyz never reflected the crash"
-    dropped = next(t for t, status in readiness if status != 200 and t > killed_at[0])
-    ready_again = next(t for t, status in readiness if status == 200 and t > dropped)
-    recovery_s = ready_again - killed_at[0]
-    assert guarded.worker_pid() != old_runner
+    assert set(statuses) == {200}, statuses
+    assert {status for _, status in readiness} == {200}, readiness
+    assert respawned, "the supervisor did not respawn the runner"
     assert healthy(guarded.url, AUTH)
     slowest = max(o.latency_s for o in log.outcomes)
     print(
-        f"\nrunner kill: /readyz not 200 from {dropped - killed_at[0]:.1f} s, 200 again "
-        f"{recovery_s:.1f} s after SIGKILL; "
-        f"statuses during the run {dict(statuses)}; slowest answer {slowest:.2f} s; "
+        f"\nrunner kill: statuses during the run {dict(statuses)}; /readyz 200 throughout "
+        f"({len(readiness)} probes); slowest answer {slowest:.2f} s; "
         f"test {time.monotonic() - started:.0f} s"
     )
 

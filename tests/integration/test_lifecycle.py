@@ -66,7 +66,7 @@ def test_corrupt_model_is_one_clear_line_and_a_failed_exit(
 ) -> None:
     store = tmp_path / "damaged-store"
     shutil.copytree(trained_state.bentoml_home / "models", store / "models", symlinks=True)
-    damaged = [path for path in (store / "models").rglob("mlflow_model/model.*") if path.is_file()]
+    damaged = [path for path in (store / "models").rglob("model.onnx") if path.is_file()]
     assert damaged
     for path in damaged:
         path.write_bytes(b"not a model")

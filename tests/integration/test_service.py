@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -29,7 +30,7 @@ from tests.documented_commands import (
     is_local_curl,
 )
 from tests.support import SETOSA, VERSICOLOR, VIRGINICA, ensure_debian_packages
-from tools.local_server import LocalServer
+from tools.local_server import LocalServer, ProjectState, bento_server
 from tools.report import take_snapshot
 
 pytestmark = pytest.mark.server
@@ -220,12 +221,14 @@ def _inferences(server: LocalServer) -> dict[str, float]:
     return {labels["computed_in"]: value for labels, value in samples}
 
 
-async def _concurrent_answers(url: str, total: int, concurrency: int) -> list[dict]:
+async def _concurrent_answers(
+    url: str, total: int, concurrency: int, body: object = VERSICOLOR
+) -> list[dict]:
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one() -> dict:
-            async with session.post(url, json=VERSICOLOR) as response:
+            async with session.post(url, json=body) as response:
                 assert response.status == 200, await response.text()
                 return await response.json()
 
@@ -233,33 +236,46 @@ async def _concurrent_answers(url: str, total: int, concurrency: int) -> list[di
 
 
 @pytest.mark.timeout(120)
-def test_lone_requests_are_answered_in_the_api_worker_and_concurrent_ones_by_the_runner(
+def test_one_flower_is_computed_in_the_api_worker_alone_or_concurrent(
     server: LocalServer,
 ) -> None:
-    """The lone request skips the runner hop (iris_service/local_champion.py); both paths
-    give the same model's answer, named alike."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the API worker's copy loads once the runner answers
-        before = _inferences(server)
-        lone = _post(server, "/predict", VERSICOLOR)
-        assert lone.status_code == 200, lone.text
-        if _inferences(server)["api_worker"] > before["api_worker"]:
-            break
-        time.sleep(0.2)
+    """A compiled model answers one flower in microseconds: no request of the shipped
+    configuration takes the hop to the runner, and every answer is the same model's."""
     before = _inferences(server)
     answers = [_post(server, "/predict", VERSICOLOR).json() for _ in range(20)]
+    answers += asyncio.run(_concurrent_answers(f"{server.url}/predict", 400, 16))
     after = _inferences(server)
-    assert after["api_worker"] - before["api_worker"] == 20, (before, after)
+    assert after["api_worker"] - before["api_worker"] == 420, (before, after)
     assert after["runner"] == before["runner"], (before, after)
-    concurrent = asyncio.run(_concurrent_answers(f"{server.url}/predict", 400, 16))
-    batched = _inferences(server)
-    assert batched["runner"] - after["runner"] > 0, (after, batched)
-    for body in answers + concurrent:
-        assert body["model_tag"] == lone.json()["model_tag"], body
-        for name in CLASS_NAMES:
-            assert body["probabilities"][name] == pytest.approx(
-                lone.json()["probabilities"][name], rel=1e-9
-            )
+    first = answers[0]
+    for body in answers:
+        assert body["model_tag"] == first["model_tag"], body
+        assert body["probabilities"] == first["probabilities"], body
+
+
+@pytest.mark.timeout(180)
+def test_large_batches_are_batched_by_the_runner_with_the_same_answers(
+    trained_state: ProjectState, tmp_path: Path
+) -> None:
+    """With IRIS_RUNNER_MIN_ROWS=50, a batch of 60 flowers goes to the runner, whose adaptive
+    batching merges concurrent ones; smaller ones are computed in the API worker; both give
+    the same model's answer, named alike."""
+    rows = load_iris().data
+    small = {"flowers": [dict(zip(FEATURE_NAMES, map(float, r), strict=True)) for r in rows[:49]]}
+    large = {"flowers": [dict(zip(FEATURE_NAMES, map(float, r), strict=True)) for r in rows[:60]]}
+    with bento_server(trained_state, tmp_path, IRIS_RUNNER_MIN_ROWS="50") as running:
+        url = f"{running.url}/predict_batch"
+        before = _inferences(running)
+        in_worker = requests.post(url, json=small, timeout=10).json()
+        by_runner = asyncio.run(_concurrent_answers(url, 64, 16, large))
+        after = _inferences(running)
+        batches = take_snapshot(running.url).select("bentoml_service_adaptive_batch_size_count")
+    assert after["api_worker"] - before["api_worker"] == 1, (before, after)
+    assert after["runner"] - before["runner"] == 64, (before, after)
+    assert sum(value for _, value in batches) >= 1  # the runner's batching saw the calls
+    for answer in by_runner:
+        assert answer["model_tag"] == in_worker["model_tag"]
+        assert answer["predictions"][:49] == in_worker["predictions"]
 
 
 def test_each_prediction_writes_one_structured_log_line(server: LocalServer) -> None:

@@ -159,7 +159,7 @@ def test_a_damaged_or_missing_version_is_refused_while_the_old_one_serves(
     async def scenario() -> TrafficLog:
         traffic = asyncio.create_task(drive(f"{server.url}/predict", 4, 14.0, max_requests=20_000))
         await asyncio.sleep(2.0)
-        damaged.write_bytes(b"garbage, not a pickle" * 10)
+        damaged.write_bytes(b"garbage, not an ONNX graph" * 10)
         models.name(models.b)
         await asyncio.sleep(6.0)
         models.name(missing)
@@ -235,7 +235,7 @@ def test_shadow_counts_match_the_predictions_of_both_models(
         tmp_path,
         IRIS_CHALLENGER_MODE="shadow",
         # nothing is dropped, so each count is exact (drops are counted apart: unit tests)
-        IRIS_SHADOW_MAX_IN_FLIGHT="100000",
+        IRIS_SHADOW_MAX_ROWS="100000",
     ) as server:
         assert _serving(server)["challenger"] == models.b
         bodies = [json.dumps(flower) for flower in flowers]

@@ -120,9 +120,7 @@ def test_fastapi_peer_parses_v2_json_into_numpy(monkeypatch: pytest.MonkeyPatch)
     data = load_iris()
     estimator = LogisticRegression(max_iter=500).fit(data.data, data.target)
     monkeypatch.setenv("IRIS_BASELINE_MODEL_DIR", "unused")
-    monkeypatch.setattr(
-        "tools.bench.sklearn_model.load_sklearn_estimator", lambda _path: estimator
-    )
+    monkeypatch.setattr("tools.bench.sklearn_model.load_sklearn_estimator", lambda _path: estimator)
     monkeypatch.delitem(sys.modules, "tools.bench.baseline_app", raising=False)
     baseline = importlib.import_module("tools.bench.baseline_app")
     client = TestClient(baseline.app)

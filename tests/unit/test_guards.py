@@ -158,15 +158,39 @@ def test_audit_fails_only_on_vulnerabilities_with_a_fix(tmp_path: Path) -> None:
     assert audit.pinned_set([pins]) == {"foo-bar": "1.0", "qux": "3"}
 
 
-def test_a_model_in_a_format_the_bento_cannot_load_is_refused_clearly(tmp_path: Path) -> None:
-    """skops is not installed in the Bento: such a model gets one clear error, no ImportError."""
-    from iris_service.model_loading import ModelUnavailableError, load_sklearn_estimator
+class _Stored:
+    """A stored model version as the BentoML store describes it: a tag, metadata, a folder."""
 
-    model_dir = tmp_path / "iris-classifier" / "v1" / "mlflow_model"
-    model_dir.mkdir(parents=True)
-    (model_dir / "model.skops").write_bytes(b"not read")
-    (model_dir / "MLmodel").write_text(
-        "flavors:\n  sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n"
-    )
-    with pytest.raises(ModelUnavailableError, match=r"saved as 'skops'.*make train"):
-        load_sklearn_estimator(model_dir)
+    def __init__(self, folder: Path, metadata: dict) -> None:
+        self.tag, self.path = "iris-classifier:v1", str(folder)
+        self.info = type("Info", (), {"metadata": metadata})()
+
+    def path_of(self, name: str) -> str:
+        return str(Path(self.path) / name)
+
+
+def _metadata(**extra: object) -> dict:
+    from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+
+    return {"class_names": list(CLASS_NAMES), "feature_names": list(FEATURE_NAMES), **extra}
+
+
+def test_a_model_without_a_compiled_form_is_refused_clearly(tmp_path: Path) -> None:
+    """The service loads ONNX only: a version stored without it gets one clear error."""
+    from iris_service.model_loading import ModelUnavailableError, load_model
+
+    (tmp_path / "mlflow_model").mkdir()
+    (tmp_path / "mlflow_model" / "model.pkl").write_bytes(b"never unpickled")
+    with pytest.raises(ModelUnavailableError, match=r"no compiled \(ONNX\) form.*make train"):
+        load_model(_Stored(tmp_path, _metadata()))
+
+
+def test_an_altered_onnx_file_is_refused_before_it_is_loaded(tmp_path: Path) -> None:
+    import hashlib
+
+    from iris_service.model_loading import ModelUnavailableError, load_model
+
+    (tmp_path / "model.onnx").write_bytes(b"altered")
+    recorded = hashlib.sha256(b"the file training wrote").hexdigest()
+    with pytest.raises(ModelUnavailableError, match="does not match the SHA-256"):
+        load_model(_Stored(tmp_path, _metadata(onnx_sha256=recorded)))

@@ -37,7 +37,9 @@ def test_challenger_defaults_and_values() -> None:
         ({"IRIS_CANARY_SHARE": "1.5"}, "IRIS_CANARY_SHARE must be between 0.0 and 1.0"),
         ({"IRIS_CANARY_SHARE": "a lot"}, "IRIS_CANARY_SHARE must be a number"),
         ({"IRIS_ALIAS_POLL_SECONDS": "0"}, "IRIS_ALIAS_POLL_SECONDS must be between"),
-        ({"IRIS_SHADOW_MAX_IN_FLIGHT": "-1"}, "IRIS_SHADOW_MAX_IN_FLIGHT must be positive"),
+        ({"IRIS_SHADOW_MAX_ROWS": "-1"}, "IRIS_SHADOW_MAX_ROWS must be positive"),
+        ({"IRIS_RUNNER_MIN_ROWS": "many"}, "IRIS_RUNNER_MIN_ROWS must be an integer"),
+        ({"IRIS_RUNNER_HOP_MS": "-3"}, "IRIS_RUNNER_HOP_MS must be between"),
     ],
 )
 def test_a_wrong_value_is_refused_with_its_name(env: dict[str, str], message: str) -> None:
