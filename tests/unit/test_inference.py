@@ -274,3 +274,26 @@ def test_the_runner_takes_the_rows_whose_cost_exceeds_the_hop(
     assert runner_min_rows(cheap, hop_seconds=0.0001, largest=1000) == 100
     free = CompiledModel("x:y", CLASS_NAMES, {}, seconds_per_row=0.0)
     assert runner_min_rows(free, hop_seconds=0.002, largest=1000) == 1001
+
+
+async def test_drift_counts_every_answered_flower_of_the_answering_model(
+    tmp_path: Path, models: dict[str, CompiledModel]
+) -> None:
+    statistics = {
+        name: {
+            "bin_cut_points": [2.0, 4.0, 6.0],
+            "bin_shares": [0.25, 0.25, 0.25, 0.25],
+        }
+        for name in FEATURE_NAMES
+    }
+    for model in models.values():
+        model.metadata["feature_statistics"] = statistics
+    try:
+        core = InferenceCore(_follower(tmp_path, models, challenger=False))
+        for i in range(10):
+            await core.infer(_rows(1, seed=i))
+        await core.infer(_rows(100, seed=99))
+        assert core.drift.flowers_in_window == 110  # nothing waiting is left out
+    finally:
+        for model in models.values():
+            model.metadata.pop("feature_statistics")
