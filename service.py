@@ -196,7 +196,7 @@ class IrisClassifier:
         """Classify one flower."""
         rows = np.array([[measurements[name] for name in FEATURE_NAMES]], dtype=float)
         answer = await self.core.infer(rows)
-        return Prediction(**answers.predictions(answer.model, answer.probabilities)[0])
+        return answers.prediction_response(answer.model, answer.probabilities)  # type: ignore[return-value]
 
     @bentoml.api(route="/predict_batch", input_spec=IrisBatch)
     async def predict_batch(self, flowers: list[IrisFlower]) -> BatchPrediction:

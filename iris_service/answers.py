@@ -9,7 +9,6 @@ and `schemas.BatchPrediction`, which stay the documented response models.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import numpy as np
 from starlette.responses import Response
@@ -30,23 +29,8 @@ def _classified(model: ServedModel, probabilities: np.ndarray) -> tuple[list[int
     return class_ids.tolist(), probabilities.round(PROBABILITY_DIGITS).tolist()
 
 
-def predictions(model: ServedModel, probabilities: np.ndarray) -> list[dict[str, Any]]:
-    """One `Prediction` dict per row of `probabilities`."""
-    names = model.class_names
-    class_ids, rounded = _classified(model, probabilities)
-    return [
-        {
-            "class_id": class_id,
-            "class_name": names[class_id],
-            "probabilities": dict(zip(names, row, strict=True)),
-            "model_tag": model.tag,
-        }
-        for class_id, row in zip(class_ids, rounded, strict=True)
-    ]
-
-
-def batch_response(model: ServedModel, probabilities: np.ndarray) -> Response:
-    """The /predict_batch answer, {"predictions": [...], "model_tag": ...}, as JSON.
+def _rows_json(model: ServedModel, probabilities: np.ndarray) -> list[str]:
+    """Each row's `Prediction` as JSON text.
 
     Written from string pieces prepared once per answer (the constant parts of a
     prediction, per class) and the probabilities' `repr` (what json.dumps writes for a
@@ -60,9 +44,20 @@ def batch_response(model: ServedModel, probabilities: np.ndarray) -> Response:
     ]
     keys = [f"{json.dumps(name)}:" for name in model.class_names]
     tail = f'}},"model_tag":{tag}}}'
-    rows = [
+    return [
         heads[class_id] + ",".join(map(str.__add__, keys, map(repr, row))) + tail
         for class_id, row in zip(class_ids, rounded, strict=True)
     ]
-    body = f'{{"predictions":[{",".join(rows)}],"model_tag":{tag}}}'
+
+
+def prediction_response(model: ServedModel, probabilities: np.ndarray) -> Response:
+    """The /predict answer (one `Prediction`) as JSON, encoded once."""
+    (row,) = _rows_json(model, probabilities)
+    return Response(row.encode(), media_type="application/json")
+
+
+def batch_response(model: ServedModel, probabilities: np.ndarray) -> Response:
+    """The /predict_batch answer, {"predictions": [...], "model_tag": ...}, as JSON."""
+    rows = _rows_json(model, probabilities)
+    body = f'{{"predictions":[{",".join(rows)}],"model_tag":{json.dumps(model.tag)}}}'
     return Response(body.encode(), media_type="application/json")

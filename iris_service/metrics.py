@@ -45,8 +45,8 @@ PREDICTIONS_TOTAL = Counter(
 )
 INFERENCES_TOTAL = Counter(
     "iris_inferences_total",
-    "Champion predictions by where they were computed: api_worker (a lone request, the API"
-    " worker's copy of the runner's champion) or runner (through the runner's batching).",
+    "Answered prediction requests by where they were computed: api_worker (in-process, the"
+    " default) or runner (requests whose rows cost more than the hop, batched there).",
     ("computed_in",),
 )
 ERRORS_TOTAL = Counter(

@@ -7,8 +7,8 @@ import json
 import numpy as np
 
 from iris_service import answers
-from iris_service.schemas import BatchPrediction, Prediction
 from iris_service.model_loading import ServedModel
+from iris_service.schemas import BatchPrediction, Prediction
 
 MODEL = ServedModel("iris-classifier:abc", ("setosa", "versicolor", "virginica"), {})
 
@@ -16,10 +16,15 @@ MODEL = ServedModel("iris-classifier:abc", ("setosa", "versicolor", "virginica")
 def test_batch_answer_is_the_json_of_the_predictions() -> None:
     probabilities = np.random.default_rng(3).dirichlet([1, 1, 1], 200)
     body = json.loads(answers.batch_response(MODEL, probabilities).body)
-    assert body == {
-        "predictions": answers.predictions(MODEL, probabilities),
-        "model_tag": MODEL.tag,
-    }
+    assert body["model_tag"] == MODEL.tag
+    for answer, row in zip(body["predictions"], probabilities, strict=True):
+        class_id = int(row.argmax())
+        assert answer == {
+            "class_id": class_id,
+            "class_name": MODEL.class_names[class_id],
+            "probabilities": dict(zip(MODEL.class_names, row.round(6).tolist(), strict=True)),
+            "model_tag": MODEL.tag,
+        }
     parsed = BatchPrediction.model_validate(body)  # the documented response model
     assert [p.class_id for p in parsed.predictions] == probabilities.argmax(axis=1).tolist()
     first = parsed.predictions[0]
@@ -30,5 +35,8 @@ def test_batch_answer_is_the_json_of_the_predictions() -> None:
 
 
 def test_single_prediction_has_the_prediction_shape() -> None:
-    (one,) = answers.predictions(MODEL, np.array([[0.1, 0.7, 0.2]]))
-    assert Prediction(**one).class_name == "versicolor"
+    response = answers.prediction_response(MODEL, np.array([[0.1, 0.7, 0.2]]))
+    assert response.media_type == "application/json"
+    one = Prediction.model_validate_json(response.body)  # the documented response model
+    assert (one.class_id, one.class_name, one.model_tag) == (1, "versicolor", MODEL.tag)
+    assert one.probabilities == {"setosa": 0.1, "versicolor": 0.7, "virginica": 0.2}
