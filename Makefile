@@ -34,7 +34,7 @@ $(INSTALLED): requirements-serve.txt requirements.txt requirements-dev.txt const
 
 venv: $(INSTALLED) ## Create .venv and install the pinned dependencies
 
-train: $(INSTALLED) ## Train the candidates; the best becomes a new registry version and the challenger
+train: $(INSTALLED) ## Train the candidates and compile each to ONNX (one not equivalent is left out); the best becomes a new registry version and the challenger
 	$(PY) train.py
 
 # Model lifecycle (issue 11, docs/lifecycle.md). VERSION=n promotes that registry version

@@ -62,11 +62,15 @@ def _compiled_check(name: str, version: str, tag: str) -> gate.CompiledCheck:
 def _gate_figures(tag: str, evaluation: feedback_data.EvaluationSet) -> dict[str, float]:
     """The stored model's gate metrics, computed by ONNX Runtime from the very `model.onnx`
     the service loads."""
+    import hashlib
+
     from iris_pipeline.compiling import CompiledModel, OnnxPredictor
 
     metadata, onnx_bytes = _stored_onnx(tag)
     if onnx_bytes is None:
         raise LifecycleError(f"{tag} has no ONNX model (trained before models were compiled)")
+    if hashlib.sha256(onnx_bytes).hexdigest() != metadata.get("onnx_sha256"):
+        raise LifecycleError(f"{tag}'s model.onnx does not match the SHA-256 recorded at training")
     compiled = CompiledModel(
         onnx_bytes, metadata["onnx_input"], metadata["onnx_probabilities_output"]
     )
