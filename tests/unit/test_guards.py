@@ -55,6 +55,52 @@ async def test_admission_refuses_over_the_limit_with_retry_after() -> None:
     assert after.status_code == 200  # slots are given back
 
 
+async def test_a_request_holds_its_place_until_its_answer_is_sent_not_after() -> None:
+    """Work an app does after the last byte of its answer (BentoML's, a background task) holds
+    no admission place: a request in flight is one whose answer has not been sent."""
+    from iris_service.admission import InFlight
+
+    after_answer = asyncio.Event()
+    counted: list[int] = []
+    counter = InFlight()
+    calls: list[int] = []
+
+    async def app(scope: dict, receive, send) -> None:
+        calls.append(1)
+        first_call = len(calls) == 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        counted.append(counter.count)
+        await send({"type": "http.response.body", "body": b"{}"})
+        counted.append(counter.count)
+        if first_call:
+            await after_answer.wait()  # still running after the answer went out
+
+    admission = AdmissionControlMiddleware(app, limit=1, counter=counter)
+    scope = {"type": "http", "path": "/predict", "method": "POST", "headers": []}
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    first = asyncio.create_task(admission(scope, receive, send))
+    await asyncio.sleep(0.01)
+    assert counted == [1, 0] and counter.count == 0
+    second_sent: list[dict] = []
+
+    async def send_second(message: dict) -> None:
+        second_sent.append(message)
+
+    # Admitted while the first app still runs: the limit of 1 was given back with its answer.
+    await admission(scope, receive, send_second)
+    assert not first.done()
+    after_answer.set()
+    await first
+    assert second_sent[0]["status"] == 200 and counter.count == 0
+
+
 async def test_api_key_required_and_compared_exactly() -> None:
     async with _app(
         (RequestMonitoringMiddleware, {}), (ApiKeyMiddleware, {"api_keys": ("k-123",)})
