@@ -5,7 +5,10 @@ models in service are shown on this small route of the API service, next to /dri
 
     {"champion": "iris-classifier:<version>", "challenger": "iris-classifier:<version>" | null,
      "mode": "none" | "shadow" | "canary", "canary_share": 0.2 | null,
-     "aliases_file": "...", "aliases_updated_at": "..." | null, "last_refusal": "..." | null}
+     "aliases_updated_at": "..." | null, "last_refusal": "..." | null}
+
+`last_refusal` says what the runner last refused and why (an aliases file it ignored, a
+version it could not load) without file paths or exception text: those are in its log.
 
 It is the answer of the runner worker that took the call (with several runner workers, each
 follows the aliases file on its own and they agree within one poll interval). The same is in

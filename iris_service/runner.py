@@ -109,7 +109,6 @@ class IrisModelRunner:
             "challenger": models.challenger.tag if models.challenger else None,
             "mode": CHALLENGER_MODE,
             "canary_share": CANARY_SHARE if CHALLENGER_MODE == "canary" else None,
-            "aliases_file": str(self.follower.path),
             "aliases_updated_at": aliases.updated_at if aliases else None,
-            "last_refusal": self.follower.refused,
+            "last_refusal": self.follower.refusal,  # no paths, no exception text
         }

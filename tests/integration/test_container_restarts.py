@@ -41,6 +41,8 @@ LIVEZ_PROBE = (
 RESTARTING = (
     "--restart=on-failure",
     "-e",
+    "IRIS_API_KEYS_REQUIRED=false",  # explicitly open (the image requires a key): as container-run
+    "-e",
     f"IRIS_RUNNER_LIVENESS_GRACE_SECONDS={GRACE_S}",
     "--health-cmd",
     LIVEZ_PROBE,
