@@ -71,7 +71,8 @@ def read_aliases(model_name: str, home: Path | None = None) -> ServingAliases | 
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise InvalidAliases(path, f"cannot be read ({exc.strerror or type(exc).__name__})")
+        reason = f"cannot be read ({exc.strerror or type(exc).__name__})"
+        raise InvalidAliases(path, reason) from None
     if len(content) > MAX_FILE_BYTES:
         raise InvalidAliases(path, f"larger than {MAX_FILE_BYTES} bytes")
     try:
@@ -100,11 +101,11 @@ def _tag(value: object, role: str, model_name: str, path: Path) -> str | None:
     if not isinstance(value, str):
         raise InvalidAliases(path, f"the {role} must be a tag (text) or null")
     name, colon, version = value.partition(":")
-    if name != model_name or not colon:
-        shown = value if len(value) <= 80 and value.isprintable() else f"{value[:80]!r}..."
-        raise InvalidAliases(path, f"the {role} {shown} is not a version of {model_name}")
-    if not _VERSION.fullmatch(version):
-        raise InvalidAliases(path, f"the {role} {model_name}:{version[:80]!r} is not a version")
+    if not (colon and _VERSION.fullmatch(name) and _VERSION.fullmatch(version)):
+        # Not shown: text that is not a tag could be anything (a path, control characters).
+        raise InvalidAliases(path, f"the {role} is not a tag ({model_name}:<version>)")
+    if name != model_name:
+        raise InvalidAliases(path, f"the {role} {value} is not a version of {model_name}")
     return value
 
 

@@ -45,12 +45,13 @@ def test_a_malformed_file_is_a_clear_error(tmp_path: Path, content: str) -> None
     ("content", "reason"),
     [
         ('{"champion": "other-model:v1"}', "the champion other-model:v1 is not a version of"),
-        ('{"champion": "iris-classifier"}', "is not a version of iris-classifier"),
+        ('{"champion": "iris-classifier"}', "the champion is not a tag"),
         ('{"champion": "iris-classifier:a", "challenger": "other:b"}', "the challenger other:b"),
         ('{"champion": "iris-classifier:a", "challenger": 7}', "challenger must be a tag"),
         ('{"champion": ["iris-classifier:a"]}', "champion must be a tag"),
-        ('{"champion": "iris-classifier:../../etc"}', "is not a version"),
-        ('{"champion": "iris-classifier:' + "a" * 64 + '"}', "is not a version"),
+        ('{"champion": "iris-classifier:../../etc"}', "is not a tag"),
+        ('{"champion": "iris-classifier:' + "a" * 64 + '"}', "is not a tag"),
+        ('{"champion": "Other:v1"}', "the champion is not a tag"),
         ('{"champion": "iris-classifier:a", "updated_at": 5}', "updated_at"),
         ("[" * 2000 + "]" * 2000, "not valid JSON"),
         ('{"champion": "iris-classifier:a"' + " " * MAX_FILE_BYTES + "}", "larger than"),
@@ -58,7 +59,9 @@ def test_a_malformed_file_is_a_clear_error(tmp_path: Path, content: str) -> None
         ("", "not valid JSON"),
     ],
 )
-def test_only_versions_of_this_model_are_accepted(tmp_path: Path, content: str, reason: str) -> None:
+def test_only_versions_of_this_model_are_accepted(
+    tmp_path: Path, content: str, reason: str
+) -> None:
     """Another model's tag, a path-like version, nesting deep enough to exhaust the parser, a
     huge file: each is one InvalidAliases whose reason names the fault, never the path."""
     path = aliases_path("iris-classifier", tmp_path)
@@ -74,5 +77,5 @@ def test_bytes_that_are_not_utf8_are_refused(tmp_path: Path) -> None:
     path = aliases_path("iris-classifier", tmp_path)
     path.parent.mkdir(parents=True)
     path.write_bytes('{"champion": "iris-classifier:a"}'.encode("utf-16"))
-    with pytest.raises(InvalidAliases, match="not UTF-8|not valid JSON"):
+    with pytest.raises(InvalidAliases, match=r"not UTF-8|not valid JSON"):
         read_aliases("iris-classifier", tmp_path)
