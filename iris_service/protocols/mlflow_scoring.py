@@ -217,13 +217,23 @@ def _no_rows() -> None:
 
 def pyfunc_flavour(mlmodel_path: Path) -> tuple[str, str]:
     """(the pyfunc's predict function, the MLflow version that wrote the model), read from
-    the model's MLmodel file (kept by bentoml.mlflow.import_model under mlflow_model/)."""
+    the model's MLmodel file (kept by bentoml.mlflow.import_model under mlflow_model/).
+
+    The file is read as untrusted input: unreadable, not UTF-8, not YAML, or not the mappings
+    MLflow writes, it gives ("predict", "unknown") instead of an exception (a 500)."""
     try:
-        mlmodel = yaml.safe_load(mlmodel_path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        mlmodel = yaml.safe_load(mlmodel_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return "predict", "unknown"
-    pyfunc = (mlmodel.get("flavors") or {}).get("python_function") or {}
-    return str(pyfunc.get("predict_fn") or "predict"), str(mlmodel.get("mlflow_version", "unknown"))
+    mlmodel = mlmodel if isinstance(mlmodel, dict) else {}
+    flavors = mlmodel.get("flavors") if isinstance(mlmodel.get("flavors"), dict) else {}
+    pyfunc = flavors.get("python_function") if isinstance(flavors, dict) else None
+    predict_fn = pyfunc.get("predict_fn") if isinstance(pyfunc, dict) else None
+    version = mlmodel.get("mlflow_version")
+    return (
+        predict_fn if predict_fn in ("predict", "predict_proba") else "predict",
+        version if isinstance(version, str) and len(version) <= 40 else "unknown",
+    )
 
 
 def encode_predictions(probabilities: np.ndarray, predict_fn: str) -> bytes:

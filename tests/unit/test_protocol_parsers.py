@@ -277,3 +277,26 @@ def test_only_utf8_charsets_are_accepted(content_type: str, status: int | None) 
     with pytest.raises(mlflow_scoring.ScoringError) as refused:
         mlflow_scoring.media_type(content_type)
     assert refused.value.status == status
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"- a list\n- not a mapping\n",
+        b"flavors: [1, 2]\n",
+        b"flavors:\n  python_function: 7\n",
+        b"flavors: {python_function: {predict_fn: [x]}}\nmlflow_version: [3]\n",
+        "mlflow_version: é".encode("latin-1"),
+        b"[" * 20_000,
+        b"key: [unclosed\n",
+        b"",
+    ],
+)
+def test_a_damaged_mlmodel_file_gives_the_defaults(tmp_path, content: bytes) -> None:
+    """The MLmodel file /invocations and /version read is untrusted input too."""
+    path = tmp_path / "MLmodel"
+    path.write_bytes(content)
+    assert mlflow_scoring.pyfunc_flavour(path) == ("predict", "unknown")
+    good = b"flavors:\n  python_function: {predict_fn: predict_proba}\nmlflow_version: 3.17.2\n"
+    path.write_bytes(good)
+    assert mlflow_scoring.pyfunc_flavour(path) == ("predict_proba", "3.17.2")
