@@ -296,12 +296,15 @@ def build(
 # Bento. This layer gives code, models and environment to root (read-only for the server's
 # user) and moves BentoML's home, the one place the server writes (metrics files, task
 # store, temporary files, the default prediction log), to a directory of its own, which a
-# read-only root file system mounts as a volume (deploy/k8s/deployment.yaml).
+# read-only root file system mounts as a volume (deploy/k8s/deployment.yaml). The build's
+# package cache (/root/.cache, hard links to the installed files) is dropped: the change of
+# owner would otherwise turn those links into copies.
 RUNTIME_HOME = "/var/lib/bentoml"
 HARDENING = f"""FROM {{image}}
 USER root
 ENV BENTOML_HOME={RUNTIME_HOME}
-RUN chown -R root:root /home/bentoml /app \\
+RUN rm -rf /root/.cache \\
+    && chown -R root:root /home/bentoml /app \\
     && chmod -R u+rwX,go+rX,go-w /home/bentoml /app \\
     && mkdir -p {RUNTIME_HOME} && chown bentoml:bentoml {RUNTIME_HOME} && chmod 0750 {RUNTIME_HOME}
 USER bentoml
@@ -312,12 +315,22 @@ def harden(backend: str, tag: str, env: dict[str, str]) -> None:
     """Rebuild `tag` with the HARDENING layer (same tag). On podman all layers are squashed
     into one, so that the change of owner does not store the environment twice."""
     containerfile = HARDENING.format(image=tag)
+    cli = runner_cli(backend)
+    before = subprocess.run(
+        [cli, "image", "inspect", "--format", "{{.Id}}", tag],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if backend == "docker":
         cmd = ["docker", "build", "-t", tag, "-"]
     else:
         cmd = ["podman", "build", "--pull=never", "--squash-all", "-t", tag, "-f", "-", "."]
     with tempfile.TemporaryDirectory() as context:
         subprocess.run(cmd, cwd=context, env=env, input=containerfile, text=True, check=True)
+    if backend != "docker":  # the squashed image does not need it; its build cache stays
+        subprocess.run([cli, "rmi", before], env=env, capture_output=True)
 
 
 def image_size(backend: str, tag: str, env: dict[str, str]) -> int:
