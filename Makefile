@@ -114,7 +114,7 @@ container: $(INSTALLED) ## OCI image: bentoml build + containerize (docker, else
 	$(PY) train.py --if-missing
 	$(PY) -m tools.containers build
 
-container-run: $(INSTALLED) ## Run the image of `make container` on 127.0.0.1:$(PORT)
+container-run: $(INSTALLED) ## Run the image of `make container` on 127.0.0.1:$(PORT), API keys turned off (IRIS_API_KEY=... to require one)
 	$(PY) -m tools.containers run --port $(PORT)
 
 k8s-manifests: $(INSTALLED) ## Point deploy/k8s at the image of `make container` (IMAGE=registry/name:tag to override)

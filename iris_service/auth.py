@@ -1,6 +1,9 @@
 """API key that fails closed: with a key configured, every route needs it but a short open list.
 
-Without any key (IRIS_API_KEY and IRIS_API_KEYS unset) the service is open. With one or more,
+Without any key (IRIS_API_KEY and IRIS_API_KEYS unset) the service is open, unless
+IRIS_API_KEYS_REQUIRED=true (the image's default): then it refuses to start, as it does with
+a key shorter than settings.API_KEY_MIN_LENGTH, in one line (`check_api_keys`, run when this
+module is imported, so by every process of `bentoml serve`). With one or more keys,
 every request must send `Authorization: Bearer <key>` with one of them, whatever its path:
 routes added later (a protocol's, a debugging one such as /drift) are protected the moment
 they exist, instead of public until someone remembers to list them. The open list is what
@@ -22,9 +25,10 @@ import hmac
 from collections.abc import Iterable
 from typing import Any
 
+from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
-from .settings import API_KEY_OPEN_DOCS, API_KEYS
+from .settings import API_KEY_MIN_LENGTH, API_KEY_OPEN_DOCS, API_KEYS, API_KEYS_REQUIRED
 
 _BEARER = b"bearer "
 # Probes and the scraper reach these without a key: BentoML's health routes, /metrics, and the
@@ -36,6 +40,36 @@ OPEN_PATHS: frozenset[str] = frozenset(
 # The Swagger UI at /, the OpenAPI document and the UI's assets: open only when configured.
 DOCS_PATHS: frozenset[str] = frozenset({"/", "/docs.json", "/schema.json"})
 DOCS_PREFIXES: tuple[str, ...] = ("/static_content/", "/assets/")
+
+
+class ApiKeyConfigError(BentoMLException, ValueError):
+    """The keys configured cannot protect the service: `bentoml serve` prints this one line
+    (`Error: [serve] serve failed: ...`) and exits 1 instead of serving."""
+
+
+def check_api_keys(
+    keys: Iterable[str], required: bool, min_length: int = API_KEY_MIN_LENGTH
+) -> tuple[str, ...]:
+    """`keys` when they are usable; ApiKeyConfigError when none is set but keys are required,
+    or when one is shorter than `min_length` (a blank or placeholder Secret fails the start
+    instead of serving open or with a guessable key). A key is never part of the message."""
+    keys = tuple(keys)
+    if required and not keys:
+        raise ApiKeyConfigError(
+            "API keys are required (IRIS_API_KEYS_REQUIRED=true) but IRIS_API_KEY and "
+            "IRIS_API_KEYS are empty: set a key, or IRIS_API_KEYS_REQUIRED=false to serve open"
+        )
+    short = [number for number, key in enumerate(keys, 1) if len(key) < min_length]
+    if short:
+        raise ApiKeyConfigError(
+            f"API key number {', '.join(map(str, short))} of {len(keys)} is shorter than "
+            f"{min_length} characters: use long random keys (e.g. `openssl rand -hex 32`)"
+        )
+    return keys
+
+
+# Checked once, when the service imports this module: a misconfigured service never starts.
+check_api_keys(API_KEYS, API_KEYS_REQUIRED)
 
 
 def _bearer_token(scope: dict[str, Any]) -> bytes | None:

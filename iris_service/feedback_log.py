@@ -14,12 +14,18 @@ accepted is on disk, and two workers can never both accept the same key. Each pr
 its set of labelled keys (and, through `on_record`, the live quality window) from the file
 itself, at start and after every append, so a restarted server counts exactly what was there.
 The pipeline (`make retrain`) reads the same file.
+
+The file is replayed at every start, so a line that is not one of our records (cut short by
+a full disk, edited by hand, not JSON, nested past the parser's depth, missing a field) must
+not stop the start: it is skipped and counted (`skipped`), and one warning per catch-up says
+how many.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 from collections import Counter
@@ -30,6 +36,8 @@ from typing import Any
 from .jsonl_tail import JsonLinesTail
 
 Record = dict[str, Any]
+
+logger = logging.getLogger("iris_service.feedback")
 
 
 class AlreadyLabelled(Exception):
@@ -55,6 +63,7 @@ class FeedbackLog:
         self._lock_path = f"{self.path}.lock"
         self._tail = JsonLinesTail()
         self._labelled: set[str] = set()
+        self.skipped = 0  # lines read that were not records: never fatal
         self._mutex = threading.Lock()  # one thread of this process at a time
 
     def __len__(self) -> int:
@@ -95,16 +104,28 @@ class FeedbackLog:
             self._catch_up()
 
     def _catch_up(self) -> int:
-        count = 0
+        count = skipped = 0
         for _, _, line in self._tail.read([self.path]):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # not ours (a hand-edited line): skipped, never fatal
-            self._labelled.add(record["key"])
+            record = _parsed(line)
+            if record is None:
+                skipped += 1
+                continue
             if self._on_record is not None:
-                self._on_record(record)
+                try:
+                    self._on_record(record)
+                except (KeyError, TypeError, ValueError):  # a field missing or of a wrong type
+                    skipped += 1
+                    continue
+            self._labelled.add(record["key"])
             count += 1
+        if skipped:
+            self.skipped += skipped
+            logger.warning(
+                "feedback log %s: skipped %d line(s) that are not feedback records (%d in all)",
+                self.path.name,
+                skipped,
+                self.skipped,
+            )
         return count
 
     def _exclusive_lock(self) -> _FileLock:
@@ -129,16 +150,22 @@ class _FileLock:
         self._fd = None
 
 
-def read_records(path: str | Path) -> list[Record]:
-    """Every record of a feedback log, oldest first (for the pipeline); [] without a file."""
+def _parsed(line: bytes) -> Record | None:
+    """The record of one line, or None when the line is not one (skipped by the readers)."""
     try:
-        text = Path(path).read_text()
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the limit
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+        return None
+    return record
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Every record of a feedback log, oldest first (for the pipeline); [] without a file.
+    Lines that are not records are skipped."""
+    try:
+        content = Path(path).read_bytes()
     except FileNotFoundError:
         return []
-    records = []
-    for line in text.splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
+    return [record for line in content.splitlines() if (record := _parsed(line)) is not None]

@@ -266,7 +266,7 @@ class InferenceCore:
             "mode": self.mode,
             "canary_share": self.canary_share if self.mode == "canary" else None,
             "aliases_updated_at": aliases.updated_at if aliases else None,
-            "last_refusal": self.follower.refused,
+            "last_refusal": self.follower.refusal,  # no paths, no exception text
         }
 
     @property

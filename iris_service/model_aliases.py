@@ -12,18 +12,38 @@ as BentoML tags, into one small JSON file in the BentoML home that the runner wa
 The file is replaced atomically (written beside it, then renamed), so a reader sees the old or
 the new content, never a mix. With no file (a store from before aliases, or a container whose
 image pins its versions), the service serves `settings.MODEL_TAG`.
+
+The file is input the service does not control (anyone who can write the BentoML home can
+write it), so `read_aliases` accepts only what the pipeline writes: a small JSON object whose
+champion and challenger are null or tags of THIS model (`<model name>:<version>`, BentoML's
+tag syntax). Anything else raises InvalidAliases, whose `reason` names the fault without the
+file's path, and the runner keeps serving what it serves (iris_service/model_follower.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 ALIASES_DIR = "aliases"
+# What the pipeline writes is about 150 bytes; anything much larger is not ours.
+MAX_FILE_BYTES = 4096
+# A BentoML version: lowercase letters, digits and -._ inside, at most 63 characters.
+_VERSION = re.compile(r"[a-z0-9](?:[-._a-z0-9]{0,61}[a-z0-9])?")
+_MAX_TIME_CHARS = 64
+
+
+class InvalidAliases(ValueError):
+    """An aliases file the service refuses; `reason` says why without the file's path."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"cannot use the serving aliases {path}: {reason}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -42,17 +62,51 @@ def aliases_path(model_name: str, home: Path | None = None) -> Path:
 
 
 def read_aliases(model_name: str, home: Path | None = None) -> ServingAliases | None:
-    """The aliases, or None when no file exists; a malformed file raises ValueError."""
+    """The aliases, or None when no file exists; InvalidAliases (a ValueError) when the file
+    cannot be read or holds anything but tags of `model_name`."""
     path = aliases_path(model_name, home)
     try:
-        raw = json.loads(path.read_text())
+        with path.open("rb") as file:
+            content = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read the serving aliases {path}: {exc}") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("champion"), str | None):
-        raise ValueError(f"the serving aliases {path} are not an object with a champion")
-    return ServingAliases(raw.get("champion"), raw.get("challenger"), raw.get("updated_at"))
+    except OSError as exc:
+        reason = f"cannot be read ({exc.strerror or type(exc).__name__})"
+        raise InvalidAliases(path, reason) from None
+    if len(content) > MAX_FILE_BYTES:
+        raise InvalidAliases(path, f"larger than {MAX_FILE_BYTES} bytes")
+    try:
+        raw = json.loads(content.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidAliases(path, "not UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if hasattr(exc, "lineno") else ""
+        raise InvalidAliases(path, f"not valid JSON{where}") from None
+    if not isinstance(raw, dict):
+        raise InvalidAliases(path, "not a JSON object with a champion")
+    updated_at = raw.get("updated_at")
+    if not (updated_at is None or (isinstance(updated_at, str) and len(updated_at) <= 64)):
+        raise InvalidAliases(path, "updated_at must be a short text (ISO 8601)")
+    return ServingAliases(
+        _tag(raw.get("champion"), "champion", model_name, path),
+        _tag(raw.get("challenger"), "challenger", model_name, path),
+        updated_at,
+    )
+
+
+def _tag(value: object, role: str, model_name: str, path: Path) -> str | None:
+    """`value` when it is null or a tag of `model_name`; InvalidAliases otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidAliases(path, f"the {role} must be a tag (text) or null")
+    name, colon, version = value.partition(":")
+    if not (colon and _VERSION.fullmatch(name) and _VERSION.fullmatch(version)):
+        # Not shown: text that is not a tag could be anything (a path, control characters).
+        raise InvalidAliases(path, f"the {role} is not a tag ({model_name}:<version>)")
+    if name != model_name:
+        raise InvalidAliases(path, f"the {role} {value} is not a version of {model_name}")
+    return value
 
 
 def write_aliases(model_name: str, aliases: ServingAliases, home: Path | None = None) -> Path:

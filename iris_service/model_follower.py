@@ -97,7 +97,9 @@ class ModelFollower:
         self._on_change = on_change
         self._seen: FileIdentity | str = "never"
         self.aliases: ServingAliases | None = None
-        self.refused: str | None = None  # the latest refusal, for GET /model
+        self.refused: str | None = None  # the latest refusal, as logged
+        # The same for GET /model: what was refused and why, without paths or exception text.
+        self.refusal: str | None = None
         self.models: ServingModels = self._first_models()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,6 +126,7 @@ class ModelFollower:
             self.aliases = read_aliases(self.model_name, self.home)
         except ValueError as exc:
             self.refused = f"ignored the serving aliases: {_reason(exc)}"
+            self.refusal = f"ignored the serving aliases: {getattr(exc, 'reason', 'malformed')}"
             logger.error("%s; the models in service keep serving", self.refused)
             return None
         aliases = self.aliases
@@ -153,6 +156,7 @@ class ModelFollower:
         except Exception as exc:  # noqa: BLE001 - any failure to load refuses this version
             kept = f"still serving {serving.tag}" if serving is not None else "not serving it"
             self.refused = f"refused {tag} as {role}: {_reason(exc)}"
+            self.refusal = f"refused {tag} as {role}: it could not be loaded (see the log)"
             logger.error("%s; %s", self.refused, kept)
             return None
         logger.info("loaded %s as %s in %.2f s", model.tag, role, time.monotonic() - started)

@@ -7,6 +7,9 @@ models in service are shown on this small route of the API service, next to /dri
      "mode": "none" | "shadow" | "canary", "canary_share": 0.2 | null,
      "aliases_updated_at": "..." | null, "last_refusal": "..." | null}
 
+`last_refusal` says what was last refused and why (an aliases file ignored, a version that
+could not be loaded) without file paths or exception text: those are in the log.
+
 It costs no call to the runner: every process that holds a model follows the aliases file on
 its own, and they agree within one poll interval. The same is in /metrics as
 iris_model_info{model_tag, role} = 1.

@@ -11,7 +11,9 @@ out of the log is gone: both are refused as unknown.
 
 The ids are read from the record's first bytes (the prediction log writes "ts",
 "request_id" and "client_request_id" first) without parsing whole lines: a batch record of
-1,000 flowers is read in full only when one of its flowers is labelled.
+1,000 flowers is read in full only when one of its flowers is labelled. The log is replayed
+at start, so a line that does not begin like a record is skipped and counted (`skipped`),
+and one that does but is not a JSON object is unknown to `record`: neither stops anything.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class PredictionIndex:
         self._tail = JsonLinesTail()
         self._by_server: OrderedDict[str, LogPosition] = OrderedDict()
         self._by_client: dict[str, list[str]] = {}
+        self.skipped = 0  # lines read that do not begin like a record
 
     def __len__(self) -> int:
         return len(self._by_server)
@@ -65,6 +68,7 @@ class PredictionIndex:
         for inode, offset, line in self._tail.read(self._log_files()):
             match = _IDS.match(line)
             if match is None:
+                self.skipped += 1
                 continue
             server_id = match.group(1).decode()
             client_id = match.group(2).decode() if match.group(2) else None
@@ -111,7 +115,11 @@ class PredictionIndex:
                     match = _IDS.match(line)
                     if match is None or match.group(1).decode() != server_id:
                         return None
-                    return json.loads(line)
+                    try:
+                        record = json.loads(line)
+                    except (ValueError, RecursionError):  # begins like a record, is not one
+                        return None
+                    return record if isinstance(record, dict) else None
             finally:
                 os.close(fd)
         return None

@@ -346,7 +346,11 @@ def _record(
         f"{latency_ms:.3f}".encode(),
     ]
     if inputs is not None:
-        parts += [b',"inputs":', _as_json(inputs, _header(scope["headers"], b"content-type"))]
+        # A V2 body with binary tensor data after its JSON header is not JSON, whatever its
+        # content type says: kept as base64, so that every line of the log is JSON.
+        binary = _header(scope["headers"], b"inference-header-content-length") is not None
+        content_type = None if binary else _header(scope["headers"], b"content-type")
+        parts += [b',"inputs":', _as_json(inputs, content_type)]
     parts += [b',"outputs":', response, b"}\n"]
     return b"".join(parts)
 

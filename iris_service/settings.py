@@ -160,6 +160,11 @@ MAX_CONCURRENT_REQUESTS = _int_from_env("IRIS_MAX_CONCURRENT_REQUESTS", 64)
 # metrics and (with IRIS_API_KEY_OPEN_DOCS=true) the docs: iris_service/auth.py.
 API_KEYS: tuple[str, ...] = _api_keys()
 API_KEY_OPEN_DOCS = _bool_from_env("IRIS_API_KEY_OPEN_DOCS", False)
+# true: the service refuses to start without a key (the image sets it; `make container-run`
+# turns it off explicitly). Every key must have at least API_KEY_MIN_LENGTH characters,
+# whether required or not (checked at start by iris_service/auth.py).
+API_KEYS_REQUIRED = _bool_from_env("IRIS_API_KEYS_REQUIRED", False)
+API_KEY_MIN_LENGTH = 16
 # X-Cpu-Time-Ms and X-Memory-Delta-Mb describe the worker process: in metrics and the request
 # log always, in answers only when this is true (iris_service/middleware.py).
 EXPOSE_MEASUREMENT_HEADERS = _bool_from_env("IRIS_EXPOSE_MEASUREMENT_HEADERS", False)

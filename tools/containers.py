@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -281,10 +282,55 @@ def build(
         check=True,
     )
     log(f"image {bento_tag}: containerized in {time.monotonic() - start:.0f} s")
+    start = time.monotonic()
+    harden(backend, bento_tag, containerize_env)
+    log(f"image {bento_tag}: code and models made read-only in {time.monotonic() - start:.0f} s")
     if record:
         STATE.mkdir(parents=True, exist_ok=True)
         (STATE / "last-image").write_text(bento_tag + "\n")
     return bento_tag
+
+
+# BentoML's Dockerfile copies the Bento (code, models) and its Python environment owned by
+# the user the server runs as, and keeps BENTOML_HOME inside that user's home, around the
+# Bento. This layer gives code, models and environment to root (read-only for the server's
+# user) and moves BentoML's home, the one place the server writes (metrics files, task
+# store, temporary files, the default prediction log), to a directory of its own, which a
+# read-only root file system mounts as a volume (deploy/k8s/deployment.yaml). The build's
+# package cache (/root/.cache, hard links to the installed files) is dropped: the change of
+# owner would otherwise turn those links into copies.
+RUNTIME_HOME = "/var/lib/bentoml"
+HARDENING = f"""FROM {{image}}
+USER root
+ENV BENTOML_HOME={RUNTIME_HOME}
+RUN rm -rf /root/.cache \\
+    && chown -R root:root /home/bentoml /app \\
+    && chmod -R u+rwX,go+rX,go-w /home/bentoml /app \\
+    && mkdir -p {RUNTIME_HOME} && chown bentoml:bentoml {RUNTIME_HOME} && chmod 0750 {RUNTIME_HOME}
+USER bentoml
+"""
+
+
+def harden(backend: str, tag: str, env: dict[str, str]) -> None:
+    """Rebuild `tag` with the HARDENING layer (same tag). On podman all layers are squashed
+    into one, so that the change of owner does not store the environment twice."""
+    containerfile = HARDENING.format(image=tag)
+    cli = runner_cli(backend)
+    before = subprocess.run(
+        [cli, "image", "inspect", "--format", "{{.Id}}", tag],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if backend == "docker":
+        cmd = ["docker", "build", "-t", tag, "-"]
+    else:
+        cmd = ["podman", "build", "--pull=never", "--squash-all", "-t", tag, "-f", "-", "."]
+    with tempfile.TemporaryDirectory() as context:
+        subprocess.run(cmd, cwd=context, env=env, input=containerfile, text=True, check=True)
+    if backend != "docker":  # the squashed image does not need it; its build cache stays
+        subprocess.run([cli, "rmi", before], env=env, capture_output=True)
 
 
 def image_size(backend: str, tag: str, env: dict[str, str]) -> int:
@@ -317,6 +363,21 @@ def run_command(
     else:
         cmd += ["-it"] if sys.stdin.isatty() else []
     return [*cmd, *options, tag]
+
+
+def local_key_options() -> list[str]:
+    """`make container-run`'s API key options. The image requires a key
+    (IRIS_API_KEYS_REQUIRED=true); on 127.0.0.1, as `make serve`, it runs open unless
+    IRIS_API_KEY is set in the caller's environment (then passed on, and required). Said
+    either way, so nobody mistakes one for the other."""
+    if os.environ.get("IRIS_API_KEY"):
+        log("API key required: IRIS_API_KEY from your environment")
+        return ["--env", "IRIS_API_KEY"]
+    log(
+        "API keys turned off (IRIS_API_KEYS_REQUIRED=false): the container answers without a "
+        "key on 127.0.0.1; set IRIS_API_KEY to require one"
+    )
+    return ["--env", "IRIS_API_KEYS_REQUIRED=false"]
 
 
 def remove(backend: str, env: dict[str, str], container: str | None, image: str | None) -> None:
@@ -372,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         print(build_bento_here(os.environ.get("BENTO_BASE_IMAGE")))
     elif args.cmd == "run":
         env = environment(backend)
-        cmd = run_command(backend, args.tag or last_image_tag(), args.port)
+        cmd = run_command(
+            backend, args.tag or last_image_tag(), args.port, options=local_key_options()
+        )
         log(" ".join(cmd))
         os.execvpe(cmd[0], cmd, env)
     elif args.cmd == "remove":

@@ -10,6 +10,11 @@ are refused, as MLflow refuses them. Values must be numbers that pass the servic
 (flower_arrays), which is stricter than MLflow: strings, booleans, nulls and out-of-range
 measurements are refused with 400 instead of being converted or failing in the model.
 
+Bodies are UTF-8 (a `charset` other than UTF-8 is 415; bytes that are not UTF-8, a byte
+order mark, UTF-16 or Latin-1 text are 400), JSON no deeper than the parser's recursion
+limit, CSV fields of at most MAX_CSV_FIELD_CHARS characters: anything else is a ScoringError
+in MLflow's error shape, never a 500, and never a line of the prediction log.
+
 The answer is {"predictions": ...} with what the model's pyfunc `predict` returns, as MLflow
 writes it: class probabilities per row when the model was logged with
 `pyfunc_predict_fn="predict_proba"` (this project's training does), class ids otherwise.
@@ -34,6 +39,9 @@ INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
 _NUMBERS = (int, float)
+UTF8_CHARSETS = ("utf-8", "utf8", "us-ascii")
+# A CSV value is a measurement or a column name: far shorter than this.
+MAX_CSV_FIELD_CHARS = 256
 
 
 class ScoringError(ValueError):
@@ -53,8 +61,11 @@ def media_type(content_type: str | None) -> str:
             f"send {JSON_TYPE} or {CSV_TYPE}; got {kind or 'no content type'!r}", 415
         )
     for parameter in filter(None, (p.strip() for p in parameters.split(";"))):
-        if parameter.partition("=")[0].strip().lower() != "charset":
-            raise ScoringError(f"unrecognized content type parameter {parameter!r}", 415)
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() != "charset":
+            raise ScoringError(f"unrecognized content type parameter {parameter[:80]!r}", 415)
+        if value.strip().strip('"').lower() not in UTF8_CHARSETS:
+            raise ScoringError(f"send UTF-8 text; got charset {value.strip()[:40]!r}", 415)
     return kind
 
 
@@ -67,13 +78,23 @@ def parse_scoring_request(body: bytes, kind: str) -> np.ndarray:
         raise ScoringError(str(exc)) from None
 
 
-def _json_columns(body: bytes) -> dict[str, np.ndarray]:
+def _utf8(body: bytes, what: str) -> str:
     try:
-        request = json.loads(body, parse_constant=_refuse_constant)
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScoringError(f"the {what} body is not UTF-8 (byte {exc.start})") from None
+
+
+def _json_columns(body: bytes) -> dict[str, np.ndarray]:
+    text = _utf8(body, "JSON")
+    try:
+        request = json.loads(text, parse_constant=_refuse_constant)
     except ScoringError:
         raise
+    except RecursionError:
+        raise ScoringError("the body is nested too deeply to be a scoring request") from None
     except ValueError as exc:
-        raise ScoringError(f"the body is not valid JSON: {exc.args[0][:120]}") from None
+        raise ScoringError(f"the body is not valid JSON: {str(exc)[:120]}") from None
     present = [key for key in INPUT_KEYS if isinstance(request, dict) and key in request]
     if len(present) != 1 or set(request) - {present[0], "params"}:
         raise ScoringError(
@@ -143,12 +164,13 @@ def _mapping_columns(mapping: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _csv_columns(body: bytes) -> dict[str, np.ndarray]:
+    text = _utf8(body, "CSV")
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ScoringError("the CSV body is not UTF-8 text") from None
-    rows = list(csv.reader(io.StringIO(text)))
-    rows = [row for row in rows if row]
+        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    except csv.Error as exc:  # a field over csv's own limit, a NUL byte, a stray quote
+        raise ScoringError(f"the body is not valid CSV: {str(exc)[:120]}") from None
+    if any(len(field) > MAX_CSV_FIELD_CHARS for row in rows for field in row):
+        raise ScoringError(f"a CSV value is longer than {MAX_CSV_FIELD_CHARS} characters")
     if len(rows) < 2:
         _no_rows()
     header, data = rows[0], rows[1:]
@@ -195,13 +217,23 @@ def _no_rows() -> None:
 
 def pyfunc_flavour(mlmodel_path: Path) -> tuple[str, str]:
     """(the pyfunc's predict function, the MLflow version that wrote the model), read from
-    the model's MLmodel file (kept by bentoml.mlflow.import_model under mlflow_model/)."""
+    the model's MLmodel file (kept by bentoml.mlflow.import_model under mlflow_model/).
+
+    The file is read as untrusted input: unreadable, not UTF-8, not YAML, or not the mappings
+    MLflow writes, it gives ("predict", "unknown") instead of an exception (a 500)."""
     try:
-        mlmodel = yaml.safe_load(mlmodel_path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        mlmodel = yaml.safe_load(mlmodel_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return "predict", "unknown"
-    pyfunc = (mlmodel.get("flavors") or {}).get("python_function") or {}
-    return str(pyfunc.get("predict_fn") or "predict"), str(mlmodel.get("mlflow_version", "unknown"))
+    mlmodel = mlmodel if isinstance(mlmodel, dict) else {}
+    flavors = mlmodel.get("flavors") if isinstance(mlmodel.get("flavors"), dict) else {}
+    pyfunc = flavors.get("python_function") if isinstance(flavors, dict) else None
+    predict_fn = pyfunc.get("predict_fn") if isinstance(pyfunc, dict) else None
+    version = mlmodel.get("mlflow_version")
+    return (
+        predict_fn if predict_fn in ("predict", "predict_proba") else "predict",
+        version if isinstance(version, str) and len(version) <= 40 else "unknown",
+    )
 
 
 def encode_predictions(probabilities: np.ndarray, predict_fn: str) -> bytes:

@@ -10,7 +10,10 @@ as raw bytes after the JSON header, Triton's client's default.
 
 Everything is checked before anything large is allocated: the declared shape against
 MAX_BATCH_FLOWERS, the binary sizes against the declared shape and the body's real length.
-Every refusal is a V2Error (400, the protocol's {"error": text}).
+Every refusal is a V2Error (400, the protocol's {"error": text}), including bodies that are
+not UTF-8 JSON (UTF-16 or UTF-32 with or without a byte order mark, a UTF-8 BOM, Latin-1;
+Python's json would guess and accept some of them) and JSON nested past the parser's depth:
+only well-formed UTF-8 JSON is answered, and so only it reaches the prediction log.
 """
 
 from __future__ import annotations
@@ -61,12 +64,7 @@ def _refuse_constant(name: str) -> float:
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     """The flowers and the wanted outputs of one inference request body."""
     json_part, binary = _split(body, header_length)
-    try:
-        request = json.loads(json_part, parse_constant=_refuse_constant)
-    except V2Error:
-        raise
-    except ValueError as exc:
-        raise V2Error(f"the request is not valid JSON: {exc.args[0][:120]}") from None
+    request = _json_document(json_part)
     if not isinstance(request, dict):
         raise V2Error("the request must be a JSON object")
     inputs = request.get("inputs")
@@ -83,6 +81,23 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         raise V2Error(str(exc)) from None
     outputs = _requested_outputs(request.get("outputs"), binary_default)
     return InferRequest(rows, outputs, request_id)
+
+
+def _json_document(raw: bytes) -> Any:
+    """The JSON document of `raw`, which must be UTF-8 (RFC 8259: JSON exchanged between
+    systems is UTF-8) and no deeper than the parser's recursion limit; V2Error otherwise."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise V2Error(f"the request is not UTF-8 JSON (byte {exc.start} is not UTF-8)") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except V2Error:
+        raise
+    except RecursionError:
+        raise V2Error("the request is nested too deeply to be a V2 request") from None
+    except ValueError as exc:
+        raise V2Error(f"the request is not valid JSON: {str(exc)[:120]}") from None
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -124,7 +139,7 @@ def _tensor(tensor: dict[str, Any], binary: bytes) -> np.ndarray:
         raise V2Error(str(exc)) from None
     count = shape[0] * features
     datatype = tensor.get("datatype")
-    if datatype not in INPUT_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in INPUT_DATATYPES:  # a list: unhashable
         raise V2Error(f"the input's datatype must be FP32 or FP64, got {datatype!r}"[:200])
     dtype = INPUT_DATATYPES[datatype]
     binary_size = _object(tensor.get("parameters"), "parameters").get("binary_data_size")

@@ -1,6 +1,11 @@
 """The OCI image, end to end: build it from the current tree (`bentoml build` + `bentoml
 containerize`), run it bound to 127.0.0.1, and talk to it over HTTP.
 
+The image fails closed: it requires an API key (IRIS_API_KEYS_REQUIRED=true) of at least
+API_KEY_MIN_LENGTH characters, and its code, models and Python environment belong to root.
+The shared container runs as Kubernetes runs it (deploy/k8s/deployment.yaml): a read-only
+root file system with writable memory only for BentoML's home and /tmp, and a key.
+
 Daemonless machines (no Docker engine) get their tools from tools/container/install-tools.sh,
 so this runs, not skips, wherever those can be installed (root or sudo, apt). The local base
 image is cached (local store + ~/.cache/iris-service), so a warm run costs the Bento build and
@@ -17,9 +22,10 @@ import requests
 
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.model_aliases import read_aliases
-from iris_service.settings import MODEL_NAME
+from iris_service.settings import API_KEY_MIN_LENGTH, MODEL_NAME
 from tests.integration.container_support import BUILD_TIMEOUT_S, running_container
 from tests.support import SETOSA
+from tools import containers
 from tools.serve_requirements import LOCK, canonical, constraint_pins
 
 LIST_DISTRIBUTIONS = """
@@ -32,19 +38,78 @@ HOST_EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(BUILD_TIMEOUT_S)]
 
+API_KEY = "container-test-key-" + "0123456789abcdef" * 2
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+# Writable memory where the server writes (BentoML's home, /tmp); the rest is read-only.
+READ_ONLY = (
+    "--read-only",
+    "--read-only-tmpfs=false",
+    "--tmpfs",
+    f"{containers.RUNTIME_HOME}:rw,size=256m,mode=0700,U",
+    "--tmpfs",
+    "/tmp:rw,size=64m,mode=1777",
+)
+START_TIMEOUT_S = 120
+
 
 @pytest.fixture(scope="module")
 def container(image):
     backend, env, tag = image
-    with running_container(backend, env, tag) as (base, cli, name):
+    options = (*READ_ONLY, "--env", f"IRIS_API_KEY={API_KEY}")
+    with running_container(backend, env, tag, options=options) as (base, cli, name):
         yield base, cli, name, env
 
 
 def test_prediction(container):
+    """Answers with the key, on a read-only root file system; 401 without it."""
     base, *_ = container
-    resp = requests.post(f"{base}/predict", json=SETOSA, timeout=10)
+    resp = requests.post(f"{base}/predict", json=SETOSA, headers=AUTH, timeout=10)
     assert resp.status_code == 200, resp.text
     assert resp.json()["class_name"] == "setosa"
+    assert requests.post(f"{base}/predict", json=SETOSA, timeout=10).status_code == 401
+
+
+def _start_fails(image, *options: str) -> str:
+    """Run the image in the foreground with `options`; assert that it exits with an error
+    before serving, and return its output."""
+    backend, env, tag = image
+    cmd = [containers.runner_cli(backend), "run", "--rm", *options, tag]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    assert out.returncode != 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return out.stdout + out.stderr
+
+
+def test_the_image_does_not_start_without_a_key(image):
+    output = _start_fails(image)
+    (line,) = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert "API keys are required (IRIS_API_KEYS_REQUIRED=true)" in line, output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
+
+
+def test_the_image_does_not_start_with_a_short_or_blank_key(image):
+    short = "k" * (API_KEY_MIN_LENGTH - 1)
+    output = _start_fails(image, "--env", f"IRIS_API_KEY={short}")
+    (line,) = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert f"shorter than {API_KEY_MIN_LENGTH} characters" in line and short not in output
+    # A blank Secret (the keys variable set but empty) is no key at all: refused too.
+    output = _start_fails(image, "--env", "IRIS_API_KEYS= , ")
+    assert "API keys are required" in output, output[-2000:]
+
+
+def test_code_models_and_environment_are_not_writable_by_the_server(container):
+    """Everything the image brings (the Bento's code and models, the Python environment)
+    belongs to root: the server's user can change none of it, even where the file system
+    is writable; its only writable directory is BentoML's home."""
+    script = (
+        "id -un; echo $BENTOML_HOME; "
+        "find /home/bentoml /app \\( -writable -o ! -user root \\) -print | head -n 20; "
+        "touch /home/bentoml/bento/src/service.py 2>/dev/null && echo WROTE-CODE; "
+        "stat -c %U $BENTO_PATH/models $BENTO_PATH/src/service.py /app/.venv/bin/python"
+    )
+    user, home, *rest = _exec(container, "sh", "-c", script).split()
+    assert user == "bentoml" and home == containers.RUNTIME_HOME
+    assert rest == ["root", "root", "root"], rest  # nothing writable, nothing else owned
+    assert "WROTE-CODE" not in rest
 
 
 def test_the_image_serves_the_explicit_champion_it_pins(container, trained_state):
@@ -55,25 +120,27 @@ def test_the_image_serves_the_explicit_champion_it_pins(container, trained_state
     aliases = read_aliases(MODEL_NAME, trained_state.bentoml_home)
     assert aliases is not None and aliases.champion  # the first model of a store is champion
     assert pinned == aliases.champion and not pinned.endswith(":latest"), (pinned, aliases)
-    assert requests.get(f"{base}/model", timeout=10).json()["champion"] == pinned
-    answer = requests.post(f"{base}/predict", json=SETOSA, timeout=10).json()
+    model = requests.get(f"{base}/model", headers=AUTH, timeout=10).json()
+    assert model["champion"] == pinned
+    answer = requests.post(f"{base}/predict", json=SETOSA, headers=AUTH, timeout=10).json()
     assert answer["model_tag"] == pinned
 
 
 def test_validation_error(container):
     base, *_ = container
-    resp = requests.post(f"{base}/predict", json={**SETOSA, "sepal_length": "5.1"}, timeout=10)
+    invalid = {**SETOSA, "sepal_length": "5.1"}
+    resp = requests.post(f"{base}/predict", json=invalid, headers=AUTH, timeout=10)
     assert resp.status_code == 400, resp.text
 
 
 def test_metrics_and_docs(container):
     base, *_ = container
-    requests.post(f"{base}/predict", json=SETOSA, timeout=10)
-    metrics = requests.get(f"{base}/metrics", timeout=10)
+    requests.post(f"{base}/predict", json=SETOSA, headers=AUTH, timeout=10)
+    metrics = requests.get(f"{base}/metrics", timeout=10)  # open to the scraper
     assert metrics.status_code == 200
     assert "bentoml_service_request_total" in metrics.text
     assert requests.get(f"{base}/livez", timeout=10).status_code == 200
-    assert requests.get(f"{base}/", timeout=10).status_code == 200  # Swagger UI
+    assert requests.get(f"{base}/", headers=AUTH, timeout=10).status_code == 200  # Swagger UI
 
 
 def test_runs_as_non_root_with_packed_config(container):

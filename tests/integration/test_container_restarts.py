@@ -3,10 +3,11 @@
 In a container BentoML does not respawn a dead worker: `bentoml serve` exits, and the engine's
 restart policy (`--restart=on-failure`; on Kubernetes the kubelet) starts the container again.
 A hung runner keeps every process alive (and the API workers answer every prediction without
-it), so only the liveness check sees it: `/livez` answers 503 once the runner has been silent for longer than IRIS_RUNNER_LIVENESS_GRACE_SECONDS, and
-podman's health check with `--health-on-failure=restart` restarts the container. Podman runs
-health checks from systemd timers, which a CI container does not have, so the test plays the
-timer: it runs `podman healthcheck run` once a second, as the kubelet runs its probe, and
+it), so only the liveness check sees it: `/livez` answers 503 once the runner has been silent
+for longer than IRIS_RUNNER_LIVENESS_GRACE_SECONDS, and podman's health check with
+`--health-on-failure=restart` restarts the container. Podman runs health checks from systemd
+timers, which a CI container does not have, so the test plays the timer: it runs
+`podman healthcheck run` once a second, as the kubelet runs its probe, and
 stops at the restart (a podman deployment whose timer goes on needs `--health-start-period`
 longer than the start, as Kubernetes has its startupProbe: podman counts a failure during a
 start as one of the retries, and does not end the start period at the first success).
@@ -40,6 +41,8 @@ LIVEZ_PROBE = (
 )
 RESTARTING = (
     "--restart=on-failure",
+    "-e",
+    "IRIS_API_KEYS_REQUIRED=false",  # explicitly open (the image requires a key): as container-run
     "-e",
     f"IRIS_RUNNER_LIVENESS_GRACE_SECONDS={GRACE_S}",
     "--health-cmd",

@@ -116,7 +116,7 @@ def test_hung_runner_costs_no_answer_and_fails_liveness_after_the_grace(
         deadline = time.monotonic() + WATCH_LIMIT_S
         while time.monotonic() < deadline:
             answers.append(_answers(watched.url))
-            ready, live = stopped.probe(watched.url)
+            _, live = stopped.probe(watched.url)
             if live == 503:
                 break
             time.sleep(0.2)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from bentoml.exceptions import BentoMLException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from iris_service import errors, settings
-from iris_service.auth import ApiKeyMiddleware, matches_any
+from iris_service.auth import ApiKeyConfigError, ApiKeyMiddleware, check_api_keys, matches_any
 from iris_service.middleware import RequestMonitoringMiddleware
 
 KEYS = ("old-key-1", "new-key-2")
@@ -101,3 +102,18 @@ def test_boolean_settings_refuse_unclear_values(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("IRIS_X", "maybe")
     with pytest.raises(ValueError, match="IRIS_X must be true or false"):
         settings._bool_from_env("IRIS_X", False)
+
+
+def test_keys_are_checked_at_start() -> None:
+    """No key when required, or a short key: one ApiKeyConfigError (a BentoMLException, so
+    `bentoml serve` prints one line), never naming the key; long keys pass."""
+    long_key = "k" * settings.API_KEY_MIN_LENGTH
+    assert check_api_keys((), required=False) == ()
+    assert check_api_keys((long_key,), required=True) == (long_key,)
+    with pytest.raises(ApiKeyConfigError, match="API keys are required"):
+        check_api_keys((), required=True)
+    short = long_key[:-1]
+    with pytest.raises(ApiKeyConfigError, match="number 2 of 2 is shorter than") as refused:
+        check_api_keys((long_key, short), required=False)
+    assert short not in str(refused.value)
+    assert isinstance(refused.value, BentoMLException)

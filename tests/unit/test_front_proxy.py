@@ -107,3 +107,11 @@ def test_render_fails_when_the_shipped_file_changes_shape(
     monkeypatch.setattr("tools.front_proxy.NGINX_CONF", changed)
     with pytest.raises(ValueError, match="listen 8080"):
         render(18080, 13000, tmp_path / "run")
+
+
+def test_the_front_does_not_pass_metrics_on() -> None:
+    """/metrics is for Prometheus, which scrapes the service itself (as on Kubernetes, where
+    the Ingress does not route it)."""
+    text = NGINX_CONF.read_text()
+    (body,) = re.findall(r"location = /metrics \{(.*?)\}", text, re.S)
+    assert "return 404;" in body and "proxy_pass" not in body

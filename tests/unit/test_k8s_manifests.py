@@ -1,6 +1,9 @@
 """deploy/k8s: valid against the Kubernetes schemas (offline, `kubernetes-validate`), and
 consistent with the service: probe paths are BentoML health routes, ports are the port the
-service listens on, selectors and references line up, the pod cannot run as root."""
+service listens on, selectors and references line up, the pod cannot run as root. And it
+fails closed: the API-key Secret is required, the root file system is read-only (writable
+volumes only where the server writes), /metrics is not routed by the ingress, and a
+NetworkPolicy admits only the ingress controller and Prometheus to the API pods."""
 
 from __future__ import annotations
 
@@ -86,6 +89,7 @@ def test_every_resource_validates(version: str) -> None:
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "Ingress",
+        "NetworkPolicy",
     }
     for doc in docs:
         kubernetes_validate.validate(doc, version, strict=True)
@@ -146,10 +150,10 @@ def test_ingress_reaches_the_service_with_the_fronts_limits() -> None:
     from tools.front_proxy import directive, nginx_size
 
     ingress, service = by_kind("Ingress"), by_kind("Service")
-    ((path,),) = [rule["http"]["paths"] for rule in ingress["spec"]["rules"]]
-    backend = path["backend"]["service"]
-    assert backend["name"] == service["metadata"]["name"]
-    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    for path in ingress_paths():
+        backend = path["backend"]["service"]
+        assert backend["name"] == service["metadata"]["name"]
+        assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
     notes = {
         key.removeprefix("nginx.ingress.kubernetes.io/"): value
         for key, value in ingress["metadata"]["annotations"].items()
@@ -286,9 +290,12 @@ def test_prediction_log_goes_to_a_size_limited_volume_within_ephemeral_storage()
     assert size_limit < request <= limit  # the volume counts against ephemeral storage
 
 
-def test_api_keys_come_from_an_optional_secret() -> None:
-    reference = env_of(the_container())["IRIS_API_KEYS"]["valueFrom"]["secretKeyRef"]
-    assert reference["optional"] is True  # the pod starts without the Secret
+def test_api_keys_come_from_a_required_secret() -> None:
+    """No Secret, no pod; and the service itself requires a key (a blank one included)."""
+    env = env_of(the_container())
+    reference = env["IRIS_API_KEYS"]["valueFrom"]["secretKeyRef"]
+    assert reference.get("optional", False) is False  # the pod does not start without it
+    assert env["IRIS_API_KEYS_REQUIRED"]["value"] == "true"
     example = yaml.safe_load((K8S / "api-keys-secret.example.yaml").read_text())
     kubernetes_validate.validate(example, K8S_VERSIONS[-1], strict=True)
     assert example["kind"] == "Secret" and example["metadata"]["name"] == reference["name"]
@@ -299,3 +306,85 @@ def test_api_keys_come_from_an_optional_secret() -> None:
 def test_quantities_are_read_in_bytes() -> None:
     assert quantity_bytes("512Mi") == 512 * 2**20
     assert quantity_bytes("1Gi") == 2**30 and quantity_bytes("1500") == 1500
+
+
+def ingress_paths() -> list[dict]:
+    ingress = by_kind("Ingress")
+    return [path for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+
+
+def ingress_routes(url_path: str) -> bool:
+    """Whether the ingress sends `url_path` to a backend (Kubernetes' Exact and Prefix
+    matching: a Prefix matches whole path elements)."""
+    for path in ingress_paths():
+        if path["pathType"] == "Exact" and url_path == path["path"]:
+            return True
+        if path["pathType"] == "Prefix":
+            prefix = path["path"].rstrip("/")
+            if url_path == prefix or url_path.startswith(prefix + "/"):
+                return True
+        assert path["pathType"] in ("Exact", "Prefix"), path  # no implementation-specific rules
+    return False
+
+
+def test_the_ingress_routes_the_api_but_not_metrics_or_probes() -> None:
+    for private in ("/metrics", "/metrics/", "/livez", "/readyz", "/healthz", "/metricsx"):
+        assert not ingress_routes(private), private
+    for public in (
+        "/predict",
+        "/predict_batch",
+        "/feedback",
+        "/invocations",
+        "/v2/models/iris-classifier/infer",
+        "/v2/health/ready",
+        "/model",
+        "/",
+        "/docs.json",
+    ):
+        assert ingress_routes(public), public
+
+
+def test_the_ingress_paths_are_routes_of_the_service() -> None:
+    """Each Exact path is a route the service declares (so a renamed route shows here)."""
+    sources = "".join(
+        (ROOT / name).read_text()
+        for name in ("service.py", "iris_service/protocols/routes.py", "iris_service/drift.py",
+                     "iris_service/live_quality.py", "iris_service/model_status.py")
+    )  # fmt: skip
+    builtin = {"/", "/docs.json", "/schema.json"}  # BentoML's docs
+    for path in ingress_paths():
+        if path["pathType"] == "Exact" and path["path"] not in builtin:
+            assert f'"{path["path"]}"' in sources, path["path"]
+
+
+def test_the_root_file_system_is_read_only_with_volumes_where_the_server_writes() -> None:
+    from tools.containers import RUNTIME_HOME
+
+    container = the_container()
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    log_dir = str(Path(env_of(container)["IRIS_PREDICTION_LOG"]["value"]).parent)
+    assert set(mounts) == {RUNTIME_HOME, "/tmp", log_dir}  # BentoML's home, tmp, the logs
+    volumes = {v["name"]: v for v in pod_spec(by_kind("Deployment"))["volumes"]}
+    assert set(volumes) == set(mounts.values())
+    for volume in volumes.values():  # scratch space of bounded size, nothing from the host
+        assert set(volume) == {"name", "emptyDir"} and "sizeLimit" in volume["emptyDir"]
+    total = sum(quantity_bytes(v["emptyDir"]["sizeLimit"]) for v in volumes.values())
+    assert total < quantity_bytes(container["resources"]["requests"]["ephemeral-storage"])
+
+
+def test_a_network_policy_admits_only_the_ingress_controller_and_prometheus() -> None:
+    policy, deployment = by_kind("NetworkPolicy"), by_kind("Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    namespaces = set()
+    for peer in rule["from"]:
+        assert set(peer) == {"namespaceSelector"}, peer  # no ipBlock, no open peer
+        namespaces.add(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+    assert namespaces == {"ingress-nginx", "monitoring"}
+    ingress_controller = yaml.safe_load((K8S / "ingress-nginx-controller.yaml").read_text())
+    assert ingress_controller["metadata"]["namespace"] in namespaces
+    (port,) = rule["ports"]
+    assert resolve_port(the_container(), port["port"]) == service_port()

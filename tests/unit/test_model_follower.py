@@ -191,3 +191,33 @@ def test_model_info_marks_the_models_in_service(tmp_path: Path) -> None:
     assert _info(f"{NAME}:info-b", "champion") == 1
     assert _info(f"{NAME}:info-a", "champion") == 0
     assert _info(f"{NAME}:info-b", "challenger") == 0
+
+
+def test_another_models_tag_is_ignored_once_and_shown_without_paths(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An aliases file naming another model is never loaded (its answers would name a model
+    the API does not serve): the models in service keep serving, one error line says why,
+    and the refusal for GET /model holds neither a path nor exception text."""
+    write_aliases(NAME, name("a"), tmp_path)
+    store = Store()
+    f = follower(tmp_path, store)
+    caplog.set_level(logging.INFO, logger="iris_service.models")
+    aliases_path(NAME, tmp_path).write_text('{"champion": "other-model:v1"}')
+    for _ in range(3):
+        assert f.poll() is False
+    assert served(f) == (f"{NAME}:a", None) and "other-model:v1" not in store.loads
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "other-model:v1 is not a version of" in errors[0], errors
+    assert f.refusal == (
+        f"ignored the serving aliases: the champion other-model:v1 is not a version of {NAME}"
+    )
+
+
+def test_a_refused_load_is_shown_without_its_exception_text(tmp_path: Path) -> None:
+    write_aliases(NAME, name("a"), tmp_path)
+    f = follower(tmp_path, Store())
+    write_aliases(NAME, name("broken"), tmp_path)
+    assert f.poll() is False
+    assert f.refused and "damaged" in f.refused  # the log has the details
+    assert f.refusal == f"refused {NAME}:broken as champion: it could not be loaded (see the log)"

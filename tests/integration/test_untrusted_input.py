@@ -1,0 +1,225 @@
+"""Untrusted input against one real `bentoml serve`: what clients send on the protocol routes
+(family 2) and the files the service reads (family 3).
+
+* The server starts although the prediction log and the feedback log it replays hold lines
+  that are not records (skipped and counted, tests/unit/test_replayed_logs.py).
+* An aliases file that names another model, or is not JSON, is ignored: answers stay 200,
+  /readyz stays 200, one log line says why, and GET /model shows the reason without a path.
+* Deeply nested JSON, oversized CSV fields and bodies in encodings other than UTF-8 get a
+  4xx in the protocol's error shape (never a 500), and every line the prediction log gains
+  is a JSON object, so /feedback keeps working.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from iris_service.model_aliases import aliases_path, read_aliases
+from iris_service.settings import FEATURE_NAMES, MODEL_NAME
+from tests.support import SETOSA
+from tests.unit.test_replayed_logs import BAD_LINES
+from tools.local_server import LocalServer, ProjectState, bento_server
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
+
+INFER = f"/v2/models/{MODEL_NAME}/infer"
+FLOWER = [5.1, 3.5, 1.4, 0.2]
+V2_BODY = json.dumps(
+    {"id": "café", "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
+                               "data": FLOWER}]},
+    ensure_ascii=False,
+)  # fmt: skip
+MLFLOW_BODY = json.dumps(
+    {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": [FLOWER]}, "params": {"n": "é"}},
+    ensure_ascii=False,
+)
+CSV_BODY = ",".join(FEATURE_NAMES) + "\n" + ",".join(map(str, FLOWER)) + "\n"
+JSON_HEADERS = {"Content-Type": "application/json"}
+CSV_HEADERS = {"Content-Type": "text/csv"}
+ENCODINGS = ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-sig", "latin-1")
+
+
+@pytest.fixture(scope="module")
+def home(trained_state: ProjectState, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BentoML home of this module's own: the session's models, a copy of its aliases (this
+    module writes bad ones), and logs that already hold lines that are not records."""
+    home = tmp_path_factory.mktemp("untrusted") / "bentoml"
+    home.mkdir()
+    (home / "models").symlink_to(trained_state.bentoml_home / "models")
+    aliases = aliases_path(MODEL_NAME, home)
+    aliases.parent.mkdir()
+    shutil.copy(aliases_path(MODEL_NAME, trained_state.bentoml_home), aliases)
+    logs = home / "logs"
+    logs.mkdir()
+    for name in ("predictions.jsonl", "feedback.jsonl"):
+        (logs / name).write_bytes(b"\n".join(BAD_LINES) + b"\n")
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(trained_state: ProjectState, home: Path) -> Iterator[LocalServer]:
+    with bento_server(
+        trained_state,
+        home.parent,
+        BENTOML_HOME=str(home),
+        IRIS_PREDICTION_LOG=str(home / "logs" / "predictions.jsonl"),
+        IRIS_ALIAS_POLL_SECONDS="0.1",
+    ) as running:
+        yield running
+
+
+def _served(server: LocalServer) -> None:
+    """/predict, V2 and /invocations answer 200; /readyz is 200."""
+    answer = requests.post(f"{server.url}/predict", json=SETOSA, timeout=10)
+    assert answer.status_code == 200 and answer.json()["class_name"] == "setosa", answer.text
+    infer = requests.post(
+        f"{server.url}{INFER}", data=V2_BODY.encode(), headers=JSON_HEADERS, timeout=10
+    )
+    assert infer.status_code == 200, infer.text
+    scoring = requests.post(
+        f"{server.url}/invocations", data=CSV_BODY, headers=CSV_HEADERS, timeout=10
+    )
+    assert scoring.status_code == 200, scoring.text
+    assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
+
+
+def _model(server: LocalServer) -> dict:
+    answer = requests.get(f"{server.url}/model", timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _wait_for_refusal(server: LocalServer, fragment: str, timeout_s: float = 20) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        model = _model(server)
+        if fragment in (model["last_refusal"] or ""):
+            return model
+        time.sleep(0.1)
+    pytest.fail(f"GET /model never showed {fragment!r}: {model}\n{server.log_tail()}")
+
+
+def test_the_server_starts_although_its_logs_hold_lines_that_are_not_records(
+    server: LocalServer,
+) -> None:
+    _served(server)
+    assert "feedback.jsonl: skipped" in server.log()
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ('{"champion": "other-model:v1", "challenger": null}', "other-model:v1 is not a version"),
+        ("{not json", "not valid JSON"),
+        ('{"champion": "' + MODEL_NAME + ':../../elsewhere"}', "the champion is not a tag"),
+    ],
+)
+def test_a_bad_aliases_file_leaves_the_models_in_service(
+    server: LocalServer, home: Path, content: str, fragment: str
+) -> None:
+    before = _model(server)
+    path = aliases_path(MODEL_NAME, home)
+    good = path.read_text()
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(content)
+    temporary.replace(path)  # atomically, as the pipeline writes it
+    try:
+        model = _wait_for_refusal(server, fragment)
+        for _ in range(5):
+            _served(server)
+        assert model["champion"] == before["champion"]
+        assert "aliases_file" not in model
+        shown = json.dumps(model)
+        assert str(home) not in shown and "/" not in model["last_refusal"], shown
+        logged = [line for line in server.log().splitlines() if fragment in line]
+        assert len(logged) == 1, logged  # said once, although polled every 0.1 s
+    finally:
+        temporary.write_text(good)
+        temporary.replace(path)
+    assert read_aliases(MODEL_NAME, home) is not None
+
+
+def _lines_after(path: Path, offset: int) -> list[bytes]:
+    with path.open("rb") as file:
+        file.seek(offset)
+        return file.read().splitlines()
+
+
+def _refused(answer: requests.Response, shape: set[str]) -> None:
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
+    assert set(answer.json()) == shape, answer.text[:300]
+    assert "Traceback" not in answer.text
+
+
+def test_bodies_a_protocol_cannot_read_are_4xx_and_never_reach_the_log(
+    server: LocalServer, home: Path
+) -> None:
+    log = home / "logs" / "predictions.jsonl"
+    start = log.stat().st_size  # a line boundary: the log writes whole lines
+    v2_error, mlflow_error = {"error"}, {"error_code", "message"}
+    for depth in (1_000, 100_000):
+        nested = ("[" * depth).encode()
+        answer = requests.post(f"{server.url}{INFER}", data=nested, timeout=10)
+        _refused(answer, v2_error)
+        body = b'{"instances":' + nested
+        answer = requests.post(
+            f"{server.url}/invocations", data=body, headers=JSON_HEADERS, timeout=10
+        )
+        _refused(answer, mlflow_error)
+    for field in ("1" * 200_000, '"' + "x" * 200_000 + '"', "1" * 300):
+        body = CSV_BODY.replace("5.1", field, 1).encode()
+        answer = requests.post(
+            f"{server.url}/invocations", data=body, headers=CSV_HEADERS, timeout=10
+        )
+        _refused(answer, mlflow_error)
+    for encoding in ENCODINGS:
+        answer = requests.post(f"{server.url}{INFER}", data=V2_BODY.encode(encoding), timeout=10)
+        _refused(answer, v2_error)
+        for body, headers in ((MLFLOW_BODY, JSON_HEADERS), (CSV_BODY + "é", CSV_HEADERS)):
+            answer = requests.post(
+                f"{server.url}/invocations", data=body.encode(encoding), headers=headers,
+                timeout=10,
+            )  # fmt: skip
+            _refused(answer, mlflow_error)
+    latin1 = {"Content-Type": "text/csv; charset=latin-1"}
+    answer = requests.post(f"{server.url}/invocations", data=CSV_BODY, headers=latin1, timeout=10)
+    _refused(answer, mlflow_error)
+    assert answer.status_code == 415
+    # The same bodies in UTF-8 are answered, logged as JSON, and labels still work.
+    _served(server)
+    scoring = requests.post(
+        f"{server.url}/invocations", data=MLFLOW_BODY.encode(), headers=JSON_HEADERS, timeout=10
+    )
+    assert scoring.status_code == 200, scoring.text
+    # Binary tensor data after a JSON header, sent as application/json: logged as base64.
+    header = json.dumps(
+        {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
+                     "parameters": {"binary_data_size": 32}}]}
+    ).encode()  # fmt: skip
+    binary = header + struct.pack("<4d", *FLOWER)
+    headers = {**JSON_HEADERS, "Inference-Header-Content-Length": str(len(header))}
+    infer = requests.post(f"{server.url}{INFER}", data=binary, headers=headers, timeout=10)
+    assert infer.status_code == 200, infer.text
+    # The feedback call writes this worker's pending prediction records before it answers.
+    predicted = requests.post(f"{server.url}/predict", json=SETOSA, timeout=10)
+    server_id = predicted.headers["x-server-request-id"]
+    label = {"request_id": server_id, "class_name": "setosa"}
+    feedback = requests.post(f"{server.url}/feedback", json=label, timeout=10)
+    assert feedback.status_code == 200, feedback.text
+    lines = _lines_after(log, start)
+    records = [json.loads(line) for line in lines]  # every new line is JSON
+    assert all(isinstance(record, dict) for record in records)
+    endpoints = [record["endpoint"] for record in records]
+    assert endpoints.count(INFER) == 2 and endpoints.count("/invocations") == 2, endpoints
+    v2_json, v2_binary = (r for r in records if r["endpoint"] == INFER)
+    assert v2_json["inputs"]["id"] == "café"  # UTF-8 text survives as text
+    assert base64.b64decode(v2_binary["inputs"]) == binary
