@@ -1,5 +1,6 @@
 """The middleware around a small real Starlette app, driven through httpx's ASGI transport."""
 
+import asyncio
 import json
 
 import httpx
@@ -151,6 +152,10 @@ async def test_one_json_log_line_per_request(capfd: pytest.CaptureFixture[str]) 
     async with _client() as client:
         response = await client.post("/predict", json={}, headers={"x-request-id": "line-1"})
         await client.get("/livez")
+    # The line is written by the log's writer thread, at most WRITE_INTERVAL_S later.
+    from iris_service.request_log import WRITE_INTERVAL_S
+
+    await asyncio.sleep(WRITE_INTERVAL_S * 4)
     lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line]
     assert len(lines) == 1
     assert lines[0]["request_id"] == response.headers["x-request-id"] == "line-1"
