@@ -26,8 +26,8 @@ Our service and the peers that run the compiled model get the same API worker co
 FastAPI, mlflow and MLServer run with 1 worker, as users start them.
 
 Every server runs in its own process group so that stopping it stops all of its workers.
-Cold start = process start until the prediction route first answers 200 (polled with one
-valid prediction), which is also the check that the server answers at all.
+Cold start = process start until the prediction route first answers 200 (one valid prediction,
+polled once the readiness route answers 200), which is also the check that the server answers.
 """
 
 from __future__ import annotations
@@ -282,6 +282,8 @@ def start(
     endpoints = ENDPOINTS[server]
     local = start_server(command, env, port, log_path, ready_path=endpoints.ready, wait=False)
     try:
+        # Ready first: a server may answer 4xx before its model is loaded (MLServer's 404).
+        local.wait_ready()
         wait_first_answer(local, endpoints.predict, single_body(endpoints.protocol, 0))
     except BaseException:
         local.stop(timeout=20)
@@ -293,8 +295,9 @@ def wait_first_answer(
     local: LocalServer, path: str, body: str, timeout: float = READY_TIMEOUT_S
 ) -> float:
     """Seconds from process start until one valid prediction on `path` answered 200: the
-    cold start. Nothing listening yet or a 5xx/429 is waited for; another 4xx cannot become
-    right (a missing route, a refused body) and fails at once, as do an exit and the timeout."""
+    cold start (asked once the server is ready). Nothing listening or a 5xx/429 is waited
+    for; another 4xx cannot become right (a missing route, a refused body) and fails at once,
+    as do an exit and the timeout."""
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
