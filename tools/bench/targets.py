@@ -125,7 +125,9 @@ def _ratio_of(ours: float, theirs: float) -> float:
 
 def _split(run: Run) -> str:
     split = run.get("connection_split")
-    return " / ".join(map(str, split)) if split else "?"
+    if split:
+        return " / ".join(map(str, split))
+    return "all (1 worker)" if run.get("workers") == 1 else "?"
 
 
 def _throughput_ratio(models: tuple[str, ...], baseline: str, server: str = "bentoml") -> Measure:
