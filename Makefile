@@ -94,7 +94,7 @@ loadtest: $(INSTALLED) ## Locust, headless, against a service it starts (SCENARI
 	$(PY) train.py --if-missing
 	$(PY) -m tools.loadtest --scenario $(SCENARIO) --users $(USERS) --run-time $(RUN_TIME) --out-dir reports
 
-bench: $(INSTALLED) ## Benchmark vs FastAPI, mlflow serve, MLServer: saturation, sweep, capacity at p99 (wrk, ~35-45 min): reports/bench.*
+bench: $(INSTALLED) ## Benchmark vs FastAPI, MLServer, minimal BentoML, FastAPI+ONNX: saturation, sweep, capacity at p99, targets (wrk, ~45 min): reports/bench.*
 	tools/ensure-debian-packages.sh wrk
 	$(PY) -m tools.bench --out-dir reports $(BENCH_ARGS)
 

@@ -1,5 +1,8 @@
-"""python -m tools.bench [--duration 20] [--connections 50] [--sweep-connections 1 2 4 ...]
-[--objective-p99-ms 50] [--quick] [--out-dir reports]"""
+"""python -m tools.bench [--models ...] [--servers ...] [--duration 15] [--connections 50]
+[--sweep-connections 1 2 4 ...] [--objective-p99-ms 50] [--quick] [--out-dir reports]
+
+The defaults measure issue 21's whole matrix (five models, eight servers) in about 40 minutes on
+2 cores; --models and --servers pick a subset, --quick shortens every run."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from iris_pipeline.paths import REPORTS_DIR, STATE_DIR
 
 from . import mlserver, report, runner, servers
 from .capacity import DEFAULT_OBJECTIVE_P99_MS
-from .models import MODEL_NAMES
+from .models import FAMILIES, MODEL_NAMES, SHIPPED
 from .sweep import DEFAULT_CONNECTIONS
 
 QUICK = {"duration": 2.0, "warmup": 0.5, "batch_duration": 1.0, "sweep_duration": 1.0}
@@ -26,15 +29,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench",
         description=(
-            "Benchmark the shipped BentoML service (/predict and its V2 route) against plain "
-            "FastAPI + uvicorn, `mlflow models serve` and MLServer (defaults, and with adaptive "
-            "batching), same model files, with wrk on 127.0.0.1: saturation runs, batches, and "
-            "a concurrency sweep per server with its capacity at a p99 objective. "
+            "Benchmark the shipped BentoML service (/predict, its V2 route, its challenger "
+            "modes) against plain FastAPI + scikit-learn, MLServer defaults, a minimal BentoML "
+            "service and FastAPI + ONNX Runtime (optionally `mlflow models serve` and MLServer "
+            "with adaptive batching), same model files, with wrk on 127.0.0.1: saturation runs, "
+            "batches, and a concurrency sweep per server with its capacity at a p99 objective; "
+            "issue 21's targets marked from the run's own numbers. "
             "Writes bench.json, bench.md and PNG plots into --out-dir."
         ),
     )
-    parser.add_argument("--duration", type=float, default=20, help="seconds per load run")
-    parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds before a run")
+    parser.add_argument("--duration", type=float, default=15, help="seconds per load run")
+    parser.add_argument("--warmup", type=float, default=2, help="warm-up seconds before a run")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument(
@@ -50,32 +55,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=STATE_DIR / "bench",
         help="the benchmark's own BentoML home and MLflow store (models trained if missing)",
     )
-    parser.add_argument("--servers", nargs="+", choices=servers.SERVERS, default=servers.SERVERS)
-    parser.add_argument("--models", nargs="+", choices=list(MODEL_NAMES), default=list(MODEL_NAMES))
-    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=servers.SERVERS,
+        default=list(servers.DEFAULT_SERVERS),
+        help="servers to measure (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(MODEL_NAMES),
+        default=[SHIPPED, *FAMILIES],
+        help="models to measure; batches, the V2 route and the challenger modes use the first "
+        "of shipped or the first given (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=None,
+        help="API workers of our service, the minimal BentoML service and FastAPI + ONNX "
+        "Runtime (default: the shipped configuration's, resolved as BentoML does: "
+        f"{servers.shipped_api_workers()} here)",
+    )
     parser.add_argument(
         "--batch-sizes",
         nargs="*",
         type=int,
-        default=[1, 10, 100, 1000, 10000],
+        default=[1, 100, 1000, 10000],
         help="flowers per batch request, each in every batch format of each server; a size a "
         "server refuses (over its limits) is recorded as refused (default: %(default)s)",
     )
-    parser.add_argument("--batch-duration", type=float, default=5, help="seconds per batch run")
+    parser.add_argument("--batch-duration", type=float, default=4, help="seconds per batch run")
     parser.add_argument("--batch-connections", type=int, default=8)
     parser.add_argument(
         "--baseline-servers",
         nargs="*",
-        choices=[s for s in servers.SERVERS if s != "bentoml"],
-        default=["fastapi", "mlflow"],
+        choices=[s for s in servers.SERVERS if s not in servers.WITH_OUR_WORKERS],
+        default=["fastapi"],
         help="baselines re-run at the start and the end (logistic regression, 1 worker)",
-    )
-    parser.add_argument(
-        "--multi-worker-servers",
-        nargs="*",
-        choices=servers.SERVERS,
-        default=["bentoml", "fastapi"],
-        help="servers also measured at worker counts above 1 (default: %(default)s)",
     )
     sweep = parser.add_argument_group("concurrency sweep and capacity")
     sweep.add_argument(
@@ -86,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="connection counts of the sweep, each server at the first worker count "
         "(none: no sweep; default: %(default)s)",
     )
-    sweep.add_argument("--sweep-duration", type=float, default=5, help="seconds per sweep step")
+    sweep.add_argument("--sweep-duration", type=float, default=4, help="seconds per sweep step")
     sweep.add_argument(
         "--objective-p99-ms",
         type=float,
@@ -124,8 +142,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--sweep-connections and --objective-p99-ms must be positive")
     if args.mlserver_max_batch_size < 2 or args.mlserver_max_batch_time <= 0:
         parser.error("mlserver-batch needs --mlserver-max-batch-size >= 2 and a positive time")
-    if args.connections < 1 or any(w < 1 for w in args.workers):
-        parser.error("--connections and --workers must be positive")
+    if args.connections < 1 or (args.api_workers is not None and args.api_workers < 1):
+        parser.error("--connections and --api-workers must be positive")
     if any(not 1 <= size <= MAX_BATCH_SIZE for size in args.batch_sizes):
         parser.error(f"--batch-sizes must be between 1 and {MAX_BATCH_SIZE}")
     return args
@@ -142,13 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         connections=args.connections,
         threads=args.threads,
         servers=tuple(args.servers),
-        models=tuple(args.models),
-        workers=tuple(dict.fromkeys(args.workers)),
+        models=tuple(dict.fromkeys(args.models)),
+        api_workers=args.api_workers,
         batch_sizes=tuple(args.batch_sizes),
         batch_duration_s=args.batch_duration,
         batch_connections=args.batch_connections,
         baseline_servers=tuple(args.baseline_servers),
-        multi_worker_servers=tuple(args.multi_worker_servers),
         sweep_connections=tuple(sorted(set(args.sweep_connections))),
         sweep_duration_s=args.sweep_duration,
         objective_p99_ms=args.objective_p99_ms,

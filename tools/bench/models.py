@@ -23,12 +23,23 @@ from tools.local_server import ProjectState
 
 SHIPPED = "shipped"
 # Model family -> name in the benchmark's BentoML store.
+# Every family `make train` trains (iris_pipeline/training.py CANDIDATES), then the shipped one.
 MODEL_NAMES: dict[str, str] = {
     "logistic_regression": "iris-lr",
     "random_forest": "iris-rf",
+    "svm": "iris-svm",
+    "gradient_boosting": "iris-gb",
     SHIPPED: MODEL_NAME,
 }
-SHORT_NAMES: dict[str, str] = {"logistic_regression": "lr", "random_forest": "rf"}
+FAMILIES: tuple[str, ...] = tuple(name for name in MODEL_NAMES if name != SHIPPED)
+SHORT_NAMES: dict[str, str] = {
+    "logistic_regression": "lr",
+    "random_forest": "rf",
+    "svm": "svm",
+    "gradient_boosting": "gb",
+}
+# The compiled model at the root of every stored version's folder (iris_service/model_loading.py).
+ONNX_FILE = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -38,10 +49,18 @@ class BenchModel:
     mlflow_model_dir: Path  # the MLflow model directory inside the BentoML model
     mlflow_run_id: str
     estimator: str = ""  # the candidate family the model is (for "shipped": what was chosen)
+    model_dir: Path | None = None  # the BentoML model folder (its model.onnx is served)
 
     @property
     def short(self) -> str:
         return SHORT_NAMES.get(self.family, self.family)
+
+    @property
+    def onnx_path(self) -> Path:
+        """The compiled model the service, the minimal BentoML peer and FastAPI + ONNX
+        Runtime load: the same file for all three."""
+        folder = self.model_dir or self.mlflow_model_dir.parent
+        return folder / ONNX_FILE
 
     @property
     def mlflow_uri(self) -> str:
@@ -105,7 +124,7 @@ def describe(state: ProjectState, name: str, family: str) -> BenchModel:
     script = (
         "import json, bentoml\n"
         f"m = bentoml.models.get({name + ':latest'!r})\n"
-        "print(json.dumps({'tag': str(m.tag), 'dir': m.path_of('mlflow_model'),"
+        "print(json.dumps({'tag': str(m.tag), 'dir': m.path_of('mlflow_model'), 'path': m.path,"
         " 'run': m.info.metadata.get('mlflow_run_id'),"
         " 'estimator': m.info.metadata.get('model_family')}))\n"
     )
@@ -119,4 +138,6 @@ def describe(state: ProjectState, name: str, family: str) -> BenchModel:
     )
     info = json.loads(result.stdout.strip().splitlines()[-1])
     estimator = info.get("estimator") or family
-    return BenchModel(family, info["tag"], Path(info["dir"]), info["run"], estimator)
+    return BenchModel(
+        family, info["tag"], Path(info["dir"]), info["run"], estimator, Path(info["path"])
+    )

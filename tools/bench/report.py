@@ -2,10 +2,12 @@
 
 bench.json: {"generated_at", "machine": {"cpus", "description"}, "settings", "runs": [...],
 "batch": [...], "sweep": [...], "capacities": [...], "targets": [{"name", "value",
-"threshold", "met", ...}]}. A run is one server (servers.SERVERS) x model x workers x phase
-(main|baseline_start|baseline_end); a run that could not be measured holds "failed" or
-"skipped" (with the reason) instead of numbers. A batch entry is one server x batch format
-(payloads.BATCH_FORMATS) x batch size: {"server", "model", "workers", "format", "path",
+"threshold", "met", ...}]}. A run is one server (servers.SERVERS) x model x phase
+(main|baseline_start|baseline_end), with the workers it was started with and the API worker
+processes counted during its load; a run that could not be measured (it failed to start or to
+answer, or answered nothing) holds "failed" (with the reason) instead of numbers. A batch
+entry is one server x batch format (payloads.BATCH_FORMATS) x batch size: {"server", "model",
+"workers", "format", "path",
 "batch_size", "connections", "requests_per_s", "rows_per_s", "latency_ms", "errors",
 "cpu_us_per_row"}, or "refused" (the server's 4xx answer: over its limits) or "failed" instead
 of the numbers. A sweep entry is one server x model's curve:
@@ -22,7 +24,7 @@ from typing import Any
 
 from . import sweep_report
 from .servers import CANARY_SHARE, MODE_SERVERS
-from .targets import P99_SLO_MS, Measured, find_run, targets
+from .targets import Measured, find_run, targets
 
 Run = dict[str, Any]
 
@@ -36,10 +38,13 @@ def build(
     runs: list[Run],
     batch: list[Run],
     sweep: list[Run] | None = None,
+    image: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     sweep = sweep or []
+    image = image or {"not_measured": "not asked"}
     objective = settings.get("objective_p99_ms") or sweep_report.DEFAULT_OBJECTIVE_P99_MS
-    measured = Measured(runs, batch, sweep, objective)
+    connections = settings.get("connections") or 50
+    measured = Measured(runs, batch, sweep, objective, image, connections)
     return {
         "generated_at": generated_at,
         "machine": machine,
@@ -48,6 +53,7 @@ def build(
         "batch": batch,
         "sweep": sweep,
         "capacities": sweep_report.capacities(sweep),
+        "image": image,
         "targets": targets(measured),
     }
 
@@ -75,7 +81,7 @@ def _fmt(value: Any, digits: int = 0) -> str:
 
 
 def _ratio_text(run: Run, runs: list[Run], baseline: str) -> str:
-    other = find_run(runs, baseline, run["model"], run["workers"])
+    other = find_run(runs, baseline, run["model"])
     if run.get("phase") != "main" or not other or not other.get("requests_per_s"):
         return "-"
     return f"{run['requests_per_s'] / other['requests_per_s']:.2f}×"
@@ -85,7 +91,8 @@ def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
     runs: list[Run] = result["runs"]
     settings = result.get("settings", {})
     lines = [
-        "# Benchmark: shipped BentoML service vs plain FastAPI, mlflow models serve, MLServer",
+        "# Benchmark: the shipped BentoML service vs plain FastAPI, MLServer, a minimal BentoML "
+        "service and FastAPI + ONNX Runtime",
         "",
         f"Generated {result['generated_at']} on {result['machine'].get('description', '?')}.",
         f"Load: wrk, {settings.get('connections', '?')} connections, "
@@ -99,25 +106,26 @@ def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
         "",
         "## Throughput and latency (POST /predict, one flower per request)",
         "",
-        "| Run | Phase | req/s | × FastAPI | × mlflow | p50 ms | p95 ms | p99 ms | errors | "
-        "server CPU ms/req | RSS MB per worker (largest) | RSS MB total | cold start s | "
-        "wrk CPU ms/req | connections per worker |",
-        "|" + " --- |" * 15,
+        "| Run | Phase | req/s | × FastAPI | × minimal BentoML | p50 ms | p95 ms | p99 ms | "
+        "errors | server CPU ms/req | RSS MB per process (largest) | RSS MB total | "
+        "cold start s | wrk CPU ms/req | API worker processes | connections per worker |",
+        "|" + " --- |" * 16,
     ]
     for run in runs:
-        if "failed" in run or "skipped" in run:
-            key = "failed" if "failed" in run else "skipped"
-            lines.append(f"| {run['name']} | {run['phase']} | {key}: {run[key]} |" + " |" * 12)
+        if "failed" in run:
+            reason = str(run["failed"]).replace("|", "\\|")
+            lines.append(f"| {run['name']} | {run['phase']} | failed: {reason} |" + " |" * 13)
             continue
         latency = run["latency_ms"]
         split = run.get("connection_split")
         lines.append(
             f"| {run['name']} | {run['phase']} | {_fmt(run['requests_per_s'])} | "
-            f"{_ratio_text(run, runs, 'fastapi')} | {_ratio_text(run, runs, 'mlflow')} | "
+            f"{_ratio_text(run, runs, 'fastapi')} | {_ratio_text(run, runs, 'minimal-bentoml')} | "
             f"{_fmt(latency['p50'], 1)} | {_fmt(latency['p95'], 1)} | {_fmt(latency['p99'], 1)} | "
             f"{run['errors']} | {_fmt(run['cpu_ms_per_request'], 2)} | "
             f"{_fmt(run['rss_mb_per_worker'])} | {_fmt(run.get('rss_mb_total'))} | "
             f"{_fmt(run['cold_start_s'], 1)} | {_fmt(run['loadgen_cpu_ms_per_request'], 2)} | "
+            f"{_fmt(run.get('api_worker_processes'))} | "
             f"{' / '.join(map(str, split)) if split else '-'} |"
         )
     lines += _drift_lines(runs)
@@ -126,7 +134,12 @@ def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
     lines += sweep_report.markdown(result.get("sweep", []), settings)
     lines += [
         "",
-        "## Targets (issues 4, 12 and 16)",
+        "## Targets (issue 21)",
+        "",
+        f"API workers: {settings.get('api_workers', '?')} for our service, the minimal BentoML "
+        f"service and FastAPI + ONNX Runtime (shipped configuration: "
+        f"{settings.get('api_workers_shipped', '?')} on this machine); 1 for plain FastAPI and "
+        f"MLServer. Image: {_image_text(result.get('image') or {})}.",
         "",
         "| Target | Measured | Threshold | Met | Evidence |",
         "| --- | --- | --- | --- | --- |",
@@ -142,15 +155,23 @@ def markdown(result: dict[str, Any], plot_names: list[str]) -> str:
         "",
         "Definitions: errors = non-2xx answers + socket errors (connect, read, write, timeout); "
         "server CPU = user+system time of the server's whole process tree (supervisor, API "
-        "workers, runner) during the run, divided by the requests answered; RSS per worker = "
+        "workers, runner) during the run, divided by the requests answered; RSS per process = "
         "the largest peak resident set of any one process of the tree; cold start = process "
-        "start until the readiness endpoint (/readyz for BentoML, /health for FastAPI, /ping "
-        "for mlflow, /v2/health/ready for MLServer) first answered 200; × FastAPI / × mlflow = "
-        "req/s over the baseline's req/s with the same model and workers in the main phase. "
-        "bentoml-v2, mlserver and mlserver-batch answer identical V2 JSON bodies.",
+        "start until one valid prediction on the server's prediction route (/predict, the V2 "
+        "route for MLServer, /invocations for mlflow) first answered 200; × FastAPI / × "
+        "minimal BentoML = req/s over that peer's req/s with the same model in the main phase; "
+        "API worker processes = the processes that answered requests (BentoML API service "
+        "workers, uvicorn workers), counted during the load. bentoml-v2, mlserver and "
+        "mlserver-batch answer identical V2 JSON bodies.",
     ]
     lines += ["", *(f"![{name}]({name})" for name in plot_names)]
     return "\n".join(lines) + "\n"
+
+
+def _image_text(image: dict[str, Any]) -> str:
+    if "size_mb" in image:
+        return f"{image.get('tag', '?')}, {image['size_mb']:,.0f} MB"
+    return f"not measured ({image.get('not_measured', '?')})"
 
 
 def mode_lines(runs: list[Run]) -> list[str]:
@@ -159,7 +180,7 @@ def mode_lines(runs: list[Run]) -> list[str]:
     rows = []
     for run in runs:
         mode = MODE_SERVERS.get(run.get("server", ""))
-        none = find_run(runs, "bentoml", run.get("model", ""), run.get("workers", 1))
+        none = find_run(runs, "bentoml", run.get("model", ""))
         if mode is None or run.get("phase") != "main" or "requests_per_s" not in run or not none:
             continue
         ratio = run["requests_per_s"] / none["requests_per_s"]
@@ -322,7 +343,8 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
         )
         top.set_title(f"POST /predict at {result['settings'].get('connections', '?')} connections")
         bottom.bar(positions, [r["latency_ms"]["p99"] for r in runs], color=colours)
-        bottom.axhline(P99_SLO_MS, color="red", linestyle="--", linewidth=1, label="p99 target")
+        objective = result["settings"].get("objective_p99_ms") or 50.0
+        bottom.axhline(objective, color="red", linestyle="--", linewidth=1, label="p99 objective")
         bottom.set_ylabel("p99 latency (ms)")
         bottom.legend()
         bottom.set_xticks(list(positions), labels, rotation=60, ha="right", fontsize=8)

@@ -18,6 +18,8 @@ import psutil
 
 BYTES_PER_MB = 1024 * 1024
 RSS_INTERVAL_S = 0.5
+# The API services of the BentoML servers under test (ours, the minimal one).
+API_SERVICES = ("IrisClassifier", "MinimalIris")
 CONNECTIONS_EVERY = 4  # sample connections every 4th RSS sample (every 2 s), first at 1 s
 
 
@@ -44,6 +46,16 @@ class TreeUsage:
         return sum(p.peak_rss_mb for p in self.processes)
 
     @property
+    def api_worker_processes(self) -> int:
+        """Processes that answer requests: a BentoML server's API service workers (the
+        runner is not one), uvicorn's spawned workers, else the one server process."""
+        roles = [p.role for p in self.processes]
+        for service in API_SERVICES:
+            if f"bentoml worker {service}" in roles:
+                return roles.count(f"bentoml worker {service}")
+        return roles.count("uvicorn worker") or 1
+
+    @property
     def connection_split(self) -> list[int]:
         """Client connections held by each process that held any, largest first."""
         return sorted((p.connections for p in self.processes if p.connections), reverse=True)
@@ -57,10 +69,11 @@ def role_of(process: psutil.Process) -> str:
         return "?"
     text = " ".join(words)
     if "_bentoml_impl.worker" in text or "bentoml_impl.worker" in text:
-        for word in reversed(words):
-            if word.startswith(("Iris", "--service-name")):
-                return f"bentoml worker {word}"
+        if "--service-name" in words[:-1]:
+            return f"bentoml worker {words[words.index('--service-name') + 1]}"
         return "bentoml worker"
+    if "multiprocessing.spawn" in text:
+        return "uvicorn worker"
     for marker in ("bentoml serve", "uvicorn", "mlflow", "multiprocessing"):
         if marker in text:
             return marker

@@ -1,9 +1,12 @@
 """One benchmark run: train the models, then start, warm up, load and stop every server.
 
-Order: baselines (start) -> for each worker count and model, every server -> baselines (end),
-so that the comparison runs are close in time and the drift of the machine is visible.
-At the first worker count every server is also swept over connection counts (sweep.py):
-its latency-throughput curve and its capacity at the p99 objective.
+Order: baselines (start) -> for each model, every server -> baselines (end), so that the
+comparison runs are close in time and the drift of the machine is visible. Our service, the
+minimal BentoML service and FastAPI + ONNX Runtime run with our API worker count; the other
+peers with 1 worker. Every server except bentoml-v2 is also swept over connection counts
+(sweep.py): its latency-throughput curve and its capacity at the p99 objective. Batches,
+the V2 route and the challenger modes are measured with the primary model only (the shipped
+one when it is measured), to keep the whole matrix within about 45 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tools.local_server import HOST, ProjectState, http_status
+from tools.local_server import HOST, ProjectState
 
 from . import payloads, servers
 from .capacity import DEFAULT_OBJECTIVE_P99_MS
+from .image import last_image
 from .load import LoadResult, ensure_wrk, run_wrk
-from .models import SHIPPED, BenchModel, ensure_trained
+from .models import FAMILIES, SHIPPED, BenchModel, ensure_trained
 from .resources import ProcessTreeMonitor, TreeUsage, wait_quiet
 from .servers import ServerSettings
 from .sweep import DEFAULT_CONNECTIONS, run_sweep
@@ -46,15 +50,14 @@ class Options:
     warmup_s: float = 3
     connections: int = 50
     threads: int = 1
-    servers: tuple[str, ...] = servers.SERVERS
-    models: tuple[str, ...] = ("logistic_regression", "random_forest", SHIPPED)
-    workers: tuple[int, ...] = (1, 2)
-    batch_sizes: tuple[int, ...] = (1, 10, 100, 1000, 10000)
-    batch_duration_s: float = 5
+    servers: tuple[str, ...] = servers.DEFAULT_SERVERS
+    models: tuple[str, ...] = (SHIPPED, *FAMILIES)
+    # API workers of our service and of the peers that run with ours (None: as shipped).
+    api_workers: int | None = None
+    batch_sizes: tuple[int, ...] = (1, 100, 1000, 10000)
+    batch_duration_s: float = 4
     batch_connections: int = 8
-    baseline_servers: tuple[str, ...] = ("fastapi", "mlflow")
-    # Servers also measured with more than one worker (mlflow is left out to save time).
-    multi_worker_servers: tuple[str, ...] = ("bentoml", "fastapi")
+    baseline_servers: tuple[str, ...] = ("fastapi",)
     baseline_model: str = "logistic_regression"
     # The concurrency sweep (empty: none), seconds per step, and the latency objective.
     sweep_connections: tuple[int, ...] = DEFAULT_CONNECTIONS
@@ -68,11 +71,6 @@ class Results:
     runs: list[dict[str, Any]] = field(default_factory=list)
     batch: list[dict[str, Any]] = field(default_factory=list)
     sweep: list[dict[str, Any]] = field(default_factory=list)
-
-
-class ServerSkipped(Exception):
-    """The server cannot be measured in this build, for a reason recorded in the report
-    (our V2 route answering 404 before it exists)."""
 
 
 def machine() -> dict[str, Any]:
@@ -114,19 +112,13 @@ def run_name(server: str, model: BenchModel, workers: int) -> str:
     return f"{server}-{model.short}-{workers}w"
 
 
-def check_answers(running: servers.RunningServer) -> None:
-    """One real prediction before loading the server: a broken setup fails loudly here."""
-    body = payloads.single_body(running.endpoints.protocol, 0)
-    status = http_status(running.port, "POST", running.endpoints.predict, body)
-    if status == 404 and running.server == "bentoml-v2":
-        raise ServerSkipped(
-            f"POST {running.endpoints.predict} answered 404: this build of the service has "
-            "no V2 route"
-        )
-    if status != 200:
-        raise RuntimeError(
-            f"{running.server} answered {status} to a valid prediction:\n{running.log_tail()}"
-        )
+def primary_model(models: tuple[str, ...]) -> str:
+    """The model batches, the V2 route and the challenger modes are measured with."""
+    return SHIPPED if SHIPPED in models else models[0]
+
+
+def workers_of(server: str, api_workers: int) -> int:
+    return api_workers if server in servers.WITH_OUR_WORKERS else 1
 
 
 def measured_load(
@@ -173,6 +165,7 @@ def run_record(
         "server_cpu_cores": round(usage.cpu_s / load.duration_s, 2) if load.duration_s else None,
         "rss_mb_per_worker": round(usage.peak_rss_mb_per_process, 1),
         "rss_mb_total": round(usage.rss_mb_total, 1),
+        "api_worker_processes": usage.api_worker_processes,
         "cold_start_s": round(running.cold_start_s or 0.0, 2),
         "loadgen_cpu_ms_per_request": round(load.loadgen_cpu_s * 1000 / answered, 3),
         "model_tag": running.model.tag,
@@ -296,8 +289,8 @@ def measure(
     with_batches: bool,
     with_sweep: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
-    """Start one server, measure it, stop it. A failure becomes a `failed` record, a server
-    that cannot be measured in this build a `skipped` one."""
+    """Start one server, measure it, stop it. A server that fails to start, to answer a
+    prediction or to answer anything in its run becomes a `failed` record."""
     name = run_name(server, model, workers)
     logger.info("%s (%s): starting", name, phase)
     log_dir = options.out_dir / "bench-logs"
@@ -308,8 +301,7 @@ def measure(
         return _failed(server, model, workers, phase, options, exc), [], None
     curve = None
     try:
-        check_answers(running)
-        logger.info("%s: ready in %.2f s, warming up", name, running.cold_start_s)
+        logger.info("%s: first answer %.2f s after start, warming up", name, running.cold_start_s)
         predict_bodies = payloads.single_bodies(running.endpoints.protocol)
         if options.warmup_s > 0:
             run_wrk(
@@ -332,6 +324,8 @@ def measure(
             options.connections,
             options.threads,
         )
+        if load.requests == 0:
+            raise RuntimeError(f"no answer within the {load.duration_s:.1f} s run")
         record = run_record(running, phase, options, load, usage)
         logger.info(
             "%s: %.0f req/s, p99 %.1f ms, %d errors, %.2f CPU ms/req",
@@ -344,9 +338,6 @@ def measure(
         batches = batch_records(running, options) if with_batches else []
         if with_sweep and options.sweep_connections:
             curve = sweep_record(running, record, predict_bodies, options)
-    except ServerSkipped as exc:
-        logger.warning("%s skipped: %s", name, exc)
-        return _failed(server, model, workers, phase, options, exc, key="skipped"), [], None
     except (RuntimeError, ValueError) as exc:
         logger.error("%s failed: %s", name, exc)
         return _failed(server, model, workers, phase, options, exc), [], None
@@ -363,7 +354,6 @@ def _failed(
     phase: str,
     options: Options,
     exc: Exception,
-    key: str = "failed",
 ) -> dict[str, Any]:
     first_line = str(exc).splitlines()[0] if str(exc) else ""
     return {
@@ -373,7 +363,7 @@ def _failed(
         "workers": workers,
         "phase": phase,
         "connections": options.connections,
-        key: first_line if key == "skipped" else f"{type(exc).__name__}: {first_line}",
+        "failed": f"{type(exc).__name__}: {first_line}",
     }
 
 
@@ -397,28 +387,27 @@ def run(options: Options) -> dict[str, Any]:
             record, _, _ = measure(server, baseline_model, 1, phase, options, state, False)
             results.runs.append(record)
 
+    api_workers = options.api_workers or servers.shipped_api_workers()
+    primary = primary_model(options.models)
     baselines("baseline_start")
-    for workers in options.workers:
-        for family in options.models:
-            for server in options.servers:
-                if workers > 1 and server not in options.multi_worker_servers:
-                    continue
-                # The challenger modes are compared with mode none at saturation only.
-                first = workers == options.workers[0] and server not in servers.MODE_SERVERS
-                record, batches, curve = measure(
-                    server,
-                    models[family],
-                    workers,
-                    "main",
-                    options,
-                    state,
-                    with_batches=first and bool(options.batch_sizes),
-                    with_sweep=first,
-                )
-                results.runs.append(record)
-                results.batch.extend(batches)
-                if curve is not None:
-                    results.sweep.append(curve)
+    for family in options.models:
+        for server in options.servers:
+            if server in servers.PRIMARY_MODEL_ONLY and family != primary:
+                continue
+            record, batches, curve = measure(
+                server,
+                models[family],
+                workers_of(server, api_workers),
+                "main",
+                options,
+                state,
+                with_batches=family == primary and bool(options.batch_sizes),
+                with_sweep=server not in servers.NOT_SWEPT,
+            )
+            results.runs.append(record)
+            results.batch.extend(batches)
+            if curve is not None:
+                results.sweep.append(curve)
     baselines("baseline_end")
     settings = {
         "connections": options.connections,
@@ -430,6 +419,9 @@ def run(options: Options) -> dict[str, Any]:
         "models": {family: model.tag for family, model in models.items()},
         "estimators": {family: model.estimator for family, model in models.items()},
         "load_average_at_start": load_at_start,
+        "api_workers": api_workers,
+        "api_workers_shipped": servers.shipped_api_workers(),
+        "primary_model": primary,
         "sweep_connections": list(options.sweep_connections),
         "sweep_duration_s": options.sweep_duration_s,
         "objective_p99_ms": options.objective_p99_ms,
@@ -440,5 +432,11 @@ def run(options: Options) -> dict[str, Any]:
     }
     generated_at = datetime.now(UTC).isoformat(timespec="seconds")
     return report.build(
-        generated_at, machine(), settings, results.runs, results.batch, results.sweep
+        generated_at,
+        machine(),
+        settings,
+        results.runs,
+        results.batch,
+        results.sweep,
+        image=last_image(),
     )

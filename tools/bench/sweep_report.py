@@ -21,6 +21,10 @@ SERVER_COLOURS = {
     "mlflow": "tab:green",
     "mlserver": "tab:red",
     "mlserver-batch": "tab:purple",
+    "minimal-bentoml": "tab:brown",
+    "fastapi-onnx": "tab:olive",
+    "bentoml-shadow": "tab:pink",
+    "bentoml-canary": "tab:gray",
 }
 
 
