@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iris_pipeline.paths import DEFAULT_MLFLOW_DIR
+from iris_pipeline.paths import DEFAULT_MLFLOW_DIR, DEFAULT_MLFLOW_URI
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
 
 if TYPE_CHECKING:
@@ -19,12 +23,12 @@ if TYPE_CHECKING:
 
 
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else an embedded SQLite store inside the project."""
-    explicit = os.environ.get("MLFLOW_TRACKING_URI")
-    if explicit:
-        return explicit
-    DEFAULT_MLFLOW_DIR.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{DEFAULT_MLFLOW_DIR / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI if set, else an embedded SQLite store inside the project
+    (iris_pipeline.paths.use_project_stores)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_MLFLOW_URI
+    if uri == DEFAULT_MLFLOW_URI:
+        DEFAULT_MLFLOW_DIR.mkdir(parents=True, exist_ok=True)
+    return uri
 
 
 def ensure_experiment(name: str) -> str:
@@ -89,15 +93,52 @@ def log_candidate(
         if feedback is not None:
             log_feedback_dataset(feedback)
         example = data.x_train.iloc[:3]
-        mlflow.sklearn.log_model(
-            result.model,
-            name="model",
-            signature=infer_signature(example, result.model.predict_proba(example.to_numpy())),
-            input_example=example,
-            pyfunc_predict_fn="predict_proba",
-            serialization_format="pickle",
-        )
+        with quiet_model_logging():
+            info = mlflow.sklearn.log_model(
+                result.model,
+                name="model",
+                signature=infer_signature(example, result.model.predict_proba(example.to_numpy())),
+                input_example=example,
+                pyfunc_predict_fn="predict_proba",
+                serialization_format="pickle",
+            )
+        result.model_uri = info.model_uri
         return run.info.run_id
+
+
+class _DropMessage(logging.Filter):
+    """Drops the records of one logger whose message starts with `prefix`."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def quiet_model_logging() -> Iterator[None]:
+    """Silence the two messages every candidate's `log_model` printed although nothing is
+    wrong, and only those:
+
+    - MLflow's WARNING that pickle can run code when loaded: the choice is deliberate and
+      guarded (log_candidate's docstring), so repeating it per candidate reads as an error;
+    - scikit-learn's "X has feature names, but ... was fitted without feature names": MLflow
+      checks the input example (a DataFrame, for the signature's column names) against the
+      model, which is fitted on arrays because the service sends arrays.
+    """
+    sklearn_logger = logging.getLogger("mlflow.sklearn")
+    pickle_note = _DropMessage("Saving scikit-learn models in the pickle")
+    sklearn_logger.addFilter(pickle_note)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="X has feature names, but", category=UserWarning
+            )
+            yield
+    finally:
+        sklearn_logger.removeFilter(pickle_note)
 
 
 def log_feedback_dataset(feedback: FeedbackSet) -> None:
@@ -106,9 +147,13 @@ def log_feedback_dataset(feedback: FeedbackSet) -> None:
     import mlflow
 
     frame = feedback.x.assign(class_name=[CLASS_NAMES[c] for c in feedback.y])
-    dataset = mlflow.data.from_pandas(
-        frame, source=feedback.source, name="feedback", targets="class_name"
-    )
+    with warnings.catch_warnings():
+        # A local path matches two of MLflow's source kinds; it says so and picks the local
+        # file one, which is right.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
+        dataset = mlflow.data.from_pandas(
+            frame, source=feedback.source, name="feedback", targets="class_name"
+        )
     mlflow.log_input(dataset, context="training")
     time_range = feedback.time_range()
     mlflow.log_params(
@@ -124,8 +169,12 @@ def register_best(best: CandidateResult, registered_name: str = MODEL_NAME) -> s
     """Register the chosen run's model in the MLflow model registry; returns its version."""
     import mlflow
 
+    # The logged model's own URI: `runs:/<id>/model` makes MLflow print that the run has no
+    # artifacts at that path before resolving it to the same model.
     version = mlflow.register_model(
-        f"runs:/{best.run_id}/model", registered_name, tags={"model_family": best.family}
+        best.model_uri or f"runs:/{best.run_id}/model",
+        registered_name,
+        tags={"model_family": best.family},
     )
     mlflow.MlflowClient().set_tag(best.run_id, "selected", "true")
     return str(version.version)
@@ -148,32 +197,57 @@ def import_into_bentoml(
     gate_macro_f1: float | None = None,
 ) -> bentoml.Model:
     """Copy that MLflow run's model into the BentoML store, labelled with its lineage."""
+    assert best.run_id is not None
+    return import_run_model(
+        best.run_id,
+        best.family,
+        best.metrics,
+        stats,
+        registered_version,
+        experiment_name,
+        bento_model_name,
+        gate_macro_f1,
+    )
+
+
+def import_run_model(
+    run_id: str,
+    family: str,
+    metrics: dict[str, float],
+    stats: dict[str, Any],
+    registered_version: str,
+    experiment_name: str,
+    bento_tag: str = MODEL_NAME,
+    gate_macro_f1: float | None = None,
+) -> bentoml.Model:
+    """Copy a run's model into the BentoML store as `bento_tag` (a name gets a new version;
+    a full `name:version` restores that very tag, see iris_pipeline/restore.py)."""
     import bentoml
 
     labels = {
-        "mlflow_run_id": best.run_id or "",
-        "model_family": best.family,
-        "test_macro_f1": f"{best.metrics['test_macro_f1']:.4f}",
-        "test_accuracy": f"{best.metrics['test_accuracy']:.4f}",
-        "cv_macro_f1": f"{best.metrics['cv_macro_f1_mean']:.4f}",
+        "mlflow_run_id": run_id,
+        "model_family": family,
+        "test_macro_f1": f"{metrics['test_macro_f1']:.4f}",
+        "test_accuracy": f"{metrics['test_accuracy']:.4f}",
+        "cv_macro_f1": f"{metrics['cv_macro_f1_mean']:.4f}",
         "mlflow_registered_version": registered_version,
     }
     if gate_macro_f1 is not None:
         labels["gate_macro_f1"] = f"{gate_macro_f1:.4f}"
     metadata = {
-        "mlflow_run_id": best.run_id,
+        "mlflow_run_id": run_id,
         "mlflow_experiment": experiment_name,
         "mlflow_tracking_uri": tracking_uri(),
-        "model_family": best.family,
-        "metrics": best.metrics,
+        "model_family": family,
+        "metrics": metrics,
         "feature_names": list(FEATURE_NAMES),
         "class_names": list(CLASS_NAMES),
         "feature_statistics": json.loads(json.dumps(stats)),
     }
-    model_uri = f"runs:/{best.run_id}/model"
+    model_uri = f"runs:/{run_id}/model"
     metadata["model_file_sha256"] = _model_file_sha256(model_uri)
     return bentoml.mlflow.import_model(
-        bento_model_name, model_uri=model_uri, labels=labels, metadata=metadata
+        bento_tag, model_uri=model_uri, labels=labels, metadata=metadata
     )
 
 
