@@ -271,10 +271,17 @@ def _flowers(
 
 
 def traffic_with_snapshots(
-    service_url: str, seconds: float, interval: float, max_requests: int
+    service_url: str,
+    seconds: float,
+    interval: float,
+    max_requests: int,
+    send_labels: bool = False,
 ) -> list[Snapshot]:
-    """Bounded traffic (time and count): in-distribution, then shifted petals, some errors;
-    the true class of every tenth flower sent alone comes back through POST /feedback."""
+    """Bounded traffic (time and count): in-distribution, then shifted petals, some errors.
+    With `send_labels`, the true class of every tenth flower sent alone goes back through
+    POST /feedback: made-up ground truth that moves the service's live accuracy and that
+    `make retrain` would train on, so only for a service this report started itself, or
+    when asked explicitly (--send-labels)."""
     rng = np.random.default_rng(0)
     snapshots = [take_snapshot(service_url)]
     started = time.monotonic()
@@ -290,7 +297,7 @@ def traffic_with_snapshots(
         else:
             (flower,), (true_class,) = _flowers(1, shift_cm, rng)
             answer = session.post(f"{service_url}/predict", json=flower, timeout=10)
-            if sent % 10 == 1 and answer.status_code == 200:
+            if send_labels and sent % 10 == 1 and answer.status_code == 200:
                 label = {"request_id": answer.headers["x-request-id"], "class_name": true_class}
                 session.post(f"{service_url}/feedback", json=label, timeout=10)
         sent += 1
@@ -301,13 +308,33 @@ def traffic_with_snapshots(
     return snapshots
 
 
+# Where a service writes what it is told (predictions, labels): the scratch service of a
+# report writes into its own folder, whatever the environment names.
+SHARED_STORE_VARIABLE = re.compile(r"IRIS_(PREDICTION|FEEDBACK)_\w*|IRIS_\w*_(URL|DSN)")
+
+
+def scratch_store_env(log_dir: Path) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(variables to drop, variables to set) so that a scratch service keeps its prediction
+    and feedback logs under `log_dir`, never in a store shared through the environment."""
+    import os
+
+    unset = tuple(name for name in os.environ if SHARED_STORE_VARIABLE.fullmatch(name))
+    logs = log_dir / "service-logs"
+    return unset, {
+        "IRIS_PREDICTION_LOG": str(logs / "predictions.jsonl"),
+        "IRIS_FEEDBACK_LOG": str(logs / "feedback.jsonl"),
+    }
+
+
 @contextmanager
-def started_service(log_dir: Path) -> Iterator[str]:
-    """`make serve`'s service on a free 127.0.0.1 port (trains a model first if none)."""
+def started_service(log_dir: Path, port: int | None = None) -> Iterator[str]:
+    """`make serve`'s service on 127.0.0.1 (`port`, else a free one), with the project's
+    models and scratch logs (trains a model first if none)."""
     from .local_server import bento_server
 
     subprocess.run([sys.executable, "train.py", "--if-missing"], cwd=PROJECT_ROOT, check=True)
-    with bento_server(None, log_dir) as server:
+    unset, env = scratch_store_env(log_dir)
+    with bento_server(None, log_dir, port=port, unset=unset, **env) as server:
         yield server.url
 
 
@@ -434,6 +461,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-requests", type=int, default=5000, help="traffic bound")
     parser.add_argument("--out-dir", type=Path, default=REPORTS_DIR)
     parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="127.0.0.1 port of the service this report starts (default: a free one)",
+    )
+    parser.add_argument(
+        "--send-labels",
+        action="store_true",
+        help=(
+            "with --service-url: also POST made-up labels to /feedback (they lower its live "
+            "accuracy and `make retrain` trains on them); without it no label is sent there"
+        ),
+    )
+    parser.add_argument(
         "--feedback-loop",
         action="store_true",
         help="also run the feedback loop in a scratch state and plot it (docs/feedback.md)",
@@ -442,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.feedback_loop:
         from .feedback_loop import scratch_loop
 
-        run = scratch_loop(flowers_per_phase=150, retrain_args=LOOP_RETRAIN_ARGS)
+        run = scratch_loop(flowers_per_phase=150, retrain_args=LOOP_RETRAIN_ARGS, port=args.port)
         args.out_dir.mkdir(parents=True, exist_ok=True)
         (args.out_dir / "feedback-loop.json").write_text(json.dumps(run.record(), indent=2))
         print(render_feedback_loop(run, args.out_dir))
@@ -452,14 +493,25 @@ def main(argv: list[str] | None = None) -> int:
         views = panels_from_prometheus(args.prometheus_url, args.minutes, args.step)
         label = f"Prometheus {args.prometheus_url}, last {args.minutes:g} min"
     elif args.service_url:
+        if args.send_labels:
+            print(
+                f"WARNING: --send-labels: made-up labels go to {args.service_url}/feedback; "
+                "they lower its live accuracy and `make retrain` will train on them.",
+                file=sys.stderr,
+            )
+        else:
+            print(f"Sending predictions only (no labels) to {args.service_url}.")
         snapshots = traffic_with_snapshots(
-            args.service_url, args.seconds, args.interval, args.max_requests
+            args.service_url, args.seconds, args.interval, args.max_requests, args.send_labels
         )
         views, label = panels_from_snapshots(snapshots), f"/metrics of {args.service_url}"
     else:
         args.out_dir.mkdir(parents=True, exist_ok=True)
-        with started_service(Path(tempfile.mkdtemp(prefix="iris-report-"))) as url:
-            snapshots = traffic_with_snapshots(url, args.seconds, args.interval, args.max_requests)
+        scratch = Path(tempfile.mkdtemp(prefix="iris-report-"))
+        with started_service(scratch, args.port) as url:
+            snapshots = traffic_with_snapshots(
+                url, args.seconds, args.interval, args.max_requests, send_labels=True
+            )
         views, label = panels_from_snapshots(snapshots), "/metrics of a local bentoml serve"
     for path in render(views, args.out_dir, label):
         print(path)
