@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import requests
@@ -345,51 +345,166 @@ def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
+@dataclass(frozen=True)
+class PanelStyle:
+    """How one dashboard panel is drawn: the unit of its y axis, and what an empty panel
+    means. `secondary` names series (by prefix) drawn on a right-hand axis with its own unit,
+    so that a count and a rate never share one scale."""
+
+    unit: str
+    empty: str = "no data in this window"
+    from_zero: bool = False
+    ylim: tuple[float, float] | None = None
+    secondary: tuple[str, str] | None = None  # (series prefix, unit of the right axis)
+
+
+NOT_ENABLED = "not enabled: no challenger in {mode} mode (IRIS_CHALLENGER_MODE={mode})"
+PANEL_STYLES: dict[str, PanelStyle] = {
+    "Request rate": PanelStyle("requests/s", from_zero=True),
+    "Errors": PanelStyle("errors/s", empty="no errors in this window", from_zero=True),
+    "Latency percentiles (POST /predict)": PanelStyle("latency (ms)", from_zero=True),
+    "Memory (resident, per API worker max)": PanelStyle("resident memory (MB)", from_zero=True),
+    "CPU time per request": PanelStyle("CPU time per request (ms)", from_zero=True),
+    "Data drift (PSI per feature)": PanelStyle("PSI (unitless, symlog scale)", from_zero=True),
+    "Class mix": PanelStyle("predictions/s", from_zero=True),
+    "Models in service": PanelStyle("in service (1 = yes)", ylim=(0, 1.3)),
+    "Canary share": PanelStyle(
+        "share of requests (%)", empty=NOT_ENABLED.format(mode="canary"), ylim=(0, 100)
+    ),
+    "Shadow agreement": PanelStyle(
+        "predictions/s", empty=NOT_ENABLED.format(mode="shadow"), from_zero=True
+    ),
+    "Shadow confusion (champion → challenger)": PanelStyle(
+        "predictions/s", empty=NOT_ENABLED.format(mode="shadow"), from_zero=True
+    ),
+    "Live accuracy (labelled predictions)": PanelStyle(
+        "accuracy (share, 0-1)", empty="no labels received (POST /feedback)", ylim=(0, 1.05)
+    ),
+    "Live recall per class": PanelStyle(
+        "recall (share, 0-1)", empty="no labels received (POST /feedback)", ylim=(0, 1.05)
+    ),
+    "Labelled predictions (live window)": PanelStyle(
+        "labelled predictions (count)",
+        empty="no labels received (POST /feedback)",
+        from_zero=True,
+        secondary=("labels/s", "labels received/s"),
+    ),
+    "Label delay": PanelStyle(
+        "label delay (s)", empty="no labels received (POST /feedback)", from_zero=True
+    ),
+}
+DRIFT_THRESHOLDS = (
+    (0.1, "moderate drift (PSI 0.1)", "orange"),
+    (0.25, "significant (0.25)", "red"),
+)
+TIME_AXIS = "time (UTC)"
+
+
+def style_of(title: str) -> PanelStyle:
+    return PANEL_STYLES.get(title, PanelStyle("value"))
+
+
+def shown_series(title: str, series: Series) -> Series:
+    """What a panel plots: the memory gauge named for what it is, canary shares in %, and
+    a model's "in service" line only while it serves (the info gauge of a model replaced
+    stays at 0, which read as a second champion)."""
+    if title.startswith("Memory"):
+        worker = "API worker (largest resident set)"
+        return {(worker if key == "value" else key): points for key, points in series.items()}
+    if title == "Canary share":
+        return {key: [(t, v * 100) for t, v in points] for key, points in series.items()}
+    if title == "Models in service":
+        return {
+            key: [(t, v if v > 0 else math.nan) for t, v in points]
+            for key, points in series.items()
+            if any(v > 0 for _, v in points)
+        }
+    return series
+
+
+def draw_panel(axes: Any, title: str, series: Series) -> None:
+    """One panel: every axis labelled with its unit, thresholds in the legend, a note on an
+    empty panel saying why it is empty."""
+    from datetime import UTC, datetime
+
+    import matplotlib.dates as mdates
+
+    style = style_of(title)
+    series = shown_series(title, series)
+    right = axes.twinx() if style.secondary else None
+    plotted = 0
+    for legend, points in sorted(series.items()):
+        finite = [(datetime.fromtimestamp(t, UTC), v) for t, v in points if not math.isnan(v)]
+        if not finite:
+            continue
+        target = right if right is not None and legend.startswith(style.secondary[0]) else axes
+        target.plot(*zip(*finite, strict=True), label=legend, marker=".", markersize=3)
+        plotted += 1
+    if title.startswith("Data drift"):
+        axes.set_yscale("symlog", linthresh=1.0)
+        for value, label, color in DRIFT_THRESHOLDS:
+            axes.axhline(value, color=color, linestyle="--", linewidth=1.2, label=label)
+    axes.set_title(title, fontsize=10)
+    axes.set_ylabel(style.unit, fontsize=8)
+    axes.set_xlabel(TIME_AXIS, fontsize=8)
+    axes.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))
+    axes.tick_params(labelsize=7)
+    if style.ylim:
+        axes.set_ylim(*style.ylim)
+    elif style.from_zero and plotted:
+        axes.set_ylim(bottom=0)
+    if right is not None:
+        right.set_ylabel(style.secondary[1], fontsize=8)
+        right.tick_params(labelsize=7)
+        if plotted:
+            right.set_ylim(bottom=0)
+    handles, labels = axes.get_legend_handles_labels()
+    if right is not None:
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    if plotted:
+        axes.legend(handles, labels, fontsize=7, loc="upper left")
+    else:
+        axes.text(
+            0.5, 0.5, style.empty, ha="center", va="center", fontsize=8, color="dimgrey",
+            transform=axes.transAxes, wrap=True,
+        )  # fmt: skip
+
+
+def overview_figure(views: dict[str, Series], source: str) -> Any:
+    """All panels in one figure, two per row, the title above them (constrained layout, so
+    the title never overlaps a panel)."""
+    import matplotlib.pyplot as plt
+
+    rows = math.ceil(len(views) / 2)
+    figure, grid = plt.subplots(
+        rows, 2, figsize=(13, 3.4 * rows), squeeze=False, layout="constrained"
+    )
+    for axes, (title, series) in zip(grid.flat, views.items(), strict=False):
+        draw_panel(axes, title, series)
+    for axes in list(grid.flat)[len(views) :]:
+        axes.axis("off")
+    figure.suptitle(f"Iris classifier — {source}", fontsize=13)
+    return figure
+
+
 def render(views: dict[str, Series], out_dir: Path, source: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    from datetime import datetime
-
-    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-
-    def draw(axes: plt.Axes, title: str, series: Series) -> None:
-        for legend, points in sorted(series.items()):
-            finite = [(datetime.fromtimestamp(t), v) for t, v in points if math.isfinite(v)]
-            if finite:
-                axes.plot(*zip(*finite, strict=True), label=legend, marker=".", markersize=3)
-        if title.startswith("Data drift"):
-            axes.axhline(0.1, color="orange", linestyle="--", linewidth=1)
-            axes.axhline(0.25, color="red", linestyle="--", linewidth=1)
-        axes.set_title(title, fontsize=10)
-        axes.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
-        axes.tick_params(labelsize=7)
-        if series:
-            axes.legend(fontsize=7)
-        else:
-            axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
-
     for title, series in views.items():
-        figure, axes = plt.subplots(figsize=(7, 3.5))
-        draw(axes, title, series)
-        figure.tight_layout()
+        figure, axes = plt.subplots(figsize=(7, 3.5), layout="constrained")
+        draw_panel(axes, title, series)
         path = out_dir / f"monitoring-{_slug(title)}.png"
         figure.savefig(path, dpi=90)
         plt.close(figure)
         written.append(path)
 
-    rows = math.ceil(len(views) / 2)
-    figure, grid = plt.subplots(rows, 2, figsize=(13, 3.2 * rows), squeeze=False)
-    for axes, (title, series) in zip(grid.flat, views.items(), strict=False):
-        draw(axes, title, series)
-    for axes in list(grid.flat)[len(views) :]:
-        axes.axis("off")
-    figure.suptitle(f"Iris classifier — {source}", fontsize=12)
-    figure.tight_layout()
+    figure = overview_figure(views, source)
     overview = out_dir / "monitoring.png"
     figure.savefig(overview, dpi=80)
     plt.close(figure)
