@@ -397,6 +397,7 @@ DRIFT_THRESHOLDS = (
     (0.1, "moderate drift (PSI 0.1)", "orange"),
     (0.25, "significant (0.25)", "red"),
 )
+DRIFT_TICKS = (0, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 TIME_AXIS = "time (UTC)"
 
 
@@ -408,9 +409,15 @@ def shown_series(title: str, series: Series) -> Series:
     """What a panel plots: the memory gauge named for what it is, canary shares in %, and
     a model's "in service" line only while it serves (the info gauge of a model replaced
     stays at 0, which read as a second champion)."""
+    if style_of(title).empty.startswith("not enabled"):
+        # a challenger's series exist at 0 while none serves: that is "not enabled", not data
+        return {key: points for key, points in series.items() if any(v for _, v in points)}
     if title.startswith("Memory"):
         worker = "API worker (largest resident set)"
-        return {(worker if key == "value" else key): points for key, points in series.items()}
+        return {  # 0 MB: the gauge before the worker's first reading
+            (worker if key == "value" else key): [(t, v) for t, v in points if v > 0]
+            for key, points in series.items()
+        }
     if title == "Canary share":
         return {key: [(t, v * 100) for t, v in points] for key, points in series.items()}
     if title == "Models in service":
@@ -427,21 +434,31 @@ def draw_panel(axes: Any, title: str, series: Series) -> None:
     empty panel saying why it is empty."""
     from datetime import UTC, datetime
 
+    import matplotlib
     import matplotlib.dates as mdates
 
     style = style_of(title)
     series = shown_series(title, series)
     right = axes.twinx() if style.secondary else None
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     plotted = 0
     for legend, points in sorted(series.items()):
         finite = [(datetime.fromtimestamp(t, UTC), v) for t, v in points if not math.isnan(v)]
         if not finite:
             continue
-        target = right if right is not None and legend.startswith(style.secondary[0]) else axes
-        target.plot(*zip(*finite, strict=True), label=legend, marker=".", markersize=3)
+        on_right = right is not None and legend.startswith(style.secondary[0])
+        (right if on_right else axes).plot(
+            *zip(*finite, strict=True),
+            label=legend,
+            marker=".",
+            markersize=3,
+            color=colors[plotted % len(colors)],  # one cycle over both axes
+            linestyle="--" if on_right else "-",
+        )
         plotted += 1
     if title.startswith("Data drift"):
         axes.set_yscale("symlog", linthresh=1.0)
+        axes.set_yticks(DRIFT_TICKS, [f"{tick:g}" for tick in DRIFT_TICKS])
         for value, label, color in DRIFT_THRESHOLDS:
             axes.axhline(value, color=color, linestyle="--", linewidth=1.2, label=label)
     axes.set_title(title, fontsize=10)
@@ -452,7 +469,7 @@ def draw_panel(axes: Any, title: str, series: Series) -> None:
     if style.ylim:
         axes.set_ylim(*style.ylim)
     elif style.from_zero and plotted:
-        axes.set_ylim(bottom=0)
+        axes.set_ylim(bottom=0, top=axes.get_ylim()[1] * 1.1)  # headroom for the line
     if right is not None:
         right.set_ylabel(style.secondary[1], fontsize=8)
         right.tick_params(labelsize=7)
@@ -465,6 +482,7 @@ def draw_panel(axes: Any, title: str, series: Series) -> None:
     if plotted:
         axes.legend(handles, labels, fontsize=7, loc="upper left")
     else:
+        axes.set_xticks([])  # no time range to show
         axes.text(
             0.5, 0.5, style.empty, ha="center", va="center", fontsize=8, color="dimgrey",
             transform=axes.transAxes, wrap=True,

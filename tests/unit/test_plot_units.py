@@ -28,7 +28,10 @@ def _points(*values: float) -> list[tuple[float, float]]:
 def _views() -> dict[str, report.Series]:
     views: dict[str, report.Series] = {panel["title"]: {} for panel in report.dashboard_panels()}
     views["Request rate"] = {"/predict": _points(10, 12, 11)}
-    views["Memory (resident, per API worker max)"] = {"value": _points(291, 295, 299)}
+    views["Memory (resident, per API worker max)"] = {"value": _points(0, 291, 295, 299)}
+    # a service without a challenger exports these series at 0
+    views["Canary share"] = {"answered by the challenger": _points(0, 0, 0)}
+    views["Shadow agreement"] = {"agree": _points(0, 0), "not shadowed: no_challenger": []}
     views["Data drift (PSI per feature)"] = {"petal_length": _points(0.02, 3.5, 7.0)}
     views["Models in service"] = {
         "champion: iris-classifier:old": _points(0, 0, 0),
@@ -73,6 +76,8 @@ def test_memory_starts_at_zero_and_names_its_series(overview) -> None:
     assert memory.get_ylim()[0] == 0
     legend = [text.get_text() for text in memory.get_legend().get_texts()]
     assert legend == ["API worker (largest resident set)"]
+    (line,) = memory.get_lines()
+    assert list(line.get_ydata()) == [291, 295, 299]  # not the gauge's 0 before a reading
 
 
 def test_a_replaced_model_at_zero_is_not_a_second_series(overview) -> None:
