@@ -39,7 +39,7 @@ $(INSTALLED): requirements-serve.txt requirements.txt requirements-dev.txt const
 	@echo "Installing the pinned dependencies into $(VENV) (1 to 4 minutes on a fresh machine)..."
 	$(PY) -m pip install --quiet --upgrade pip
 	@set -o pipefail; $(PY) -m pip install --progress-bar off -r requirements-dev.txt -c constraints.txt \
-		| grep --line-buffered -E '^(Collecting|Successfully installed)' | sed -u 's/^/  /'
+		| { grep --line-buffered -E '^(Collecting|Successfully installed)' || true; } | sed -u 's/^/  /'
 	@touch $@
 
 venv: $(INSTALLED) ## Create .venv and install the pinned dependencies
