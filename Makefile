@@ -14,9 +14,16 @@ PORT ?= 3000
 # Seconds `bentoml serve` lets in-flight requests finish after SIGTERM.
 GRACE_PERIOD ?= 10
 
-# Project-local state (git-ignored): MLflow store, BentoML home, build output.
-export BENTOML_HOME := $(CURDIR)/state/bentoml
+# Project-local state (git-ignored): MLflow store, BentoML home, build output. Both stores
+# follow one rule, here and in every Python entry point (iris_pipeline/paths.py): a value from
+# the command line or the environment wins; what is not set is the project's store in state/.
+export BENTOML_HOME ?= $(CURDIR)/state/bentoml
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/state/mlflow/mlflow.db
+ifneq ($(filter file,$(origin BENTOML_HOME) $(origin MLFLOW_TRACKING_URI)),)
+ifneq ($(origin BENTOML_HOME),$(origin MLFLOW_TRACKING_URI))
+$(warning only one of BENTOML_HOME and MLFLOW_TRACKING_URI is set; the other is the project's store in state/. Set both or neither, or the registry and the model store disagree.)
+endif
+endif
 export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
@@ -24,12 +31,15 @@ export BENTOML_DO_NOT_TRACK := True
 	k8s-manifests report loadtest bench overload models promote rollback retrain
 
 help: ## List the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}' \
+		| sed -e 's|$$(HOST)|$(HOST)|g' -e 's|$$(PORT)|$(PORT)|g'
 
 $(INSTALLED): requirements-serve.txt requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	@echo "Installing the pinned dependencies into $(VENV) (1 to 4 minutes on a fresh machine)..."
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	@set -o pipefail; $(PY) -m pip install --progress-bar off -r requirements-dev.txt -c constraints.txt \
+		| { grep --line-buffered -E '^(Collecting|Successfully installed)' || true; } | sed -u 's/^/  /'
 	@touch $@
 
 venv: $(INSTALLED) ## Create .venv and install the pinned dependencies
@@ -45,12 +55,16 @@ FORCE ?=
 MARGIN ?=
 SERVICE_URL ?=
 
+# A refused promotion or gate exits 3 from the lifecycle command; make then prints
+# "make: *** [Makefile:<line>: promote] Error 3" and exits 2 itself (docs/lifecycle.md).
+PROMOTE_FLAGS = $(if $(VERSION),--version $(VERSION)) $(if $(filter 1 yes true,$(FORCE)),--force) \
+	$(if $(MARGIN),--recall-margin $(MARGIN))
+
 models: $(INSTALLED) ## Every model version: registry version, BentoML tag, metrics, aliases, what serves (SERVICE_URL=...)
 	$(PY) -m iris_pipeline.lifecycle models $(if $(SERVICE_URL),--service-url $(SERVICE_URL))
 
 promote: $(INSTALLED) ## Challenger -> champion through the quality gate (VERSION=n, FORCE=1, MARGIN=0.05)
-	$(PY) -m iris_pipeline.lifecycle promote $(if $(VERSION),--version $(VERSION)) \
-		$(if $(filter 1 yes true,$(FORCE)),--force) $(if $(MARGIN),--recall-margin $(MARGIN))
+	$(PY) -m iris_pipeline.lifecycle promote $(strip $(PROMOTE_FLAGS))
 
 rollback: $(INSTALLED) ## The previous champion becomes champion again
 	$(PY) -m iris_pipeline.lifecycle rollback
@@ -62,15 +76,23 @@ rollback: $(INSTALLED) ## The previous champion becomes champion again
 AUTO_PROMOTE ?=
 RETRAIN_ARGS ?=
 
+RETRAIN_GATE = $(if $(filter 1 yes true,$(AUTO_PROMOTE)),promote,gate) $(if $(MARGIN),--recall-margin $(MARGIN))
+
 retrain: $(INSTALLED) ## Train on Iris + labelled feedback, register the challenger, run the quality gate (AUTO_PROMOTE=1 promotes)
 	$(PY) train.py --with-feedback $(RETRAIN_ARGS)
-	$(PY) -m iris_pipeline.lifecycle $(if $(filter 1 yes true,$(AUTO_PROMOTE)),promote,gate) \
-		$(if $(MARGIN),--recall-margin $(MARGIN))
+	$(PY) -m iris_pipeline.lifecycle $(strip $(RETRAIN_GATE))
+
+# Under `make serve` the per-request JSON lines go to this file (one per start), so the terminal
+# shows start-up, model switches, warnings and errors; REQUEST_LOG_FILE= keeps them on stdout.
+ifeq ($(origin REQUEST_LOG_FILE),undefined)
+REQUEST_LOG_FILE := $(CURDIR)/state/logs/requests-$(shell date -u +%Y%m%dT%H%M%SZ).jsonl
+endif
+SERVE_FLAGS = --host $(HOST) --port $(PORT) --timeout-graceful-shutdown $(GRACE_PERIOD)
 
 serve: $(INSTALLED) ## Train if no champion is in the store, then serve on $(HOST):$(PORT)
 	$(PY) train.py --if-missing
-	$(BIN)/bentoml serve service:IrisClassifier --host $(HOST) --port $(PORT) \
-		--timeout-graceful-shutdown $(GRACE_PERIOD)
+	@$(if $(REQUEST_LOG_FILE),echo "Per-request log lines: $(REQUEST_LOG_FILE)")
+	IRIS_REQUEST_LOG_FILE=$(REQUEST_LOG_FILE) $(BIN)/bentoml serve service:IrisClassifier $(SERVE_FLAGS)
 
 test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
 	tools/ensure-debian-packages.sh prometheus chromium nginx-light wrk
@@ -89,10 +111,13 @@ SCENARIO ?= typical
 USERS ?= 50
 RUN_TIME ?= 60s
 BENCH_ARGS ?=
+# e.g. LOADTEST_ARGS="--port 3100" (the service it starts), or "--host http://127.0.0.1:3000"
+# (a running service; nothing is started).
+LOADTEST_ARGS ?=
 
-loadtest: $(INSTALLED) ## Locust, headless, against a service it starts (SCENARIO=typical|saturation, RUN_TIME=60s): reports/locust-*
+loadtest: $(INSTALLED) ## Locust, headless, against a service it starts (SCENARIO=typical|saturation, RUN_TIME=60s, LOADTEST_ARGS=--port N|--host URL): reports/locust-*
 	$(PY) train.py --if-missing
-	$(PY) -m tools.loadtest --scenario $(SCENARIO) --users $(USERS) --run-time $(RUN_TIME) --out-dir reports
+	$(PY) -m tools.loadtest --scenario $(SCENARIO) --users $(USERS) --run-time $(RUN_TIME) --out-dir reports $(LOADTEST_ARGS)
 
 bench: $(INSTALLED) ## Benchmark vs FastAPI, MLServer, minimal BentoML, FastAPI+ONNX: saturation, sweep, capacity at p99, targets (wrk, ~45 min): reports/bench.*
 	tools/ensure-debian-packages.sh wrk
@@ -106,9 +131,13 @@ overload: $(INSTALLED) ## Flood benchmark, straight and through the nginx front 
 finops: $(INSTALLED) ## Cost simulation: reports/finops.md, finops.json and PNGs (uses reports/bench.json if present; FINOPS_ARGS=...)
 	$(PY) -m tools.finops --out-dir reports $(FINOPS_ARGS)
 
+# REPORT_ARGS="--port N" picks the port of the service it starts (and of LOOP=1's);
+# "--send-labels" with SERVICE_URL also sends made-up labels there (docs/monitoring.md).
+REPORT_FLAGS = $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) \
+	$(if $(SERVICE_URL),--service-url $(SERVICE_URL)) $(if $(filter 1 yes true,$(LOOP)),--feedback-loop)
+
 report: $(INSTALLED) ## Monitoring plots in reports/ (PROMETHEUS_URL=... or SERVICE_URL=..., else a local serve; LOOP=1 adds the feedback loop, ~3 min)
-	$(PY) -m tools.report $(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) \
-		$(if $(filter 1 yes true,$(LOOP)),--feedback-loop) --out-dir reports $(REPORT_ARGS)
+	$(PY) -m tools.report $(strip $(REPORT_FLAGS) --out-dir reports $(REPORT_ARGS))
 
 container: $(INSTALLED) ## OCI image: bentoml build + containerize (docker, else buildah/podman; CONTAINER_BACKEND=...)
 	$(PY) train.py --if-missing

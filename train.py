@@ -6,7 +6,10 @@ Every candidate is converted to ONNX and checked against its scikit-learn model
 
 The winner becomes a new version of the MLflow registered model and of the BentoML model,
 and the `challenger`; it is made `champion` only by `make promote` (iris_pipeline.lifecycle),
-except when nothing serves yet (no champion, or its model is not in the BentoML store).
+except when the registry has no champion yet. A champion whose model is missing from the
+BentoML store (a wiped state/bentoml) is restored from the MLflow registry, never replaced.
+The stores are the project's (state/) unless the environment names them
+(iris_pipeline/paths.py), whoever starts this script.
 
 python train.py                      # all candidates, default seed
 python train.py --candidates logistic_regression random_forest --seed 7
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -39,8 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "Train scikit-learn candidates on Iris, compile each to ONNX and check that it "
             "answers like scikit-learn (a candidate that does not is left out), track every "
             "run in MLflow, register the best run (test macro-F1, ties broken by CV macro-F1 "
-            "then single-row ONNX Runtime latency) as the challenger (the champion when none "
-            "serves) and import its models into the BentoML model store."
+            "then single-row ONNX Runtime latency) as the challenger (the champion when the "
+            "registry has none) and import its models into the BentoML model store."
         )
     )
     parser.add_argument(
@@ -68,7 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--if-missing",
         action="store_true",
-        help="exit successfully without training when a champion is in the BentoML store",
+        help=(
+            "exit successfully without training when the champion is in the BentoML store "
+            "(restored from the MLflow registry when it was lost)"
+        ),
     )
     parser.add_argument(
         "--label-noise",
@@ -112,10 +119,12 @@ def run(args: argparse.Namespace) -> int:
     from iris_pipeline import gate, registry, tracking, training
     from iris_pipeline.compiling import compile_candidate, servable_candidates
 
+    print(f"Stores: MLflow {tracking.tracking_uri()}, BentoML {os.environ['BENTOML_HOME']}")
+    restored = _restore_champion(args.model_name)
     if args.if_missing:
         champion = registry.serving_champion(args.model_name)
         if champion is not None:
-            print(f"Champion {champion} is already in the BentoML store; not training.")
+            print(f"Champion {champion} is in the BentoML store; not training.")
             return EXIT_OK
 
     feedback, extra = None, None
@@ -132,12 +141,20 @@ def run(args: argparse.Namespace) -> int:
     data = training.load_dataset(args.seed, args.test_size, args.label_noise, extra)
     stats = training.feature_statistics(data.x_train)
     experiment_id = tracking.ensure_experiment(args.experiment_name)
-    print(f"MLflow store: {tracking.tracking_uri()} (experiment {args.experiment_name!r})")
+    families = list(dict.fromkeys(args.candidates))
+    print(
+        f"Training {len(families)} candidate(s) on {len(data.x_train)} flowers (seed "
+        f"{args.seed}), scored on {len(data.x_test)} held-out test flowers and by "
+        f"{args.cv_folds}-fold cross-validation; MLflow experiment {args.experiment_name!r}"
+    )
     if args.label_noise:
         print(f"  label noise: {args.label_noise:.0%} of the training labels are wrong on purpose")
+    print(
+        f"  {'candidate':<20} {'test macro-F1':>13} {'CV macro-F1':>12} {'predict':>10}  MLflow run"
+    )
 
     results = []
-    for family in dict.fromkeys(args.candidates):
+    for family in families:
         result = training.evaluate_candidate(family, data, args.seed, args.cv_folds)
         result.params["label_noise"] = str(args.label_noise)
         compile_candidate(result, data)
@@ -145,14 +162,15 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
         metrics = result.metrics
         print(
-            f"  {family:<20} test macro-F1 {metrics['test_macro_f1']:.4f}  "
-            f"CV macro-F1 {metrics['cv_macro_f1_mean']:.4f}  "
-            f"predict {metrics['predict_latency_ms']:.3f} ms  run {result.run_id}"
+            f"  {family:<20} {metrics['test_macro_f1']:>13.4f} "
+            f"{metrics['cv_macro_f1_mean']:>12.4f} {metrics['predict_latency_ms']:>7.2f} ms  "
+            f"{result.run_id}"
         )
         _print_compilation(result)
 
     best = training.select_best(servable_candidates(results))
     assert best.run_id is not None
+    print(f"Chosen: {training.explain_choice(servable_candidates(results), best)}")
     # Scored on the gate's flowers only now, after the choice, so they never pick a model.
     evaluation = _gate_evaluation(args, data)
     gate_figures = gate.gate_metrics(best.model, evaluation[0], evaluation[1])
@@ -162,12 +180,20 @@ def run(args: argparse.Namespace) -> int:
         best, stats, version, args.experiment_name, args.model_name, gate_figures[gate.MACRO_F1]
     )
     role = registry.enter_new_version(args.model_name, version, str(bento_model.tag))
-    print(f"Best run: {best.family} ({best.run_id}), MLflow registry version {version}")
-    print(f"BentoML model: {bento_model.tag} (gate macro-F1 {gate_figures[gate.MACRO_F1]:.4f})")
+    print(
+        f"Registered {best.family} as MLflow registry version {version}, BentoML model "
+        f"{bento_model.tag} (gate macro-F1 {gate_figures[gate.MACRO_F1]:.4f} on the "
+        f"{len(evaluation[1])} gate flowers no candidate was chosen on)"
+    )
     if role == registry.CHAMPION:
-        print(f"Version {version} is the champion (nothing was serving yet).")
+        print(f"Version {version} is the champion (the registry had none yet).")
     else:
         print(f"Version {version} is the challenger; `make promote` runs the quality gate.")
+        if restored is None:
+            print(
+                "The champion's model is in neither store: `make promote` refuses until it "
+                "is back (or FORCE=1 promotes without the gate)."
+            )
     return EXIT_OK
 
 
@@ -184,6 +210,25 @@ def _print_compilation(result: CandidateResult) -> None:
         )
     else:
         print(f"  {'':<20} EXCLUDED from the choice: ONNX {equivalence.describe()}")
+
+
+def _restore_champion(name: str) -> str | None:
+    """The champion's BentoML tag, after bringing its model back from the MLflow registry
+    when the BentoML store lost it (iris_pipeline/restore.py); None when there is no
+    champion or it cannot be restored (said on stderr)."""
+    from iris_pipeline import registry, restore
+
+    before = registry.serving_champion(name)
+    if before is not None:
+        return before
+    try:
+        tag = restore.restore_champion(name)
+    except restore.RestoreError as exc:
+        print(f"train.py: warning: the champion's model cannot be restored: {exc}", file=sys.stderr)
+        return None
+    if tag is not None:
+        print(f"Restored the champion's model {tag} from the MLflow registry into BentoML.")
+    return tag
 
 
 def _gate_evaluation(args: argparse.Namespace, data: Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -122,11 +122,12 @@ def mirror_aliases(name: str) -> ServingAliases:
 
 
 def enter_new_version(name: str, version: str, bento_tag: str) -> str:
-    """A freshly trained version becomes `challenger`, or `champion` when nothing serves yet
-    (no champion in the registry, or its model is not in the BentoML store). Returns the role."""
+    """A freshly trained version becomes `challenger`, or `champion` when the registry has no
+    champion yet. An existing champion is never replaced here, not even when its model is
+    missing from the BentoML store (train.py restores it, iris_pipeline/restore.py): only
+    `make promote` replaces it, through the quality gate. Returns the role."""
     tag_version(name, version, {BENTOML_TAG: bento_tag})
-    champion = alias_version(name, CHAMPION)
-    if champion is not None and in_bentoml_store(bentoml_tag(name, champion)):
+    if alias_version(name, CHAMPION) is not None:
         set_challenger(name, version)
         role = CHALLENGER
     else:

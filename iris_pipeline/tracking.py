@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iris_pipeline.paths import DEFAULT_MLFLOW_DIR
+from iris_pipeline.paths import DEFAULT_MLFLOW_DIR, DEFAULT_MLFLOW_URI
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
 
 if TYPE_CHECKING:
@@ -21,12 +25,12 @@ if TYPE_CHECKING:
 
 
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else an embedded SQLite store inside the project."""
-    explicit = os.environ.get("MLFLOW_TRACKING_URI")
-    if explicit:
-        return explicit
-    DEFAULT_MLFLOW_DIR.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{DEFAULT_MLFLOW_DIR / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI if set, else an embedded SQLite store inside the project
+    (iris_pipeline.paths.use_project_stores)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_MLFLOW_URI
+    if uri == DEFAULT_MLFLOW_URI:
+        DEFAULT_MLFLOW_DIR.mkdir(parents=True, exist_ok=True)
+    return uri
 
 
 def ensure_experiment(name: str) -> str:
@@ -91,14 +95,16 @@ def log_candidate(
         if feedback is not None:
             log_feedback_dataset(feedback)
         example = data.x_train.iloc[:3]
-        mlflow.sklearn.log_model(
-            result.model,
-            name="model",
-            signature=infer_signature(example, result.model.predict_proba(example.to_numpy())),
-            input_example=example,
-            pyfunc_predict_fn="predict_proba",
-            serialization_format="pickle",
-        )
+        with quiet_model_logging():
+            info = mlflow.sklearn.log_model(
+                result.model,
+                name="model",
+                signature=infer_signature(example, result.model.predict_proba(example.to_numpy())),
+                input_example=example,
+                pyfunc_predict_fn="predict_proba",
+                serialization_format="pickle",
+            )
+        result.model_uri = info.model_uri
         log_compilation(result)
         return run.info.run_id
 
@@ -165,15 +171,54 @@ def _onnx_requirements() -> list[str]:
     return [f"onnx=={version('onnx')}", f"onnxruntime=={version('onnxruntime')}"]
 
 
+class _DropMessage(logging.Filter):
+    """Drops the records of one logger whose message starts with `prefix`."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def quiet_model_logging() -> Iterator[None]:
+    """Silence the two messages every candidate's `log_model` printed although nothing is
+    wrong, and only those:
+
+    - MLflow's WARNING that pickle can run code when loaded: the choice is deliberate and
+      guarded (log_candidate's docstring), so repeating it per candidate reads as an error;
+    - scikit-learn's "X has feature names, but ... was fitted without feature names": MLflow
+      checks the input example (a DataFrame, for the signature's column names) against the
+      model, which is fitted on arrays because the service sends arrays.
+    """
+    sklearn_logger = logging.getLogger("mlflow.sklearn")
+    pickle_note = _DropMessage("Saving scikit-learn models in the pickle")
+    sklearn_logger.addFilter(pickle_note)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="X has feature names, but", category=UserWarning
+            )
+            yield
+    finally:
+        sklearn_logger.removeFilter(pickle_note)
+
+
 def log_feedback_dataset(feedback: FeedbackSet) -> None:
     """The labelled feedback a run trained on, as an MLflow dataset input (its size, digest
     and schema in the run's inputs) with its size and time range as parameters."""
     import mlflow
 
     frame = feedback.x.assign(class_name=[CLASS_NAMES[c] for c in feedback.y])
-    dataset = mlflow.data.from_pandas(
-        frame, source=feedback.source, name="feedback", targets="class_name"
-    )
+    with warnings.catch_warnings():
+        # A local path matches two of MLflow's source kinds; it says so and picks the local
+        # file one, which is right.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
+        dataset = mlflow.data.from_pandas(
+            frame, source=feedback.source, name="feedback", targets="class_name"
+        )
     mlflow.log_input(dataset, context="training")
     time_range = feedback.time_range()
     mlflow.log_params(
@@ -189,8 +234,10 @@ def register_best(best: CandidateResult, registered_name: str = MODEL_NAME) -> s
     """Register the chosen run's model in the MLflow model registry; returns its version."""
     import mlflow
 
+    # The logged model's own URI: `runs:/<id>/model` makes MLflow print that the run has no
+    # artifacts at that path before resolving it to the same model.
     version = mlflow.register_model(
-        f"runs:/{best.run_id}/model",
+        best.model_uri or f"runs:/{best.run_id}/model",
         registered_name,
         tags={"model_family": best.family, **onnx_version_tags(best)},
     )
@@ -229,8 +276,47 @@ def import_into_bentoml(
     bento_model_name: str = MODEL_NAME,
     gate_macro_f1: float | None = None,
 ) -> bentoml.Model:
-    """A new version of the BentoML model, labelled with its lineage, holding the chosen
-    run's two models as MLflow logged them:
+    """A new version of the BentoML model from the chosen run (import_run_model), after
+    checking that the candidate compiled to an equivalent ONNX model."""
+    compilation = best.compilation
+    if compilation is None or compilation.compiled is None or not compilation.servable:
+        reason = compilation.equivalence.reason if compilation else "it was not compiled"
+        raise ValueError(f"{best.family} has no equivalent ONNX model ({reason})")
+    assert best.run_id is not None
+    compiled = compilation.compiled
+    return import_run_model(
+        best.run_id,
+        best.family,
+        best.metrics,
+        stats,
+        registered_version,
+        experiment_name,
+        bento_model_name,
+        gate_macro_f1,
+        onnx={
+            "onnx_sha256": compiled.sha256,
+            "onnx_input": compiled.input_name,
+            "onnx_probabilities_output": compiled.probabilities_output,
+            "onnx_opset": compiled.opset,
+            "onnx_equivalence": compilation.equivalence.as_metadata(),
+        },
+    )
+
+
+def import_run_model(
+    run_id: str,
+    family: str,
+    metrics: dict[str, float],
+    stats: dict[str, Any],
+    registered_version: str,
+    experiment_name: str,
+    bento_tag: str = MODEL_NAME,
+    gate_macro_f1: float | None = None,
+    onnx: dict[str, Any] | None = None,
+) -> bentoml.Model:
+    """A BentoML model `bento_tag` (a name gets a new version; a full `name:version` restores
+    that very tag, see iris_pipeline/restore.py) holding the run's two models as MLflow
+    logged them:
 
     - `model.onnx` at its root: the compiled model, the only file the service loads;
     - `mlflow_model/`: the MLflow model directory (MLmodel and the scikit-learn pickle), for
@@ -238,68 +324,93 @@ def import_into_bentoml(
 
     The metadata names what the service needs to run `model.onnx` (`onnx_input`,
     `onnx_probabilities_output`: float32 [rows, classes] in CLASS_NAMES order, `onnx_opset`)
-    and how to trust it (`onnx_sha256`, `onnx_equivalence`).
+    and how to trust it (`onnx_sha256`, `onnx_equivalence`). `onnx` is that record as
+    training checked it; without it (a restore) it is read back from the run's own record.
     """
     import bentoml
     import mlflow
 
     from .compiling import ONNX_FILE
 
-    compilation = best.compilation
-    if compilation is None or compilation.compiled is None or not compilation.servable:
-        reason = compilation.equivalence.reason if compilation else "it was not compiled"
-        raise ValueError(f"{best.family} has no equivalent ONNX model ({reason})")
-    compiled = compilation.compiled
     labels = {
-        "mlflow_run_id": best.run_id or "",
-        "model_family": best.family,
-        "test_macro_f1": f"{best.metrics['test_macro_f1']:.4f}",
-        "test_accuracy": f"{best.metrics['test_accuracy']:.4f}",
-        "cv_macro_f1": f"{best.metrics['cv_macro_f1_mean']:.4f}",
+        "mlflow_run_id": run_id,
+        "model_family": family,
+        "test_macro_f1": f"{metrics['test_macro_f1']:.4f}",
+        "test_accuracy": f"{metrics['test_accuracy']:.4f}",
+        "cv_macro_f1": f"{metrics['cv_macro_f1_mean']:.4f}",
         "mlflow_registered_version": registered_version,
         "runtime": "onnx",
     }
     if gate_macro_f1 is not None:
         labels["gate_macro_f1"] = f"{gate_macro_f1:.4f}"
-    metadata = {
-        "mlflow_run_id": best.run_id,
-        "mlflow_experiment": experiment_name,
-        "mlflow_tracking_uri": tracking_uri(),
-        "model_family": best.family,
-        "metrics": best.metrics,
-        "feature_names": list(FEATURE_NAMES),
-        "class_names": list(CLASS_NAMES),
-        "feature_statistics": json.loads(json.dumps(stats)),
-        "onnx_sha256": compiled.sha256,
-        "onnx_input": compiled.input_name,
-        "onnx_probabilities_output": compiled.probabilities_output,
-        "onnx_opset": compiled.opset,
-        "onnx_equivalence": compilation.equivalence.as_metadata(),
-    }
     with tempfile.TemporaryDirectory() as scratch:
         mlflow_model = Path(
             mlflow.artifacts.download_artifacts(
-                f"runs:/{best.run_id}/model", dst_path=str(Path(scratch) / "sklearn")
+                f"runs:/{run_id}/model", dst_path=str(Path(scratch) / "sklearn")
             )
         )
         onnx_model = Path(
             mlflow.artifacts.download_artifacts(
-                f"runs:/{best.run_id}/{ONNX_ARTIFACT}", dst_path=str(Path(scratch) / "onnx")
+                f"runs:/{run_id}/{ONNX_ARTIFACT}", dst_path=str(Path(scratch) / "onnx")
             )
         )
         onnx_bytes = (onnx_model / ONNX_FILE).read_bytes()
-        if hashlib.sha256(onnx_bytes).hexdigest() != compiled.sha256:
+        record = onnx or _onnx_record_of_run(run_id, onnx_bytes)
+        if hashlib.sha256(onnx_bytes).hexdigest() != record["onnx_sha256"]:
             raise RuntimeError(
-                f"the ONNX model logged in MLflow run {best.run_id} is not the one whose "
+                f"the ONNX model logged in MLflow run {run_id} is not the one whose "
                 "equivalence was checked (SHA-256 differs)"
             )
-        metadata["model_file_sha256"] = _model_file_sha256(mlflow_model)
-        with bentoml.models.create(
-            bento_model_name, labels=labels, metadata=metadata
-        ) as bento_model:
+        metadata = {
+            "mlflow_run_id": run_id,
+            "mlflow_experiment": experiment_name,
+            "mlflow_tracking_uri": tracking_uri(),
+            "model_family": family,
+            "metrics": metrics,
+            "feature_names": list(FEATURE_NAMES),
+            "class_names": list(CLASS_NAMES),
+            "feature_statistics": json.loads(json.dumps(stats)),
+            **record,
+            "model_file_sha256": _model_file_sha256(mlflow_model),
+        }
+        with bentoml.models.create(bento_tag, labels=labels, metadata=metadata) as bento_model:
             shutil.copytree(mlflow_model, bento_model.path_of(MLFLOW_MODEL_DIR))
             Path(bento_model.path_of(ONNX_FILE)).write_bytes(onnx_bytes)
     return bentoml.models.get(bento_model.tag)
+
+
+def _onnx_record_of_run(run_id: str, onnx_bytes: bytes) -> dict[str, Any]:
+    """The ONNX record of a run as training logged it (tags `onnx_equivalent`, metrics
+    `onnx_max_abs_diff`, `onnx_rows_checked`); a run whose ONNX model was not equivalent
+    cannot be restored into the store the service loads from."""
+    import onnx
+    from mlflow import MlflowClient
+
+    from .compiling import INPUT_NAME, PROBABILITIES_OUTPUT
+
+    run = MlflowClient(tracking_uri()).get_run(run_id)
+    if run.data.tags.get("onnx_equivalent") != "true":
+        raise ValueError(f"run {run_id} has no equivalent ONNX model; it cannot be served")
+    metrics = run.data.metrics
+    opset = max(
+        (
+            entry.version
+            for entry in onnx.load_from_string(onnx_bytes).opset_import
+            if entry.domain in ("", "ai.onnx")
+        ),
+        default=0,
+    )
+    return {
+        "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+        "onnx_input": INPUT_NAME,
+        "onnx_probabilities_output": PROBABILITIES_OUTPUT,
+        "onnx_opset": int(opset),
+        "onnx_equivalence": {
+            "passed": True,
+            "max_abs_diff": float(metrics.get("onnx_max_abs_diff", 0.0)),
+            "rows": int(metrics.get("onnx_rows_checked", 0)),
+        },
+    }
 
 
 def _model_file_sha256(mlflow_model: Path) -> str:

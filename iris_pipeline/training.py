@@ -92,6 +92,8 @@ class CandidateResult:
     params: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None
     compilation: Compilation | None = None  # its ONNX form and equivalence (compiling.py)
+    # The logged model (`models:/m-...`), registered as it is (tracking.register_best).
+    model_uri: str | None = None
 
 
 def gate_set() -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
@@ -208,6 +210,46 @@ def selection_key(result: CandidateResult) -> tuple[float, float, float, str]:
         round(result.metrics["cv_macro_f1_mean"], 4),
         -round(result.metrics["predict_latency_ms"], 2),
         result.family,
+    )
+
+
+# What each element of selection_key compares, in order, and how to print its value.
+SELECTION_CRITERIA = (
+    ("test macro-F1", "test_macro_f1", "{:.4f}"),
+    ("cross-validated macro-F1", "cv_macro_f1_mean", "{:.4f}"),
+    ("single-row predict time", "predict_latency_ms", "{:.2f} ms"),
+)
+
+
+def explain_choice(results: Sequence[CandidateResult], best: CandidateResult) -> str:
+    """One sentence saying which criterion of selection_key decided, and against whom."""
+    contenders = list(results)
+    if len(contenders) == 1:
+        return f"{best.family} is the only candidate."
+    best_key = selection_key(best)
+    tied_on: list[str] = []
+    for index, (label, metric, shape) in enumerate(SELECTION_CRITERIA):
+        tied = [r for r in contenders if selection_key(r)[index] == best_key[index]]
+        if len(tied) == 1:
+            others = [r for r in contenders if r is not best]
+            runner_up = max(others, key=selection_key)
+            value = shape.format(best.metrics[metric])
+            against = shape.format(runner_up.metrics[metric])
+            lead = (
+                f"{len(contenders)} candidates tie on {' and '.join(tied_on)}, so "
+                if tied_on
+                else ""
+            )
+            better = "lowest" if metric == "predict_latency_ms" else "highest"
+            return (
+                f"{lead}{best.family} has the {better} {label}: {value} "
+                f"(next: {runner_up.family}, {against})."
+            )
+        tied_on.append(f"{label} {shape.format(best.metrics[metric])}")
+        contenders = tied
+    return (
+        f"{len(contenders)} candidates tie on {' and '.join(tied_on)}; "
+        f"{best.family} comes last in alphabetical order."
     )
 
 

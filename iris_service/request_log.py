@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 import threading
 from collections import deque
+
+from .log_filters import request_log_fd
 
 REQUEST_LOGGER_NAME = "iris_service.requests"  # logger for the rare unexpected-error trace
 WRITE_INTERVAL_S = 0.05
@@ -30,7 +31,7 @@ class RequestLog:
     """Writes `{"event": "request", ...}` lines; every value is a number or a safe token."""
 
     def __init__(self, fd: int | None = None, enabled: bool | None = None) -> None:
-        self.fd = sys.stdout.fileno() if fd is None else fd
+        self.fd = request_log_fd() if fd is None else fd  # stdout or IRIS_REQUEST_LOG_FILE
         self.enabled = request_log_enabled() if enabled is None else enabled
         self._waiting: deque[str] = deque()
         self._writer: threading.Thread | None = None

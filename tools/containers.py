@@ -266,6 +266,11 @@ def build(
     log(f"bento {bento_tag}: built in {time.monotonic() - start:.0f} s")
     start = time.monotonic()
     containerize_env = dict(env)
+    # BentoML's `containerize` declares --quiet twice (its global flag and the build option),
+    # and click warns about it at every call: a fault of BentoML's, not of this build.
+    containerize_env["PYTHONWARNINGS"] = ",".join(
+        filter(None, (env.get("PYTHONWARNINGS"), CLICK_DUPLICATE_QUIET))
+    )
     if backend == "docker" and not docker_engine_answers():
         containerize_env.setdefault("DOCKER_BUILDKIT", "0")  # e.g. docker CLI -> podman socket
     cmd = [bentoml_bin(), "containerize", bento_tag, "--backend", backend, "--image-tag", bento_tag]
@@ -331,6 +336,9 @@ def harden(backend: str, tag: str, env: dict[str, str]) -> None:
         subprocess.run(cmd, cwd=context, env=env, input=containerfile, text=True, check=True)
     if backend != "docker":  # the squashed image does not need it; its build cache stays
         subprocess.run([cli, "rmi", before], env=env, capture_output=True)
+
+
+CLICK_DUPLICATE_QUIET = "ignore:The parameter --quiet is used more than once:UserWarning"
 
 
 def image_size(backend: str, tag: str, env: dict[str, str]) -> int:
@@ -437,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
             backend, args.tag or last_image_tag(), args.port, options=local_key_options()
         )
         log(" ".join(cmd))
+        log(
+            f"the service answers on http://127.0.0.1:{args.port}; BentoML's own line "
+            "'listening on http://localhost:3000' names its port inside the container"
+        )
         os.execvpe(cmd[0], cmd, env)
     elif args.cmd == "remove":
         remove(backend, environment(backend), None, args.tag)

@@ -247,7 +247,7 @@ def make_in(state: ProjectState, env: dict[str, str], timeout: float = 600) -> R
     return make
 
 
-def scratch_loop(flowers_per_phase: int, retrain_args: str) -> LoopRun:
+def scratch_loop(flowers_per_phase: int, retrain_args: str, port: int | None = None) -> LoopRun:
     """The whole loop in a scratch state (its own stores, a first champion trained by
     train.py, its own `bentoml serve`), leaving the project's state alone (`make report
     LOOP=1`)."""
@@ -259,7 +259,7 @@ def scratch_loop(flowers_per_phase: int, retrain_args: str) -> LoopRun:
     if trained.returncode != 0:
         raise RuntimeError(f"train.py failed:\n{trained.stdout}{trained.stderr}")
     env = service_env(state, flowers_per_phase)
-    with bento_server(state, root / "logs", **env) as server:
+    with bento_server(state, root / "logs", port=port, **env) as server:
         return run_loop(
             LoopClient(server.url), make_in(state, env), flowers_per_phase, retrain_args
         )

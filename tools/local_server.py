@@ -219,16 +219,20 @@ def bento_server(
     wait: bool = True,
     serve_args: tuple[str, ...] = (),
     port: int | None = None,
+    unset: tuple[str, ...] = (),
     **extra_env: str,
 ) -> Iterator[LocalServer]:
     """`bentoml serve` of the shipped service, stopped when the block ends.
 
     With a `state`, the server uses that state's model store and MLflow store; with None, the
     environment's (BENTOML_HOME, as `make serve` sets it). Either way it gets its own home.
-    `serve_args` are extra `bentoml serve` options, e.g. ("--timeout-graceful-shutdown", "10").
+    `serve_args` are extra `bentoml serve` options, e.g. ("--timeout-graceful-shutdown", "10");
+    `unset` names environment variables the server must not inherit.
     """
     port = port or free_port()
     env = state.env() if state is not None else {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name in unset:
+        env.pop(name, None)
     env.setdefault("BENTOML_CONFIG", str(CONFIGURATION))
     if "BENTOML_HOME" not in extra_env:
         models = Path(env.get("BENTOML_HOME", Path.home() / "bentoml")) / "models"

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import requests
@@ -271,10 +271,17 @@ def _flowers(
 
 
 def traffic_with_snapshots(
-    service_url: str, seconds: float, interval: float, max_requests: int
+    service_url: str,
+    seconds: float,
+    interval: float,
+    max_requests: int,
+    send_labels: bool = False,
 ) -> list[Snapshot]:
-    """Bounded traffic (time and count): in-distribution, then shifted petals, some errors;
-    the true class of every tenth flower sent alone comes back through POST /feedback."""
+    """Bounded traffic (time and count): in-distribution, then shifted petals, some errors.
+    With `send_labels`, the true class of every tenth flower sent alone goes back through
+    POST /feedback: made-up ground truth that moves the service's live accuracy and that
+    `make retrain` would train on, so only for a service this report started itself, or
+    when asked explicitly (--send-labels)."""
     rng = np.random.default_rng(0)
     snapshots = [take_snapshot(service_url)]
     started = time.monotonic()
@@ -290,7 +297,7 @@ def traffic_with_snapshots(
         else:
             (flower,), (true_class,) = _flowers(1, shift_cm, rng)
             answer = session.post(f"{service_url}/predict", json=flower, timeout=10)
-            if sent % 10 == 1 and answer.status_code == 200:
+            if send_labels and sent % 10 == 1 and answer.status_code == 200:
                 label = {"request_id": answer.headers["x-request-id"], "class_name": true_class}
                 session.post(f"{service_url}/feedback", json=label, timeout=10)
         sent += 1
@@ -301,13 +308,33 @@ def traffic_with_snapshots(
     return snapshots
 
 
+# Where a service writes what it is told (predictions, labels): the scratch service of a
+# report writes into its own folder, whatever the environment names.
+SHARED_STORE_VARIABLE = re.compile(r"IRIS_(PREDICTION|FEEDBACK)_\w*|IRIS_\w*_(URL|DSN)")
+
+
+def scratch_store_env(log_dir: Path) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(variables to drop, variables to set) so that a scratch service keeps its prediction
+    and feedback logs under `log_dir`, never in a store shared through the environment."""
+    import os
+
+    unset = tuple(name for name in os.environ if SHARED_STORE_VARIABLE.fullmatch(name))
+    logs = log_dir / "service-logs"
+    return unset, {
+        "IRIS_PREDICTION_LOG": str(logs / "predictions.jsonl"),
+        "IRIS_FEEDBACK_LOG": str(logs / "feedback.jsonl"),
+    }
+
+
 @contextmanager
-def started_service(log_dir: Path) -> Iterator[str]:
-    """`make serve`'s service on a free 127.0.0.1 port (trains a model first if none)."""
+def started_service(log_dir: Path, port: int | None = None) -> Iterator[str]:
+    """`make serve`'s service on 127.0.0.1 (`port`, else a free one), with the project's
+    models and scratch logs (trains a model first if none)."""
     from .local_server import bento_server
 
     subprocess.run([sys.executable, "train.py", "--if-missing"], cwd=PROJECT_ROOT, check=True)
-    with bento_server(None, log_dir) as server:
+    unset, env = scratch_store_env(log_dir)
+    with bento_server(None, log_dir, port=port, unset=unset, **env) as server:
         yield server.url
 
 
@@ -318,51 +345,184 @@ def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
+@dataclass(frozen=True)
+class PanelStyle:
+    """How one dashboard panel is drawn: the unit of its y axis, and what an empty panel
+    means. `secondary` names series (by prefix) drawn on a right-hand axis with its own unit,
+    so that a count and a rate never share one scale."""
+
+    unit: str
+    empty: str = "no data in this window"
+    from_zero: bool = False
+    ylim: tuple[float, float] | None = None
+    secondary: tuple[str, str] | None = None  # (series prefix, unit of the right axis)
+
+
+NOT_ENABLED = "not enabled: no challenger in {mode} mode (IRIS_CHALLENGER_MODE={mode})"
+PANEL_STYLES: dict[str, PanelStyle] = {
+    "Request rate": PanelStyle("requests/s", from_zero=True),
+    "Errors": PanelStyle("errors/s", empty="no errors in this window", from_zero=True),
+    "Latency percentiles (POST /predict)": PanelStyle("latency (ms)", from_zero=True),
+    "Memory (resident, per API worker max)": PanelStyle("resident memory (MB)", from_zero=True),
+    "CPU time per request": PanelStyle("CPU time per request (ms)", from_zero=True),
+    "Data drift (PSI per feature)": PanelStyle("PSI (unitless, symlog scale)", from_zero=True),
+    "Class mix": PanelStyle("predictions/s", from_zero=True),
+    "Models in service": PanelStyle("in service (1 = yes)", ylim=(0, 1.3)),
+    "Canary share": PanelStyle(
+        "share of requests (%)", empty=NOT_ENABLED.format(mode="canary"), ylim=(0, 100)
+    ),
+    "Shadow agreement": PanelStyle(
+        "predictions/s", empty=NOT_ENABLED.format(mode="shadow"), from_zero=True
+    ),
+    "Shadow confusion (champion → challenger)": PanelStyle(
+        "predictions/s", empty=NOT_ENABLED.format(mode="shadow"), from_zero=True
+    ),
+    "Live accuracy (labelled predictions)": PanelStyle(
+        "accuracy (share, 0-1)", empty="no labels received (POST /feedback)", ylim=(0, 1.05)
+    ),
+    "Live recall per class": PanelStyle(
+        "recall (share, 0-1)", empty="no labels received (POST /feedback)", ylim=(0, 1.05)
+    ),
+    "Labelled predictions (live window)": PanelStyle(
+        "labelled predictions (count)",
+        empty="no labels received (POST /feedback)",
+        from_zero=True,
+        secondary=("labels/s", "labels received/s"),
+    ),
+    "Label delay": PanelStyle(
+        "label delay (s)", empty="no labels received (POST /feedback)", from_zero=True
+    ),
+}
+DRIFT_THRESHOLDS = (
+    (0.1, "moderate drift (PSI 0.1)", "orange"),
+    (0.25, "significant (0.25)", "red"),
+)
+DRIFT_TICKS = (0, 0.1, 0.25, 0.5, 1, 2, 5, 10)
+TIME_AXIS = "time (UTC)"
+
+
+def style_of(title: str) -> PanelStyle:
+    return PANEL_STYLES.get(title, PanelStyle("value"))
+
+
+def shown_series(title: str, series: Series) -> Series:
+    """What a panel plots: the memory gauge named for what it is, canary shares in %, and
+    a model's "in service" line only while it serves (the info gauge of a model replaced
+    stays at 0, which read as a second champion)."""
+    if style_of(title).empty.startswith("not enabled"):
+        # a challenger's series exist at 0 while none serves: that is "not enabled", not data
+        return {key: points for key, points in series.items() if any(v for _, v in points)}
+    if title.startswith("Memory"):
+        worker = "API worker (largest resident set)"
+        return {  # 0 MB: the gauge before the worker's first reading
+            (worker if key == "value" else key): [(t, v) for t, v in points if v > 0]
+            for key, points in series.items()
+        }
+    if title == "Canary share":
+        return {key: [(t, v * 100) for t, v in points] for key, points in series.items()}
+    if title == "Models in service":
+        return {
+            key: [(t, v if v > 0 else math.nan) for t, v in points]
+            for key, points in series.items()
+            if any(v > 0 for _, v in points)
+        }
+    return series
+
+
+def draw_panel(axes: Any, title: str, series: Series) -> None:
+    """One panel: every axis labelled with its unit, thresholds in the legend, a note on an
+    empty panel saying why it is empty."""
+    from datetime import UTC, datetime
+
+    import matplotlib
+    import matplotlib.dates as mdates
+
+    style = style_of(title)
+    series = shown_series(title, series)
+    right = axes.twinx() if style.secondary else None
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    plotted = 0
+    for legend, points in sorted(series.items()):
+        finite = [(datetime.fromtimestamp(t, UTC), v) for t, v in points if not math.isnan(v)]
+        if not finite:
+            continue
+        on_right = right is not None and legend.startswith(style.secondary[0])
+        (right if on_right else axes).plot(
+            *zip(*finite, strict=True),
+            label=legend,
+            marker=".",
+            markersize=3,
+            color=colors[plotted % len(colors)],  # one cycle over both axes
+            linestyle="--" if on_right else "-",
+        )
+        plotted += 1
+    if title.startswith("Data drift"):
+        axes.set_yscale("symlog", linthresh=1.0)
+        axes.set_yticks(DRIFT_TICKS, [f"{tick:g}" for tick in DRIFT_TICKS])
+        for value, label, color in DRIFT_THRESHOLDS:
+            axes.axhline(value, color=color, linestyle="--", linewidth=1.2, label=label)
+    axes.set_title(title, fontsize=10)
+    axes.set_ylabel(style.unit, fontsize=8)
+    axes.set_xlabel(TIME_AXIS, fontsize=8)
+    axes.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=UTC))
+    axes.tick_params(labelsize=7)
+    if style.ylim:
+        axes.set_ylim(*style.ylim)
+    elif style.from_zero and plotted:
+        axes.set_ylim(bottom=0, top=axes.get_ylim()[1] * 1.1)  # headroom for the line
+    if right is not None:
+        right.set_ylabel(style.secondary[1], fontsize=8)
+        right.tick_params(labelsize=7)
+        if plotted:
+            right.set_ylim(bottom=0)
+    handles, labels = axes.get_legend_handles_labels()
+    if right is not None:
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    if plotted:
+        axes.legend(handles, labels, fontsize=7, loc="upper left")
+    else:
+        axes.set_xticks([])  # no time range to show
+        axes.text(
+            0.5, 0.5, style.empty, ha="center", va="center", fontsize=8, color="dimgrey",
+            transform=axes.transAxes, wrap=True,
+        )  # fmt: skip
+
+
+def overview_figure(views: dict[str, Series], source: str) -> Any:
+    """All panels in one figure, two per row, the title above them (constrained layout, so
+    the title never overlaps a panel)."""
+    import matplotlib.pyplot as plt
+
+    rows = math.ceil(len(views) / 2)
+    figure, grid = plt.subplots(
+        rows, 2, figsize=(13, 3.4 * rows), squeeze=False, layout="constrained"
+    )
+    for axes, (title, series) in zip(grid.flat, views.items(), strict=False):
+        draw_panel(axes, title, series)
+    for axes in list(grid.flat)[len(views) :]:
+        axes.axis("off")
+    figure.suptitle(f"Iris classifier — {source}", fontsize=13)
+    return figure
+
+
 def render(views: dict[str, Series], out_dir: Path, source: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    from datetime import datetime
-
-    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-
-    def draw(axes: plt.Axes, title: str, series: Series) -> None:
-        for legend, points in sorted(series.items()):
-            finite = [(datetime.fromtimestamp(t), v) for t, v in points if math.isfinite(v)]
-            if finite:
-                axes.plot(*zip(*finite, strict=True), label=legend, marker=".", markersize=3)
-        if title.startswith("Data drift"):
-            axes.axhline(0.1, color="orange", linestyle="--", linewidth=1)
-            axes.axhline(0.25, color="red", linestyle="--", linewidth=1)
-        axes.set_title(title, fontsize=10)
-        axes.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
-        axes.tick_params(labelsize=7)
-        if series:
-            axes.legend(fontsize=7)
-        else:
-            axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
-
     for title, series in views.items():
-        figure, axes = plt.subplots(figsize=(7, 3.5))
-        draw(axes, title, series)
-        figure.tight_layout()
+        figure, axes = plt.subplots(figsize=(7, 3.5), layout="constrained")
+        draw_panel(axes, title, series)
         path = out_dir / f"monitoring-{_slug(title)}.png"
         figure.savefig(path, dpi=90)
         plt.close(figure)
         written.append(path)
 
-    rows = math.ceil(len(views) / 2)
-    figure, grid = plt.subplots(rows, 2, figsize=(13, 3.2 * rows), squeeze=False)
-    for axes, (title, series) in zip(grid.flat, views.items(), strict=False):
-        draw(axes, title, series)
-    for axes in list(grid.flat)[len(views) :]:
-        axes.axis("off")
-    figure.suptitle(f"Iris classifier — {source}", fontsize=12)
-    figure.tight_layout()
+    figure = overview_figure(views, source)
     overview = out_dir / "monitoring.png"
     figure.savefig(overview, dpi=80)
     plt.close(figure)
@@ -434,6 +594,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-requests", type=int, default=5000, help="traffic bound")
     parser.add_argument("--out-dir", type=Path, default=REPORTS_DIR)
     parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="127.0.0.1 port of the service this report starts (default: a free one)",
+    )
+    parser.add_argument(
+        "--send-labels",
+        action="store_true",
+        help=(
+            "with --service-url: also POST made-up labels to /feedback (they lower its live "
+            "accuracy and `make retrain` trains on them); without it no label is sent there"
+        ),
+    )
+    parser.add_argument(
         "--feedback-loop",
         action="store_true",
         help="also run the feedback loop in a scratch state and plot it (docs/feedback.md)",
@@ -442,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.feedback_loop:
         from .feedback_loop import scratch_loop
 
-        run = scratch_loop(flowers_per_phase=150, retrain_args=LOOP_RETRAIN_ARGS)
+        run = scratch_loop(flowers_per_phase=150, retrain_args=LOOP_RETRAIN_ARGS, port=args.port)
         args.out_dir.mkdir(parents=True, exist_ok=True)
         (args.out_dir / "feedback-loop.json").write_text(json.dumps(run.record(), indent=2))
         print(render_feedback_loop(run, args.out_dir))
@@ -452,14 +626,25 @@ def main(argv: list[str] | None = None) -> int:
         views = panels_from_prometheus(args.prometheus_url, args.minutes, args.step)
         label = f"Prometheus {args.prometheus_url}, last {args.minutes:g} min"
     elif args.service_url:
+        if args.send_labels:
+            print(
+                f"WARNING: --send-labels: made-up labels go to {args.service_url}/feedback; "
+                "they lower its live accuracy and `make retrain` will train on them.",
+                file=sys.stderr,
+            )
+        else:
+            print(f"Sending predictions only (no labels) to {args.service_url}.")
         snapshots = traffic_with_snapshots(
-            args.service_url, args.seconds, args.interval, args.max_requests
+            args.service_url, args.seconds, args.interval, args.max_requests, args.send_labels
         )
         views, label = panels_from_snapshots(snapshots), f"/metrics of {args.service_url}"
     else:
         args.out_dir.mkdir(parents=True, exist_ok=True)
-        with started_service(Path(tempfile.mkdtemp(prefix="iris-report-"))) as url:
-            snapshots = traffic_with_snapshots(url, args.seconds, args.interval, args.max_requests)
+        scratch = Path(tempfile.mkdtemp(prefix="iris-report-"))
+        with started_service(scratch, args.port) as url:
+            snapshots = traffic_with_snapshots(
+                url, args.seconds, args.interval, args.max_requests, send_labels=True
+            )
         views, label = panels_from_snapshots(snapshots), "/metrics of a local bentoml serve"
     for path in render(views, args.out_dir, label):
         print(path)

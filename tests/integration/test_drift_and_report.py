@@ -54,9 +54,17 @@ def test_drift_is_low_for_iris_traffic_and_high_for_shifted_traffic(server: Loca
     print(f"drift: normal max PSI {normal['max_psi']}, shifted {scores}")
 
 
+def _labels_received(server: LocalServer) -> float:
+    """Every label POST /feedback has counted, whatever its outcome."""
+    snapshot = report.take_snapshot(server.url)
+    return sum(value for _, value in snapshot.select("iris_feedback_total"))
+
+
 @pytest.mark.timeout(120)
 def test_make_report_renders_the_dashboard_views(server: LocalServer) -> None:
-    """`make report SERVICE_URL=...`: /metrics snapshots around its own bounded traffic."""
+    """`make report SERVICE_URL=...`: /metrics snapshots around its own bounded traffic, and
+    not one label sent to a service the report did not start."""
+    labels_before = _labels_received(server)
     started = time.time()
     result = subprocess.run(
         [
@@ -73,6 +81,8 @@ def test_make_report_renders_the_dashboard_views(server: LocalServer) -> None:
         timeout=110,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "no labels" in result.stdout
+    assert _labels_received(server) == labels_before
     written = [line for line in result.stdout.splitlines() if line.endswith(".png")]
     names = {line.rsplit("/", 1)[-1] for line in written}
     assert "monitoring.png" in names and "monitoring-data-drift-psi-per-feature.png" in names
@@ -80,3 +90,14 @@ def test_make_report_renders_the_dashboard_views(server: LocalServer) -> None:
     for line in written:
         path = PROJECT_ROOT / "reports" / line.rsplit("/", 1)[-1]
         assert path.stat().st_size > 5000 and path.stat().st_mtime >= started - 1
+
+
+def test_the_scratch_service_of_a_report_keeps_its_own_stores(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IRIS_FEEDBACK_LOG", "/shared/feedback.jsonl")
+    monkeypatch.setenv("IRIS_PREDICTION_STORE_URL", "postgresql://shared/iris")
+    unset, env = report.scratch_store_env(tmp_path)
+    assert {"IRIS_FEEDBACK_LOG", "IRIS_PREDICTION_STORE_URL"} <= set(unset)
+    assert env["IRIS_FEEDBACK_LOG"].startswith(str(tmp_path))
+    assert env["IRIS_PREDICTION_LOG"].startswith(str(tmp_path))

@@ -30,7 +30,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from iris_service.settings import MAX_BATCH_FLOWERS, MAX_BODY_BYTES
+from iris_service.settings import MAX_BATCH_FLOWERS, MAX_BODY_BYTES, MODEL_NAME
 from tests.integration.fuzzing import fuzz_operation
 from tests.integration.reliability_support import assert_error_shape, drive, healthy
 from tests.support import SETOSA
@@ -227,21 +227,30 @@ def test_healthy_after_hostile_input_and_no_traceback_flood(guarded: LocalServer
 
 
 OPEN_ROUTES = {"/livez", "/healthz", "/readyz", "/metrics", "/", "/docs.json", "/schema.json"}
+OPEN_ROUTES |= {"/v2/health/live", "/v2/health/ready", "/ping"}  # the protocols' health
+MLFLOW_ROUTES = {"/invocations", "/ping", "/version"}
 KNOWN_BODIES = {"/predict": SETOSA, "/predict_batch": {"flowers": [SETOSA]}}
 
 
 def _operations(server: LocalServer) -> list[tuple[str, str]]:
-    """Every (path, method) of the OpenAPI document, the docs themselves and /drift (a
-    mounted route the document does not list)."""
+    """Every (path, method) of the OpenAPI document (path parameters filled in with the
+    model in service) and the docs themselves."""
     document = requests.get(f"{server.url}/docs.json", timeout=10)
     assert document.status_code == 200  # open: IRIS_API_KEY_OPEN_DOCS=true
-    operations = [
-        (path, method.upper())
-        for path, methods in document.json()["paths"].items()
-        for method in methods
-    ]
+    metadata = requests.get(
+        f"{server.url}/v2/models/{MODEL_NAME}",
+        headers={"Authorization": f"Bearer {VALID_KEYS[0]}"},
+        timeout=10,
+    ).json()
+    fill = {"{name}": MODEL_NAME, "{version}": metadata["versions"][0]}
+    operations = []
+    for path, methods in document.json()["paths"].items():
+        for placeholder, value in fill.items():
+            path = path.replace(placeholder, value)
+        operations += [(path, method.upper()) for method in methods]
     assert {("/predict", "POST"), ("/predict_batch", "POST"), ("/readyz", "GET")} <= set(operations)
-    return [*operations, ("/", "GET"), ("/docs.json", "GET"), ("/drift", "GET")]
+    assert ("/drift", "GET") in operations
+    return [*operations, ("/", "GET"), ("/docs.json", "GET")]
 
 
 def test_every_route_needs_a_valid_key_except_the_open_list(guarded: LocalServer) -> None:
@@ -259,8 +268,13 @@ def test_every_route_needs_a_valid_key_except_the_open_list(guarded: LocalServer
                 continue
             refusals += 1
             assert response.status_code == 401, (path, headers, response.status_code)
-            _check_answer(response)
-            assert response.json()["error"] == "unauthorized"
+            if path.startswith("/v2"):  # the protocol's own error shape
+                assert set(response.json()) == {"error"}
+            elif path in MLFLOW_ROUTES:
+                assert response.json()["error_code"] == "UNAUTHENTICATED"
+            else:
+                _check_answer(response)
+                assert response.json()["error"] == "unauthorized"
             assert response.headers["www-authenticate"].startswith("Bearer")
             assert not any(key in response.text for key in VALID_KEYS)
         for key in VALID_KEYS:

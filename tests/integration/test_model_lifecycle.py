@@ -165,7 +165,7 @@ def test_a_second_training_is_challenger_and_leaves_the_champion(story: Story) -
 
 def test_if_missing_does_nothing_when_a_champion_is_stored(story: Story) -> None:
     step = story["if missing"]
-    assert "already in the BentoML store; not training" in step.result.stdout
+    assert "is in the BentoML store; not training" in step.result.stdout
     assert set(step.tags) == {"1", "2"}
 
 

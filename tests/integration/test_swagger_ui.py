@@ -11,7 +11,7 @@ import json
 import pytest
 
 from iris_pipeline.paths import PROJECT_ROOT
-from iris_service.api_docs import API_VERSION
+from iris_service.api_docs import API_VERSION, PAGE_TITLE
 from iris_service.settings import CLASS_NAMES
 from tests.support import ensure_debian_packages
 from tools.local_server import LocalServer
@@ -43,7 +43,10 @@ def test_swagger_ui_try_it_out_answers_a_class(server: LocalServer) -> None:
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1400})
             page.set_default_timeout(30_000)
-            page.goto(server.url + "/", wait_until="domcontentloaded")
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(server.url + "/", wait_until="networkidle")
+            assert page.title() == PAGE_TITLE  # not "BentoML Prediction Service"
 
             # The page explains itself: title, version and the service's own description.
             expect(page.locator(".info .title")).to_contain_text("IrisClassifier")
@@ -83,3 +86,9 @@ def test_swagger_ui_try_it_out_answers_a_class(server: LocalServer) -> None:
         finally:
             browser.close()
     assert screenshot.stat().st_size > 10_000
+    # Everything the page loaded, and every call it made, went to the service itself: no
+    # tag manager, no CDN, no online validator; the page works on an offline network.
+    assert f"{server.url}/docs.json" in requested
+    assert any("/static_content/swagger-ui-bundle.js" in url for url in requested)
+    elsewhere = [url for url in requested if not url.startswith(server.url + "/")]
+    assert elsewhere == [], elsewhere

@@ -171,5 +171,20 @@ def test_if_missing_does_not_train_again(store: ProjectState) -> None:
     before = _bento_model(store).tag
     result = store.train("--if-missing")
     assert result.returncode == 0, result.stderr
-    assert "already in the BentoML store" in result.stdout
+    assert "is in the BentoML store; not training" in result.stdout
     assert _bento_model(store).tag == before
+
+
+@pytest.mark.timeout(300)
+def test_the_output_reads_as_a_report_not_as_errors(tmp_path) -> None:
+    """Every line of a training says something the user needs: the stores, one row per
+    candidate, how the winner was chosen, its role; no library warning."""
+    state = ProjectState(tmp_path / "state")
+    result = state.train("--candidates", "logistic_regression", "svm", "--cv-folds", "2")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"Stores: MLflow {state.mlflow_uri}, BentoML {state.bentoml_home}" in output
+    assert "Chosen: " in output and "(next: " in output
+    assert "Version 1 is the champion (the registry had none yet)." in output
+    for noise in ("WARNING", "UserWarning", "warnings.warn", "has no artifacts", "interpreted"):
+        assert noise not in output, noise

@@ -67,18 +67,31 @@ def test_no_feedback_log_means_no_labels_and_the_gate_set_alone(tmp_path: Path) 
     assert np.array_equal(evaluation.x, x_gate.to_numpy())
 
 
-def test_the_gate_judges_on_the_gate_set_plus_the_held_out_labels(tmp_path: Path) -> None:
-    shifted = draw(20, seed=5, shifted=True)
+def _labels(tmp_path: Path, count: int) -> Path:
+    shifted = draw(count, seed=5, shifted=True)
     records = [
         _label(float(t), flower, name)
         for t, (flower, name) in enumerate(zip(shifted.flowers, shifted.classes, strict=True))
     ]
-    evaluation = feedback_data.evaluation_set(_write(tmp_path / "f.jsonl", records))
-    assert (evaluation.gate_flowers, evaluation.feedback_flowers) == (30, 6)
-    assert evaluation.x.shape == (36, 4) and evaluation.y.shape == (36,)
-    last = [shifted.flowers[-1][name] for name in FEATURE_NAMES]
+    return _write(tmp_path / "f.jsonl", records)
+
+
+def test_the_gate_judges_on_the_gate_set_plus_the_held_out_labels(tmp_path: Path) -> None:
+    evaluation = feedback_data.evaluation_set(_labels(tmp_path, 100))
+    assert (evaluation.gate_flowers, evaluation.feedback_flowers) == (30, 30)
+    assert evaluation.x.shape == (60, 4) and evaluation.y.shape == (60,)
+    last = [draw(100, seed=5, shifted=True).flowers[-1][name] for name in FEATURE_NAMES]
     assert evaluation.x[-1].tolist() == last
-    assert "6 held-out recent feedback labels" in evaluation.describe()
+    assert "30 held-out recent feedback labels" in evaluation.describe()
+
+
+def test_below_the_minimum_of_held_out_labels_the_gate_set_judges_alone(tmp_path: Path) -> None:
+    evaluation = feedback_data.evaluation_set(_labels(tmp_path, 20))
+    _, _, x_gate, _ = training.gate_set()
+    assert (evaluation.feedback_flowers, evaluation.feedback_set_aside) == (0, 6)
+    assert np.array_equal(evaluation.x, x_gate.to_numpy())
+    assert feedback_data.MIN_HELD_OUT_LABELS == 30
+    assert "alone: only 6 held-out feedback labels, fewer than the 30" in evaluation.describe()
 
 
 def test_retraining_data_adds_the_labels_before_the_split() -> None:

@@ -106,6 +106,10 @@ def test_report_from_benchmark_output(tmp_path: Path) -> None:
     assert "generated 2026-11-20T10:00:00Z" in report  # which benchmark the capacity came from
     assert "mlflow-lr-1w (baseline)" in report
     assert "(finops_day.png)" in report and "(finops_costs.png)" in report
+    # minutes and requests are told apart, and a share at risk never reads 0.0000%
+    assert "Minutes short of capacity" in report and " min |" in report
+    assert " requests (" in report and "0.0000%" not in report
+    assert "still meet the SLO, which counts requests" in report
 
     data = json.loads((out / "finops.json").read_text(encoding="utf-8"))
     assert data["capacity"]["source"] == "bench"
@@ -251,3 +255,10 @@ def test_default_slo_plans_from_the_sweep_not_from_defaults(tmp_path: Path) -> N
     assert data["capacity"]["source"] == "bench"
     (config,) = data["capacity"]["configs"]
     assert (config["name"], config["rps"], config["p99_ms"]) == ("bentoml-shipped-1w", 495.0, 96)
+
+
+def test_a_small_share_keeps_two_significant_digits() -> None:
+    from tools.finops.report import percent
+
+    assert percent(7.2e-7) == "0.000072%"
+    assert percent(0.0123) == "1.23%" and percent(0) == "0.00%"

@@ -80,3 +80,31 @@ def test_feature_statistics_describe_each_feature() -> None:
     assert petal["min"] <= petal["quantiles"][5] <= petal["max"]
     assert petal["quantiles"] == sorted(petal["quantiles"])
     assert abs(petal["mean"] - float(data.x_train["petal_length"].mean())) < 1e-12
+
+
+def _result(family: str, test_f1: float, cv_f1: float, latency_ms: float):
+    metrics = {
+        "test_macro_f1": test_f1,
+        "cv_macro_f1_mean": cv_f1,
+        "predict_latency_ms": latency_ms,
+    }
+    return training.CandidateResult(family, None, metrics, None)
+
+
+def test_the_choice_says_which_criterion_decided() -> None:
+    tied = [_result("a_lr", 1.0, 0.9361, 0.4), _result("b_svm", 1.0, 0.9353, 1.5)]
+    best = training.select_best(tied)
+    assert best.family == "a_lr"
+    assert training.explain_choice(tied, best) == (
+        "2 candidates tie on test macro-F1 1.0000, so a_lr has the highest cross-validated "
+        "macro-F1: 0.9361 (next: b_svm, 0.9353)."
+    )
+    clear = [_result("a_lr", 0.9, 0.99, 0.4), _result("b_svm", 1.0, 0.8, 1.5)]
+    assert training.explain_choice(clear, clear[1]).startswith(
+        "b_svm has the highest test macro-F1: 1.0000 (next: a_lr, 0.9000)"
+    )
+    faster = [_result("a_lr", 1.0, 0.9, 0.4), _result("b_svm", 1.0, 0.9, 1.5)]
+    assert "a_lr has the lowest single-row predict time: 0.40 ms" in training.explain_choice(
+        faster, training.select_best(faster)
+    )
+    assert training.explain_choice(tied[:1], tied[0]) == "a_lr is the only candidate."

@@ -38,7 +38,12 @@ def per_million(value: float) -> str:
 
 
 def percent(fraction: float) -> str:
-    return f"{fraction:.4%}" if 0 < fraction < 0.0001 else f"{fraction:.2%}"
+    """A share as a percentage with two significant digits when it is small, so that a
+    non-zero share never prints as 0.0000%."""
+    if 0 < fraction < 0.0001:
+        digits = 1 - math.floor(math.log10(fraction * 100))
+        return f"{fraction * 100:.{digits}f}%"
+    return f"{fraction:.2%}"
 
 
 def key_options(result: Comparison) -> list[Option]:
@@ -85,9 +90,9 @@ def key_table(result: Comparison) -> tuple[list[str], list[list[Any]]]:
         "Monthly cost",
         "$ / 1M predictions",
         "Instances avg / peak",
-        "Shortfall min",
-        "Requests at risk",
-        "SLO",
+        "Minutes short of capacity",
+        "Requests at risk (share of the month's)",
+        "SLO (on requests at risk)",
     ]
     rows = []
     for option in key_options(result):
@@ -101,8 +106,8 @@ def key_table(result: Comparison) -> tuple[list[str], list[list[Any]]]:
                 money(option.monthly_cost),
                 per_million(option.cost_per_million),
                 _instances(option),
-                option.shortfall_minutes,
-                f"{option.requests_at_risk:,.0f} ({percent(option.risk_fraction)})",
+                f"{option.shortfall_minutes:,} min",
+                f"{option.requests_at_risk:,.0f} requests ({percent(option.risk_fraction)})",
                 "met" if option.meets_slo else "MISSED",
             ]
         )
@@ -162,6 +167,11 @@ def markdown(inputs: Inputs, result: Comparison) -> str:
     ]
     header, rows = key_table(result)
     lines += _table(header, rows)
+    lines += [
+        "A minute short of capacity puts only that minute's excess requests at risk, so an "
+        "option can be short for many minutes and still meet the SLO, which counts requests.",
+        "",
+    ]
     lines += [f"![Traffic vs capacity over the busiest day]({DAY_PLOT})", ""]
     lines += _fixed_vs_autoscale(result)
     lines += _instance_section(inputs, result)

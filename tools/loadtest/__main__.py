@@ -53,7 +53,9 @@ def run_locust(args: argparse.Namespace, url: str, prefix: Path) -> int:
     command = [str(VENV_BIN / "locust"), "-f", str(LOCUSTFILE)]
     command += ["--headless", "--users", str(args.users), "--spawn-rate", str(args.spawn_rate)]
     command += ["--run-time", args.run_time, "--stop-timeout", "5", "--host", url]
-    command += ["--csv", str(prefix), "--html", f"{prefix}.html", "--only-summary"]
+    # --csv-full-history: per-window percentiles in the history (tools/loadtest/plot.py)
+    command += ["--csv", str(prefix), "--csv-full-history", "--html", f"{prefix}.html"]
+    command += ["--only-summary"]
     command += ["--slo-p95-ms", str(args.slo_p95_ms)]
     env = {**os.environ, "IRIS_LOAD_SCENARIO": args.scenario}
     timeout = run_seconds(args.run_time) + 120

@@ -1,9 +1,17 @@
-"""PNG of throughput and latency over time from Locust's <prefix>_stats_history.csv."""
+"""PNG of throughput and latency over time from Locust's <prefix>_stats_history.csv.
+
+The percentiles are those of each moment's trailing window (Locust's "current" response
+times, about the last 10 s), written for the Aggregated row only when Locust runs with
+--csv-full-history (tools/loadtest passes it). Without it the columns are cumulative since
+the start, where a slow start makes p95 seem to fall for the rest of the run; such a file
+is plotted with its lines labelled "cumulative".
+"""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 
 def _number(text: str | None) -> float | None:
@@ -50,30 +58,54 @@ def read_history(path: Path) -> list[dict[str, float | None]]:
     return rows
 
 
+WINDOW_LABEL = "trailing 10 s window"
+CUMULATIVE_LABEL = "cumulative since start"
+
+
+def is_per_window(history_csv: Path) -> bool:
+    """Whether the file holds per-endpoint rows too (--csv-full-history): only then are the
+    Aggregated row's percentiles per window rather than cumulative."""
+    with history_csv.open(newline="") as handle:
+        return any(row.get("Name") not in (None, "Aggregated") for row in csv.DictReader(handle))
+
+
+def history_figure(rows: list[dict[str, float | None]], title: str, per_window: bool) -> Any:
+    """Throughput (requests and failures per second, users on their own axis) above the
+    latency percentiles; every axis says its unit."""
+    import matplotlib.pyplot as plt
+
+    t = [row["t"] for row in rows]
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, layout="constrained")
+    top.plot(t, [row["rps"] for row in rows], label="requests/s")
+    top.plot(t, [row["failures_per_s"] for row in rows], label="failures/s", color="red")
+    users = top.twinx()
+    users.plot(t, [row["users"] for row in rows], color="grey", linestyle=":", label="users")
+    users.set_ylabel("simulated users (count)")
+    users.set_ylim(bottom=0)
+    top.set_ylabel("throughput (requests/s)")
+    top.set_ylim(bottom=0)
+    top.set_title(title)
+    handles, labels = top.get_legend_handles_labels()
+    more_handles, more_labels = users.get_legend_handles_labels()
+    top.legend(handles + more_handles, labels + more_labels, loc="upper left", fontsize=8)
+    window = WINDOW_LABEL if per_window else CUMULATIVE_LABEL
+    for key in ("p50", "p95", "p99"):
+        series = [(x, row[key]) for x, row in zip(t, rows, strict=True) if row[key] is not None]
+        bottom.plot([p[0] for p in series], [p[1] for p in series], label=f"{key}, {window}")
+    bottom.set_ylabel("response time (ms)")
+    bottom.set_ylim(bottom=0)
+    bottom.set_xlabel("time since start (s)")
+    bottom.legend(loc="upper left", fontsize=8)
+    return figure
+
+
 def plot_history(history_csv: Path, png: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_history(history_csv)
-    t = [row["t"] for row in rows]
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    top.plot(t, [row["rps"] for row in rows], label="requests/s")
-    top.plot(t, [row["failures_per_s"] for row in rows], label="failures/s", color="red")
-    users = top.twinx()
-    users.plot(t, [row["users"] for row in rows], color="grey", linestyle=":", label="users")
-    users.set_ylabel("users")
-    top.set_ylabel("per second")
-    top.set_title(title)
-    top.legend(loc="upper left")
-    for key in ("p50", "p95", "p99"):
-        series = [(x, row[key]) for x, row in zip(t, rows, strict=True) if row[key] is not None]
-        bottom.plot([p[0] for p in series], [p[1] for p in series], label=key)
-    bottom.set_ylabel("response time (ms)")
-    bottom.set_xlabel("seconds since start")
-    bottom.legend(loc="upper left")
-    figure.tight_layout()
+    figure = history_figure(read_history(history_csv), title, is_per_window(history_csv))
     png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(png, dpi=100)
     plt.close(figure)
