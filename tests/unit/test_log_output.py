@@ -35,9 +35,11 @@ def test_iris_request_log_file_moves_the_request_lines_to_that_file(
         assert log.fd != 1 and log_filters.request_log_fd() == log.fd  # opened once
         log.write("abc", "/predict", 200, 1.5, 0.5, 0.0)
         log.write("def", "/predict", 400, 0.5, 0.1, 0.0)
+        log.flush()  # written by its writer thread in batches; now, in this one
         lines = path.read_text().splitlines()
         assert len(lines) == 2 and '"request_id": "abc"' in lines[0]
     finally:
+        log.close()
         os.close(log.fd)
 
 
