@@ -28,6 +28,7 @@ from iris_pipeline.scoring_io import (
     check_output_free,
     files_digest,
     find_input,
+    parquet_rows,
     staged_output,
 )
 from iris_pipeline.scoring_model import DEFAULT_MODEL, ModelVersion
@@ -62,17 +63,16 @@ class JobSummary:
         )
 
 
+_STARTED = time.monotonic()
+
+
 def say(message: str) -> None:
-    print(f"score: {message}", flush=True)
+    """One progress line, with the seconds since the job started."""
+    print(f"score: [{time.monotonic() - _STARTED:6.1f} s] {message}", flush=True)
 
 
 def _parquet_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.parquet"))
-
-
-def _written_rows(spark: object, folder: Path) -> int:
-    """Rows in a written Parquet folder, read back (from the files' footers)."""
-    return spark.read.parquet(str(folder)).count()  # type: ignore[attr-defined]
 
 
 def _run_spark(
@@ -91,8 +91,8 @@ def _run_spark(
         say(f"scoring with {model.uri}")
         scored = scoring_frames.scored(checked, model.uri, model.version)
         scored.write.parquet(str(stage / SCORED))
-        rows_scored = _written_rows(spark, stage / SCORED)
-        rows_rejected = _written_rows(spark, stage / REJECTS)
+        rows_scored = parquet_rows(stage / SCORED)
+        rows_rejected = parquet_rows(stage / REJECTS)
         schemas = {"input": frame.schema, SCORED: scored.schema}
         schemas[REJECTS] = scoring_frames.rejects(checked).schema
         return checked.rows_in, rows_scored, rows_rejected, schemas

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from iris_pipeline.input_rules import FeatureRule, feature_rules
-from iris_pipeline.scoring_io import InputFiles, ScoringError
+from iris_pipeline.scoring_io import InputFiles, ScoringError, csv_header
 from iris_service.settings import CLASS_NAMES
 
 if TYPE_CHECKING:
@@ -42,7 +42,9 @@ def read_input(spark: SparkSession, source: InputFiles) -> DataFrame:
     """The input as read; CSV columns stay text, so a bad value is seen, not lost."""
     paths = [str(file) for file in source.files]
     if source.format == "csv":
-        frame = spark.read.option("header", True).option("inferSchema", False).csv(paths)
+        header = csv_header(source.files)
+        schema = ", ".join(f"`{name}` string" for name in header)
+        frame = spark.read.option("header", True).schema(schema).csv(paths)
     else:
         frame = spark.read.parquet(*paths)
     columns = set(frame.columns)

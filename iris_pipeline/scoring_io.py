@@ -9,6 +9,7 @@ on a cluster, a shared mount).
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import shutil
 import uuid
@@ -58,6 +59,29 @@ def find_input(path: Path) -> InputFiles:
     if len(formats) > 1:
         raise ScoringError(f"input folder {path} mixes CSV and Parquet files")
     return InputFiles(path, formats.pop(), tuple(files))
+
+
+def csv_header(files: tuple[Path, ...]) -> list[str]:
+    """The column names of the CSV files (the same in each, else the job refuses them).
+
+    Read here rather than by Spark, which would spend a job on the header alone."""
+    headers = set()
+    for file in files:
+        with file.open(newline="") as handle:
+            headers.add(tuple(next(csv.reader(handle), [])))
+    if len(headers) != 1:
+        raise ScoringError(f"the CSV files have different headers: {sorted(headers)}")
+    header = list(headers.pop())
+    if not header:
+        raise ScoringError(f"{files[0]} is empty: a CSV needs a header line")
+    return header
+
+
+def parquet_rows(folder: Path) -> int:
+    """Rows in a written Parquet folder, from the files' footers."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(file).metadata.num_rows for file in sorted(folder.glob("*.parquet")))
 
 
 def files_digest(files: tuple[Path, ...] | list[Path]) -> str:
