@@ -26,6 +26,8 @@ from tools.flower_file import ID_COLUMN, FlowerFile, expected_reason, write_flow
 from tools.local_server import LocalServer, ProjectState
 from tools.spark_cluster import standalone_cluster
 
+# A Spark job on 1,000,000 rows takes minutes on 2 cores shared with other work.
+pytestmark = pytest.mark.timeout(600)
 ROWS, INVALID = 1_000_000, 1_000
 JOB_TIMEOUT_S = 600
 # Small and bounded: no Spark UI port, few shuffle partitions (the job's defaults keep the rest).
