@@ -28,13 +28,13 @@ export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test lint audit lock clean finops container container-run \
-	k8s-manifests report loadtest bench overload models promote rollback retrain
+	k8s-manifests report loadtest bench overload models promote rollback retrain score
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}' \
 		| sed -e 's|$$(HOST)|$(HOST)|g' -e 's|$$(PORT)|$(PORT)|g'
 
-$(INSTALLED): requirements-serve.txt requirements.txt requirements-dev.txt constraints.txt
+$(INSTALLED): requirements-serve.txt requirements.txt requirements-spark.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	@echo "Installing the pinned dependencies into $(VENV) (1 to 4 minutes on a fresh machine)..."
 	$(PY) -m pip install --quiet --upgrade pip
@@ -89,13 +89,27 @@ REQUEST_LOG_FILE := $(CURDIR)/state/logs/requests-$(shell date -u +%Y%m%dT%H%M%S
 endif
 SERVE_FLAGS = --host $(HOST) --port $(PORT) --timeout-graceful-shutdown $(GRACE_PERIOD)
 
+# Batch scoring on Spark (issue 24, docs/batch-scoring.md): INPUT is a CSV or Parquet file or
+# folder, OUTPUT a new folder (scored/, rejects/, summary.json). MODEL is an alias, a version or
+# a models:/ URI (default: the champion); SPARK_MASTER a Spark master URL (default local[*]).
+INPUT ?=
+OUTPUT ?=
+MODEL ?=
+SPARK_MASTER ?=
+SCORE_ARGS ?=
+
+score: $(INSTALLED) ## Score a CSV/Parquet file or folder with the registry's champion on Spark (INPUT=, OUTPUT=, MODEL=, SPARK_MASTER=)
+	tools/ensure-debian-packages.sh openjdk-17-jre-headless
+	$(PY) -m iris_pipeline.scoring --input "$(INPUT)" --output "$(OUTPUT)" \
+		$(if $(MODEL),--model "$(MODEL)") $(if $(SPARK_MASTER),--master "$(SPARK_MASTER)") $(SCORE_ARGS)
+
 serve: $(INSTALLED) ## Train if no champion is in the store, then serve on $(HOST):$(PORT)
 	$(PY) train.py --if-missing
 	@$(if $(REQUEST_LOG_FILE),echo "Per-request log lines: $(REQUEST_LOG_FILE)")
 	IRIS_REQUEST_LOG_FILE=$(REQUEST_LOG_FILE) $(BIN)/bentoml serve service:IrisClassifier $(SERVE_FLAGS)
 
 test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
-	tools/ensure-debian-packages.sh prometheus chromium nginx-light wrk
+	tools/ensure-debian-packages.sh prometheus chromium nginx-light wrk openjdk-17-jre-headless
 	$(BIN)/ruff check .
 	$(PY) -m tools.audit_dependencies
 	$(BIN)/pytest

@@ -22,7 +22,9 @@ SERVED_FILES = sorted([PROJECT_ROOT / "service.py", *(PROJECT_ROOT / "iris_servi
 OUR_PACKAGES = {"iris_service"}
 NEVER_SERVED = {"iris_pipeline", "tools", "tests"}
 # Heavy pipeline and tooling dependencies, named so that a regression reads plainly.
-PIPELINE_AND_TOOLS = {"mlflow", "pandas", "matplotlib", "locust", "skops", "fastapi", "requests"}
+PIPELINE_AND_TOOLS = {
+    *("mlflow", "pandas", "matplotlib", "locust", "skops", "fastapi", "requests", "pyspark"),
+}
 
 
 def _imported_top_levels(path: Path) -> set[str]:
@@ -66,6 +68,13 @@ def test_the_check_catches_a_pipeline_import(tmp_path: Path) -> None:
     assert {"bentoml", "onnxruntime", "numpy", "starlette"} <= allowed
     # Models are served compiled: neither scikit-learn nor SciPy is in the served set.
     assert not {"scikit-learn", "scipy"} & allowed
+
+
+def test_spark_stays_out_of_the_served_image() -> None:
+    """pyspark (and Java) are for `make score` only: requirements-spark.txt, never the lock."""
+    assert "pyspark" not in LOCK.read_text() and "py4j" not in LOCK.read_text()
+    assert "pyspark" not in (PROJECT_ROOT / "requirements-serve.txt").read_text()
+    assert "pyspark==" in (PROJECT_ROOT / "requirements-spark.txt").read_text()
 
 
 def test_the_bento_installs_the_locked_closure_of_the_serve_requirements() -> None:
