@@ -22,7 +22,7 @@ import os
 BENTOML_HTTP_LOGGER = "bentoml._internal.server.http_app"
 REQUEST_LOG_FILE_ENV = "IRIS_REQUEST_LOG_FILE"
 # Loggers whose INFO lines an operator needs: which model serves, and every switch.
-INFO_LOGGERS = ("iris_service.models", "iris_service.local_champion")
+INFO_LOGGERS = ("iris_service.models", "iris_service.inference")
 
 _request_log_fd: int | None = None
 

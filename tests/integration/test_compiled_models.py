@@ -81,7 +81,7 @@ def test_a_non_equivalent_candidate_is_left_out_of_the_choice(tmp_path: Path) ->
     assert "EXCLUDED from the choice: ONNX NOT equivalent: max |dp| 1.0" in excluded[0]
     lines = result.stdout.splitlines()
     assert lines[lines.index(excluded[0]) - 1].lstrip().startswith("logistic_regression")
-    assert "Best run: random_forest" in result.stdout
+    assert "Registered random_forest as MLflow registry version 1" in result.stdout
 
     runs = _runs_by_family(state)
     refused, chosen = runs["logistic_regression"], runs["random_forest"]
