@@ -30,7 +30,7 @@ from iris_service.api_docs import SERVICE_DESCRIPTION, DescribedService
 from iris_service.auth import ApiKeyMiddleware
 from iris_service.drift import drift_route
 from iris_service.errors import error_response
-from iris_service.feedback import FeedbackDesk, FeedbackRefused
+from iris_service.feedback import FeedbackDesk, FeedbackFollower, FeedbackRefused
 from iris_service.feedback_log import FeedbackLog
 from iris_service.inference import InferenceCore
 from iris_service.live_quality import LiveQuality, live_quality_route
@@ -116,7 +116,7 @@ status_app = Starlette(
     routes=[
         drift_route(lambda: _core().drift),
         model_route(lambda: _core().status()),
-        live_quality_route(lambda: _current().live_quality),
+        live_quality_route(lambda: _current().live_quality, lambda: _current().follow_feedback()),
     ]
 )
 
@@ -165,6 +165,10 @@ class IrisClassifier:
             shadow_max_rows=SHADOW_MAX_ROWS,
         )
         self.feedback_desk, self.live_quality = _feedback_desk(prediction_log)
+        # Labels other API workers recorded reach this worker's live quality within a second.
+        self.feedback_follower = (
+            FeedbackFollower(self.feedback_desk) if self.feedback_desk is not None else None
+        )
 
     @bentoml.on_startup
     async def start_following(self) -> None:
@@ -177,11 +181,20 @@ class IrisClassifier:
         if self.feedback_desk is not None:
             await asyncio.to_thread(self.feedback_desk.log.catch_up)
             self.live_quality.publish()
+        if self.feedback_follower is not None:
+            self.feedback_follower.start()
+
+    async def follow_feedback(self) -> None:
+        """Read the labels other API workers recorded (GET /live_quality asks first)."""
+        if self.feedback_follower is not None:
+            await self.feedback_follower.catch_up()
 
     @bentoml.on_shutdown
     async def stop_following(self) -> None:
         self.heartbeat.stop()
         self.core.follower.stop()
+        if self.feedback_follower is not None:
+            self.feedback_follower.stop()
 
     async def __is_ready__(self) -> bool:
         """Ready while this worker holds a model: it answers without the runner."""

@@ -1,5 +1,5 @@
 """One background task per object, started inside a worker's event loop and cancelled on
-shutdown: the runner heartbeat and the API worker's copy of the champion both loop this way."""
+shutdown: the runner heartbeat and the feedback follower loop this way."""
 
 from __future__ import annotations
 

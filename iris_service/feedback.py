@@ -22,6 +22,8 @@ writer): a label that comes sooner is looked up again for up to `wait_s`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import threading
 import time
@@ -30,9 +32,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import metrics
+from .background import BackgroundLoop
 from .feedback_log import AlreadyLabelled, FeedbackLog, Record
 from .prediction_index import AmbiguousRequestId, PredictionIndex
 from .settings import FEATURE_NAMES
+
+logger = logging.getLogger("iris_service.feedback")
 
 LABELLABLE_ENDPOINTS = ("/predict", "/predict_batch")
 _ADDRESS = re.compile(r"^([A-Za-z0-9._-]{1,64})(?:/(\d{1,6}))?$")
@@ -139,7 +144,7 @@ class FeedbackDesk:
     ) -> None:
         self.index, self.log = index, log
         self._flush_predictions = flush_predictions
-        self._publish = publish
+        self.publish = publish
         self.wait_s = wait_s
         self._clock = clock
         self._mutex = threading.Lock()
@@ -155,7 +160,7 @@ class FeedbackDesk:
         metrics.FEEDBACK_TOTAL.labels("accepted").inc(len(records))
         for record in records:
             metrics.FEEDBACK_DELAY_SECONDS.observe(max(record["ts"] - record["predicted_at"], 0))
-        self._publish()
+        self.publish()
         return records
 
     def _label(self, labels: Sequence[tuple[str, str]]) -> list[Record]:
@@ -206,3 +211,27 @@ class FeedbackDesk:
             self._flush_predictions()  # this worker's records still queued for the writer
             time.sleep(RETRY_STEP_S)
             self.index.refresh()
+
+
+class FeedbackFollower(BackgroundLoop):
+    """Keeps this API worker's live quality in line with the labels every worker of the pod
+    recorded: the feedback log is shared, but each worker reads it only when it appends (and
+    at start), so a worker that took no label for a while would publish and answer with an
+    old window. Every `period_s` (and before GET /live_quality answers) it reads what the
+    others appended and publishes."""
+
+    def __init__(self, desk: FeedbackDesk, period_s: float = 1.0) -> None:
+        self.desk = desk
+        self.period_s = period_s
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.period_s)
+            try:
+                await self.catch_up()
+            except OSError as exc:  # a log that cannot be read now is read next time
+                logger.warning("could not read the feedback log: %s", exc.strerror)
+
+    async def catch_up(self) -> None:
+        if await asyncio.to_thread(self.desk.log.catch_up):
+            self.desk.publish()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import statistics
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,10 +113,16 @@ class LiveQuality:
                 metrics.LIVE_RECALL.labels(tag, name).set(value)
 
 
-def live_quality_route(quality_of: Callable[[], LiveQuality]) -> Route:
-    """GET /live_quality: each model version's live window ({"window", "models": {tag: ...}})."""
+def live_quality_route(
+    quality_of: Callable[[], LiveQuality],
+    catch_up: Callable[[], Awaitable[None]] | None = None,
+) -> Route:
+    """GET /live_quality: each model version's live window ({"window", "models": {tag: ...}}),
+    after `catch_up()` (the labels other workers recorded)."""
 
     async def live_quality(_: Request) -> JSONResponse:
+        if catch_up is not None:
+            await catch_up()
         quality = quality_of()
         return JSONResponse({"window": quality.window, "models": quality.report()})
 

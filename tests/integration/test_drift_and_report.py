@@ -18,14 +18,19 @@ from tools.local_server import LocalServer
 pytestmark = pytest.mark.server
 
 
+# Each API worker keeps its own drift window (docs/monitoring.md): one keep-alive connection
+# reaches one worker, so the flowers sent and the window read are that worker's.
+WORKER = requests.Session()
+
+
 def _send(server: LocalServer, rows: np.ndarray) -> None:
     flowers = [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in rows.round(1)]
-    response = requests.post(f"{server.url}/predict_batch", json={"flowers": flowers}, timeout=60)
+    response = WORKER.post(f"{server.url}/predict_batch", json={"flowers": flowers}, timeout=60)
     assert response.status_code == 200, response.text
 
 
 def _drift(server: LocalServer) -> dict:
-    response = requests.get(f"{server.url}/drift", timeout=10)
+    response = WORKER.get(f"{server.url}/drift", timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
 
