@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -131,12 +132,16 @@ def convert(model: Any, sample: np.ndarray) -> CompiledModel:
     """The ONNX form of a fitted scikit-learn model (skl2onnx, float32 input, no zipmap)."""
     from skl2onnx import to_onnx
 
-    onnx_model = to_onnx(
-        model,
-        np.asarray(sample[:1], dtype=np.float32),
-        options={id(model): {"zipmap": False}},
-        target_opset=TARGET_OPSET,
-    )
+    with warnings.catch_warnings():
+        # skl2onnx reads SVC's `probA_`/`probB_`, which scikit-learn 1.9 marks deprecated
+        # (FutureWarning) although the calibrated SVM candidate never uses them.
+        warnings.filterwarnings("ignore", message="Attribute `prob[AB]_` was deprecated")
+        onnx_model = to_onnx(
+            model,
+            np.asarray(sample[:1], dtype=np.float32),
+            options={id(model): {"zipmap": False}},
+            target_opset=TARGET_OPSET,
+        )
     inputs = [item.name for item in onnx_model.graph.input]
     outputs = [item.name for item in onnx_model.graph.output]
     if inputs != [INPUT_NAME] or PROBABILITIES_OUTPUT not in outputs:

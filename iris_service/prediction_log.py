@@ -10,23 +10,21 @@ a body that is not JSON (MLflow's CSV, a V2 binary tensor) as a JSON string: the
 base64 of the bytes.
 
 What a write failure does: the answer goes out, the lost record is counted. The record is
-handed to a writer thread through a bounded buffer before the answer's last byte is sent, and
-that hand-over (an append to a deque: no lock, no wake-up) never blocks and never fails the
-request. The writer takes what has gathered every WRITE_INTERVAL_S and writes it in one
-system call, so the cost of the file system is paid per batch, not per prediction. A record
-the thread cannot write (the file system is full or failing) or cannot take (the buffer is
-full because the disk is slower than the traffic) is counted in
-`iris_prediction_log_lost_total{reason}`, and the IrisPredictionLogLosingRecords alert
-(deploy/monitoring/alerts.yaml) calls an operator. We chose this over refusing with 503
-because the log is an audit trail of answers, not a precondition of them: the prediction is
-right whether or not its record is kept, and a full log volume would otherwise take every
-replica out of service at once (each pod's volume fills at the same rate), turning a storage
-problem into a full outage. A deployment for which an unlogged prediction is worse than no
-prediction should alert on the counter with paging severity, or keep the log on storage that
-cannot fill. Either way an answer is never cut short.
+handed to a writer thread through a bounded queue before the answer's last byte is sent, and
+that hand-over never blocks and never fails the request. A record the thread cannot write
+(the file system is full or failing) or cannot take (the queue is full because the disk is
+slower than the traffic) is counted in `iris_prediction_log_lost_total{reason}`, and the
+IrisPredictionLogLosingRecords alert (deploy/monitoring/alerts.yaml) calls an operator. We
+chose this over refusing with 503 because the log is an audit trail of answers, not a
+precondition of them: the prediction is right whether or not its record is kept, and a full
+log volume would otherwise take every replica out of service at once (each pod's volume fills
+at the same rate), turning a storage problem into a full outage. A deployment for which an
+unlogged prediction is worse than no prediction should alert on the counter with paging
+severity, or keep the log on storage that cannot fill. Either way an answer is never cut
+short: the old design wrote on the event loop after the 200 headers had gone out, so a full
+disk truncated answers.
 
-No torn or interleaved record: each batch of records is one `os.write` of whole lines with
-O_APPEND,
+No torn or interleaved record: each record is one `os.write` of one line with O_APPEND,
 under an exclusive `flock` on a lock file beside the log, shared by every worker process. A
 write that fails part-way (ENOSPC) is cut back to the last whole line with `ftruncate` under
 the same lock. Rotation, under that lock too: before a line would take the file past
@@ -41,14 +39,15 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import queue
 import re
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,6 @@ from .settings import (
 
 logger = logging.getLogger("iris_service.prediction_log")
 QUEUE_RECORDS = 10_000  # records waiting for the writer; beyond, new ones are counted lost
-WRITE_INTERVAL_S = 0.02  # the writer takes what has gathered this often
 WARN_EVERY_S = 60.0  # one warning per minute while records are being lost, not one per record
 
 
@@ -85,11 +83,7 @@ class PredictionLog:
         self.max_bytes, self.backups, self.fsync = max_bytes, backups, fsync
         self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o640)
         self._fd: int | None = self._open()
-        self._pending: deque[bytes] = deque()
-        self._queue_records = queue_records
-        self._submitted = 0  # records handed over; `_done` of them written or counted lost
-        self._done = 0
-        self._stop = threading.Event()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(queue_records)  # None: stop
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._last_warning = 0.0
@@ -103,28 +97,27 @@ class PredictionLog:
     # ---------------------------------------------------------------- request path (no I/O)
 
     def submit(self, line: bytes) -> None:
-        """Hand one complete JSON line to the writer; never blocks, never raises."""
+        """Queue one complete JSON line for the writer; never blocks, never raises."""
         self._ensure_writer()
-        if self._submitted - self._done >= self._queue_records:
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
             self._lost("queue_full")
-            return
-        self._submitted += 1
-        self._pending.append(line)
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every handed-over record is written or counted lost; False on timeout."""
-        wanted = self._submitted
+        """Wait until every queued record is written or counted lost; False on timeout."""
         deadline = time.monotonic() + timeout
-        while self._done < wanted and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return self._done >= wanted
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self._queue.unfinished_tasks
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is waiting, stop the writer, close the files."""
+        """Write what is queued, stop the writer, close the files."""
         if self._closed:
             return
-        self._stop.set()
         if self._thread is not None and self._thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=timeout)
             self._thread.join(timeout)
         self._closed = True
         for fd in (self._fd, self._lock_fd):
@@ -142,29 +135,22 @@ class PredictionLog:
 
     def append_line(self, line: bytes) -> None:
         """One complete JSON line, written whole or not at all, rotating first if needed."""
-        self.append_lines([line])
-
-    def append_lines(self, lines: list[bytes]) -> None:
-        """Complete JSON lines, each batch written whole or not at all under the lock; the file
-        is rotated before a batch would take it past max_bytes (a batch larger than that is
-        written in parts of at most max_bytes, rotating between them)."""
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            for chunk in _chunks(lines, self.max_bytes):
-                fd = self._current_fd()
-                size = os.fstat(fd).st_size
-                if size and size + len(chunk) > self.max_bytes:
-                    self._rotate()
-                    fd, size = self._current_fd(), 0
-                try:
-                    written = os.write(fd, chunk)
-                    while written < len(chunk):  # a regular file takes it whole; be safe
-                        written += os.write(fd, chunk[written:])
-                except OSError:
-                    os.ftruncate(fd, size)  # no torn record: back to the last whole line
-                    raise
-                if self.fsync:
-                    os.fsync(fd)
+            fd = self._current_fd()
+            size = os.fstat(fd).st_size
+            if size and size + len(line) > self.max_bytes:
+                self._rotate()
+                fd, size = self._current_fd(), 0
+            try:
+                written = os.write(fd, line)
+                while written < len(line):  # a regular file takes it whole; be safe anyway
+                    written += os.write(fd, line[written:])
+            except OSError:
+                os.ftruncate(fd, size)  # no torn record: back to the last whole line
+                raise
+            if self.fsync:
+                os.fsync(fd)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
@@ -181,28 +167,15 @@ class PredictionLog:
 
     def _write_queued(self) -> None:
         while True:
-            stopping = self._stop.wait(WRITE_INTERVAL_S)
-            self._write_pending()
-            if stopping:
-                return
-
-    def _write_pending(self) -> None:
-        lines: list[bytes] = []
-        while self._pending:
-            lines.append(self._pending.popleft())
-        if not lines:
-            return
-        try:
-            self.append_lines(lines)
-        except OSError:
-            # Keep what still fits, in order: line by line (each whole or not at all).
-            for line in lines:
-                try:
-                    self.append_lines([line])
-                except OSError as exc:
-                    self._lost("write_error", exc)
-        finally:
-            self._done += len(lines)
+            line = self._queue.get()
+            try:
+                if line is None:
+                    return
+                self.append_line(line)
+            except OSError as exc:
+                self._lost("write_error", exc)
+            finally:
+                self._queue.task_done()
 
     def _lost(self, reason: str, exc: OSError | None = None) -> None:
         metrics.PREDICTION_LOG_LOST.labels(reason).inc()
@@ -240,23 +213,6 @@ class PredictionLog:
             source = self.path if number == 1 else Path(f"{self.path}.{number - 1}")
             if source.exists():
                 os.replace(source, f"{self.path}.{number}")
-
-
-def _chunks(lines: list[bytes], max_bytes: int) -> list[bytes]:
-    """`lines` joined into as few chunks as possible of at most `max_bytes` (a longer line
-    is a chunk of its own)."""
-    chunks: list[bytes] = []
-    current: list[bytes] = []
-    size = 0
-    for line in lines:
-        if current and size + len(line) > max_bytes:
-            chunks.append(b"".join(current))
-            current, size = [], 0
-        current.append(line)
-        size += len(line)
-    if current:
-        chunks.append(b"".join(current))
-    return chunks
 
 
 class PredictionLogMiddleware:

@@ -121,6 +121,7 @@ async def drive(
     fresh_connections: bool = False,
     bodies: Sequence[str] | None = None,
     stop: asyncio.Event | None = None,
+    log: TrafficLog | None = None,
 ) -> TrafficLog:
     """`concurrency` clients, each sending back to back until the clock or the count runs out.
 
@@ -128,8 +129,9 @@ async def drive(
     server that stops listening refuses new requests at the connection instead of racing
     them against the close of an idle kept-alive connection. With `bodies`, each of them is
     sent once (the clients share the list) and the count is their number; without, every
-    request is one VERSICOLOR. Setting `stop` ends it early (the clock still bounds it)."""
-    log = TrafficLog()
+    request is one VERSICOLOR. Setting `stop` ends it early (the clock still bounds it). A
+    `log` given by the caller fills while it runs (to wait on what the answers show)."""
+    log = log if log is not None else TrafficLog()
     pending = iter(bodies) if bodies is not None else None
     if bodies is not None:
         max_requests = min(max_requests, len(bodies))

@@ -32,8 +32,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from iris_service.settings import MAX_BATCH_FLOWERS, MAX_BODY_BYTES, MODEL_NAME
 from tests.integration.fuzzing import fuzz_operation
-from tests.integration.reliability_support import assert_error_shape, drive, healthy
-from tests.support import SETOSA
+from tests.integration.reliability_support import (
+    TrafficLog,
+    assert_error_shape,
+    drive,
+    healthy,
+)
+from tests.support import SETOSA, VERSICOLOR
 from tools.local_server import LocalServer, ProjectState, bento_server
 
 pytestmark = pytest.mark.server
@@ -370,15 +375,23 @@ def _overload_summary(name: str, log, duration_s: float) -> str:
 @pytest.mark.timeout(150)
 def test_overload_is_refused_quickly_with_retry_after(guarded: LocalServer) -> None:
     """Two phases of 25x the admission limit: clients that retry at once (a flood), then
-    clients that honour Retry-After. Memory is sampled over both."""
+    clients that honour Retry-After. Memory is sampled over both. The requests are batches of
+    1,000 flowers: one flower is answered in the API worker faster than a flood fills the
+    limit, a batch takes long enough to hold a place."""
     concurrency, duration_s = 25 * ADMISSION_LIMIT, 12.0
-    url = f"{guarded.url}/predict"
-    baseline = asyncio.run(drive(url, ADMISSION_LIMIT, 5.0, AUTH))
+    url = f"{guarded.url}/predict_batch"
+    batch = json.dumps({"flowers": [VERSICOLOR] * 1000})
+    bodies = [batch] * 1_000_000  # each sent once at most: the clock bounds the run
+
+    def load(clients: int, seconds: float, **options: float) -> TrafficLog:
+        return asyncio.run(drive(url, clients, seconds, AUTH, bodies=bodies, **options))
+
+    baseline = load(ADMISSION_LIMIT, 5.0)
     sampler = _MemorySampler(guarded.process.pid)
     sampler.start()
     try:
-        flood = asyncio.run(drive(url, concurrency, duration_s, AUTH))
-        polite = asyncio.run(drive(url, concurrency, duration_s, AUTH, pause_after_refusal_s=1.0))
+        flood = load(concurrency, duration_s)
+        polite = load(concurrency, duration_s, pause_after_refusal_s=1.0)
     finally:
         sampler.stop_event.set()
         sampler.join()

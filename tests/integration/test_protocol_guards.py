@@ -72,21 +72,23 @@ def test_inference_and_metadata_need_the_key_health_does_not(guarded: LocalServe
 def test_binary_and_csv_predictions_are_logged_and_watched_for_drift(
     guarded: LocalServer,
 ) -> None:
-    before = requests.get(f"{guarded.url}/drift", headers=AUTH, timeout=10).json()["observed_total"]
+    # One connection, so one API worker: each worker keeps its own drift window.
+    worker = requests.Session()
+    before = worker.get(f"{guarded.url}/drift", headers=AUTH, timeout=10).json()["observed_total"]
     body, headers = _binary_infer_body()
-    v2_answer = requests.post(
+    v2_answer = worker.post(
         f"{guarded.url}{INFER}", data=body, headers={**headers, **AUTH}, timeout=30
     )
     assert v2_answer.status_code == 200, v2_answer.text[:300]
     assert v2_answer.headers["content-type"] == "application/octet-stream"
-    csv_answer = requests.post(
+    csv_answer = worker.post(
         f"{guarded.url}/invocations",
         data=CSV,
         headers={"Content-Type": "text/csv", **AUTH},
         timeout=30,
     )
     assert csv_answer.status_code == 200, csv_answer.text[:300]
-    after = requests.get(f"{guarded.url}/drift", headers=AUTH, timeout=10).json()["observed_total"]
+    after = worker.get(f"{guarded.url}/drift", headers=AUTH, timeout=10).json()["observed_total"]
     assert after - before == 2 * len(FLOWERS)
 
     records = [

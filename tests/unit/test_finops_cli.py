@@ -74,7 +74,10 @@ def finops(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 def _env() -> dict[str, str]:
     import os
 
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # FinOps reads no store: neither store variable is passed, so that whatever an earlier
+    # test left in this process's environment cannot make the tool warn about the stores.
+    dropped = {"PYTHONPATH", "BENTOML_HOME", "MLFLOW_TRACKING_URI"}
+    return {k: v for k, v in os.environ.items() if k not in dropped}
 
 
 def test_report_from_benchmark_output(tmp_path: Path) -> None:
