@@ -70,6 +70,9 @@ def guarded(
         IRIS_EXPOSE_MEASUREMENT_HEADERS="true",
         IRIS_PREDICTION_LOG=str(logs / "predictions.jsonl"),
         IRIS_MAX_CONCURRENT_REQUESTS=str(ADMISSION_LIMIT),
+        # Batches of 100 flowers or more wait for the runner: requests that hold their place
+        # while they wait, as costly models' do (one flower is computed without a wait).
+        IRIS_RUNNER_MIN_ROWS="100",
     ) as running:
         yield running
 
@@ -376,8 +379,8 @@ def _overload_summary(name: str, log, duration_s: float) -> str:
 def test_overload_is_refused_quickly_with_retry_after(guarded: LocalServer) -> None:
     """Two phases of 25x the admission limit: clients that retry at once (a flood), then
     clients that honour Retry-After. Memory is sampled over both. The requests are batches of
-    1,000 flowers: one flower is answered in the API worker faster than a flood fills the
-    limit, a batch takes long enough to hold a place."""
+    1,000 flowers that the runner computes: a request answered in the API worker without a
+    wait never holds a place while another is read, so only waiting requests fill the limit."""
     concurrency, duration_s = 25 * ADMISSION_LIMIT, 12.0
     url = f"{guarded.url}/predict_batch"
     batch = json.dumps({"flowers": [VERSICOLOR] * 1000})
