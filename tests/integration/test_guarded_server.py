@@ -379,11 +379,11 @@ def _overload_summary(name: str, log, duration_s: float) -> str:
 def test_overload_is_refused_quickly_with_retry_after(guarded: LocalServer) -> None:
     """Two phases of 25x the admission limit: clients that retry at once (a flood), then
     clients that honour Retry-After. Memory is sampled over both. The requests are batches of
-    1,000 flowers that the runner computes: a request answered in the API worker without a
+    100 flowers that the runner computes: a request answered in the API worker without a
     wait never holds a place while another is read, so only waiting requests fill the limit."""
     concurrency, duration_s = 25 * ADMISSION_LIMIT, 12.0
     url = f"{guarded.url}/predict_batch"
-    batch = json.dumps({"flowers": [VERSICOLOR] * 1000})
+    batch = json.dumps({"flowers": [VERSICOLOR] * 100})
     bodies = [batch] * 1_000_000  # each sent once at most: the clock bounds the run
 
     def load(clients: int, seconds: float, **options: float) -> TrafficLog:
@@ -490,10 +490,15 @@ def _successes_counted_by_the_server(server: LocalServer) -> int:
 
 
 def _log_records(server: LocalServer) -> list[dict]:
+    """Every record of the prediction log, its rotated files (oldest first) included."""
     path = Path(server.log_path).parent / "predictions.jsonl"
-    raw = path.read_bytes()
-    assert raw.endswith(b"\n"), "a torn last record"
-    return [json.loads(line) for line in raw.splitlines()]  # a torn line fails to parse
+    rotated = sorted(path.parent.glob("predictions.jsonl.*[0-9]"), key=lambda p: -int(p.suffix[1:]))
+    records = []
+    for file in [*rotated, path]:
+        raw = file.read_bytes()
+        assert raw == b"" or raw.endswith(b"\n"), f"a torn last record in {file.name}"
+        records += [json.loads(line) for line in raw.splitlines()]  # a torn line fails here
+    return records
 
 
 def test_prediction_log_has_one_record_per_success(guarded: LocalServer) -> None:

@@ -106,8 +106,14 @@ def test_hung_runner_costs_no_answer_and_fails_liveness_after_the_grace(
 ) -> None:
     assert healthy(watched.url)
     runner = watched.worker_pid()
-    before = _in_runner(watched.url)
-    assert _answers(watched.url)["/predict_batch"][0] == 200
+    # Once the heartbeat has found the runner ready, batches go to it (bounded wait).
+    deadline = time.monotonic() + 30
+    while True:
+        before = _in_runner(watched.url)
+        assert _answers(watched.url)["/predict_batch"][0] == 200
+        if _in_runner(watched.url) == before + 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert _in_runner(watched.url) == before + 1  # the batch went to the runner
     stopped = ProbeLog()
     os.kill(runner, signal.SIGSTOP)
