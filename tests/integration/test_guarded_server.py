@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from iris_service.settings import MAX_BATCH_FLOWERS, MAX_BODY_BYTES, MODEL_NAME
 from tests.integration.fuzzing import fuzz_operation
+from tests.integration.log_support import wait_for_records
 from tests.integration.reliability_support import (
     TrafficLog,
     assert_error_shape,
@@ -489,18 +490,6 @@ def _successes_counted_by_the_server(server: LocalServer) -> int:
     )
 
 
-def _log_records(server: LocalServer) -> list[dict]:
-    """Every record of the prediction log, its rotated files (oldest first) included."""
-    path = Path(server.log_path).parent / "predictions.jsonl"
-    rotated = sorted(path.parent.glob("predictions.jsonl.*[0-9]"), key=lambda p: -int(p.suffix[1:]))
-    records = []
-    for file in [*rotated, path]:
-        raw = file.read_bytes()
-        assert raw == b"" or raw.endswith(b"\n"), f"a torn last record in {file.name}"
-        records += [json.loads(line) for line in raw.splitlines()]  # a torn line fails here
-    return records
-
-
 def test_prediction_log_has_one_record_per_success(guarded: LocalServer) -> None:
     """Over every request of this module: as many records as 200 answers (the server's own
     count), each under a distinct server id; and for answers this test keeps, the record is
@@ -513,11 +502,8 @@ def test_prediction_log_has_one_record_per_success(guarded: LocalServer) -> None
         assert response.status_code == 200
         kept.append((client_id, response.headers["x-server-request-id"], response.json()))
     successes = _successes_counted_by_the_server(guarded)
-    deadline = time.monotonic() + 10  # the writer thread runs behind the answers
-    records = _log_records(guarded)
-    while len(records) < successes and time.monotonic() < deadline:
-        time.sleep(0.2)
-        records = _log_records(guarded)
+    log = Path(guarded.log_path).parent / "predictions.jsonl"
+    records = wait_for_records(log, lambda found: len(found) >= successes)
     print(f"\nprediction log: {len(records)} records, {successes} successful answers")
     assert successes >= len(sent)
     assert len(records) == successes

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from iris_pipeline.paths import PROJECT_ROOT
+from tests.integration.log_support import prediction_records
 from tests.integration.reliability_support import REFUSED, TrafficLog, drive
 from tools.local_server import (
     LocalServer,
@@ -102,12 +103,6 @@ def _request_log_ids(server_log: str) -> set[str]:
     return ids
 
 
-def _records(path: Path) -> list[dict]:
-    raw = path.read_bytes()
-    assert raw.endswith(b"\n") or raw == b"", "a torn last record"
-    return [json.loads(line) for line in raw.splitlines()]  # a torn line fails to parse
-
-
 async def _traffic_with_sigterm(server: LocalServer, duration_s: float) -> tuple[TrafficLog, float]:
     """Load on `server`; SIGTERM to `bentoml serve` alone (as Kubernetes does) midway."""
     traffic = asyncio.create_task(
@@ -160,7 +155,7 @@ def test_graceful_restart_under_load_loses_no_prediction(
     assert "Traceback" not in first_log
 
     successes = before.with_status(200) + after.with_status(200)
-    records = _records(log_file)
+    records = prediction_records(log_file)
     print(
         f"\ngraceful restart: {len(successes)} predictions answered ({dict(statuses)} before, "
         f"exit {shutdown_s:.1f} s after SIGTERM), {len(records)} records"

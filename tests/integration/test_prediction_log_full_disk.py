@@ -4,7 +4,6 @@ lost records are counted (iris_service/prediction_log.py)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import subprocess
 import time
@@ -15,6 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.log_support import prediction_records
 from tests.integration.reliability_support import drive, healthy
 from tools.local_server import LocalServer, ProjectState, bento_server
 
@@ -48,17 +48,6 @@ def _lost_records(server: LocalServer) -> dict[str, float]:
     }
 
 
-def _records(log_dir: Path) -> list[dict]:
-    records = []
-    for path in sorted(log_dir.glob("predictions.jsonl*")):
-        if path.name.endswith(".lock"):
-            continue
-        raw = path.read_bytes()
-        assert raw == b"" or raw.endswith(b"\n"), f"a torn last record in {path.name}"
-        records += [json.loads(line) for line in raw.splitlines()]  # a torn line fails here
-    return records
-
-
 @pytest.mark.timeout(420)  # includes training the session's model when this runs first
 def test_a_full_log_disk_costs_records_never_answers(
     trained_state: ProjectState, tmp_path: Path, small_disk: Path
@@ -76,7 +65,7 @@ def test_a_full_log_disk_costs_records_never_answers(
         deadline = time.monotonic() + 15  # the writer thread runs behind the answers
         while time.monotonic() < deadline:
             lost = _lost_records(server)
-            records = _records(small_disk)
+            records = prediction_records(small_disk / "predictions.jsonl")
             if len(records) + sum(lost.values()) >= len(traffic.outcomes):
                 break
             time.sleep(0.2)

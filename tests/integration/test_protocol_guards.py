@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from iris_service.settings import FEATURE_NAMES, MODEL_NAME
+from tests.integration.log_support import records_by_request_id
 from tools.bench.payloads import rows as iris_rows
 from tools.local_server import LocalServer, ProjectState, bento_server
 
@@ -91,13 +92,11 @@ def test_binary_and_csv_predictions_are_logged_and_watched_for_drift(
     after = worker.get(f"{guarded.url}/drift", headers=AUTH, timeout=10).json()["observed_total"]
     assert after - before == 2 * len(FLOWERS)
 
-    records = [
-        json.loads(line)
-        for line in (Path(guarded.log_path).parent / "predictions.jsonl").read_bytes().splitlines()
-    ]
-    by_request = {r["request_id"]: r for r in records}
-    v2_record = by_request[v2_answer.headers["x-request-id"]]
-    csv_record = by_request[csv_answer.headers["x-request-id"]]
+    v2_id, csv_id = v2_answer.headers["x-request-id"], csv_answer.headers["x-request-id"]
+    by_request = records_by_request_id(
+        Path(guarded.log_path).parent / "predictions.jsonl", v2_id, csv_id
+    )
+    v2_record, csv_record = by_request[v2_id], by_request[csv_id]
     assert v2_record["endpoint"] == INFER and csv_record["endpoint"] == "/invocations"
     for record in (v2_record, csv_record):
         assert record["model_tag"].startswith(f"{MODEL_NAME}:")

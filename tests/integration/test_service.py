@@ -224,6 +224,21 @@ def _inferences(server: LocalServer) -> dict[str, float]:
     return {labels["computed_in"]: value for labels, value in samples}
 
 
+def _until_every_worker_uses_the_runner(server: LocalServer, url: str, body: object) -> None:
+    """The service is ready before its runner is (a worker answers without it), and each API
+    worker sends work to the runner only once its own heartbeat has seen it ready (within a
+    ping period of the runner's start). Wait, bounded, for three rounds in a row of
+    concurrent large batches all taken by the runner."""
+    deadline = time.monotonic() + 60
+    in_a_row = 0
+    while in_a_row < 3:
+        assert time.monotonic() < deadline, f"the runner never took them: {_inferences(server)}"
+        before = _inferences(server).get("runner", 0.0)
+        asyncio.run(_concurrent_answers(url, 8, 8, body))
+        in_a_row = in_a_row + 1 if _inferences(server).get("runner", 0.0) - before == 8 else 0
+        time.sleep(0.5)
+
+
 async def _concurrent_answers(
     url: str, total: int, concurrency: int, body: object = VERSICOLOR
 ) -> list[dict]:
@@ -268,6 +283,7 @@ def test_large_batches_are_batched_by_the_runner_with_the_same_answers(
     large = {"flowers": [dict(zip(FEATURE_NAMES, map(float, r), strict=True)) for r in rows[:60]]}
     with bento_server(trained_state, tmp_path, IRIS_RUNNER_MIN_ROWS="50") as running:
         url = f"{running.url}/predict_batch"
+        _until_every_worker_uses_the_runner(running, url, large)
         before = _inferences(running)
         in_worker = requests.post(url, json=small, timeout=10).json()
         by_runner = asyncio.run(_concurrent_answers(url, 64, 16, large))
