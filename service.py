@@ -28,6 +28,7 @@ from iris_service import answers, log_filters, runner_client
 from iris_service.admission import AdmissionControlMiddleware
 from iris_service.api_docs import SERVICE_DESCRIPTION, DescribedService
 from iris_service.auth import ApiKeyMiddleware
+from iris_service.bentoml_metrics import bound_bentoml_request_metrics, fixed_paths
 from iris_service.drift import drift_route
 from iris_service.errors import error_response
 from iris_service.feedback import FeedbackDesk, FeedbackFollower, FeedbackRefused
@@ -45,6 +46,7 @@ from iris_service.prediction_log import (
     open_prediction_log,
 )
 from iris_service.protocols.routes import protocol_app
+from iris_service.request_ids import api_key_id
 from iris_service.runner import IrisModelRunner
 from iris_service.runner_health import RunnerHeartbeat, runner_ping
 from iris_service.schemas import (
@@ -218,17 +220,21 @@ class IrisClassifier:
         return answers.batch_response(answer.model, answer.probabilities)  # type: ignore[return-value]
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
-    async def feedback(self, **body: object) -> FeedbackAnswer:
-        """The true class of predicted flowers: {"request_id": <the answer's X-Request-ID>,
-        "class_name": ...}, or {"feedback": [...]}; a flower of a batch is <request id>/<index>.
-        All labels of a request are recorded, or none (docs/feedback.md)."""
+    async def feedback(self, ctx: bentoml.Context, **body: object) -> FeedbackAnswer:
+        """The true class of predicted flowers: {"request_id": <the answer's
+        X-Server-Request-Id, or your X-Request-ID>, "class_name": ...}, or {"feedback": [...]};
+        a flower of a batch is <request id>/<index>. Your own X-Request-ID names your
+        predictions only with the API key that made them. All labels of a request are
+        recorded, or none (docs/feedback.md)."""
         if self.feedback_desk is None:
             return error_response(  # type: ignore[return-value]
                 503, "feedback needs the prediction log (IRIS_PREDICTION_LOG is off)"
             )
         labels = FeedbackRequest.model_validate(body).labels()
         try:
-            records = await asyncio.to_thread(self.feedback_desk.label, labels)
+            records = await asyncio.to_thread(
+                self.feedback_desk.label, labels, api_key_id(ctx.request.scope)
+            )
         except FeedbackRefused as refused:
             return error_response(refused.status, refused.detail, refused.code)  # type: ignore[return-value]
         return FeedbackAnswer(
@@ -264,3 +270,5 @@ IrisClassifier.add_asgi_middleware(RequestMonitoringMiddleware)
 IrisClassifier.add_asgi_middleware(ApiKeyMiddleware, api_keys=API_KEYS)
 IrisClassifier.add_asgi_middleware(AdmissionControlMiddleware)
 log_filters.install()
+# BentoML's own request metrics name only the routes above, never a path a client made up.
+bound_bentoml_request_metrics(fixed_paths([*IrisClassifier.openapi_spec.paths, "/", "/docs.json"]))

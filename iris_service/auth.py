@@ -16,18 +16,20 @@ the clients, remove the old one. Each presented token is compared with every key
 time (hmac.compare_digest, no early exit), so neither the answer time nor the order of the
 keys tells how much of a key was right. Refusals are 401 with `WWW-Authenticate: Bearer`,
 rewritten into the one error shape by the monitoring middleware; a key is never logged or
-echoed.
+echoed. An accepted request carries the id of its key (iris_service/request_ids.py) into its
+prediction record, so that labels by a client's own request id stay with that key.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
+from .request_ids import key_id, set_api_key_id
 from .settings import API_KEY_MIN_LENGTH, API_KEY_OPEN_DOCS, API_KEYS, API_KEYS_REQUIRED
 
 _BEARER = b"bearer "
@@ -88,11 +90,13 @@ def is_open_path(path: str, open_docs: bool) -> bool:
     return open_docs and (path in DOCS_PATHS or path.startswith(DOCS_PREFIXES))
 
 
-def matches_any(token: bytes, keys: Iterable[bytes]) -> bool:
-    """Constant-time comparison with every key: the loop never stops at the first match."""
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(token, key)
+def matching_key(token: bytes, keys: Sequence[bytes]) -> int | None:
+    """The position of the key `token` is, or None. Constant-time comparison with every
+    key: the loop never stops at the first match."""
+    found = None
+    for position, key in enumerate(keys):
+        if hmac.compare_digest(token, key):
+            found = position
     return found
 
 
@@ -108,6 +112,7 @@ class ApiKeyMiddleware:
     ) -> None:
         self.app = app
         self.keys = tuple(key.encode() for key in api_keys if key)
+        self.key_ids = tuple(key_id(key) for key in self.keys)
         self.open_docs = open_docs
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -119,7 +124,9 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         token = _bearer_token(scope)
-        if token is not None and matches_any(token, self.keys):
+        position = matching_key(token, self.keys) if token is not None else None
+        if position is not None:
+            set_api_key_id(scope, self.key_ids[position])
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":

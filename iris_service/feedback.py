@@ -1,16 +1,19 @@
 """POST /feedback: the true class of a prediction, joined with what the service answered.
 
-A label names a prediction by the request id of its answer (the answer's X-Request-ID: the
-client's own if it sent a valid one, else the server's, also in X-Server-Request-Id); a
-flower of a /predict_batch answer is `<request id>/<index>` (0-based). The desk finds the
-prediction in the prediction log (iris_service/prediction_index.py), joins the label with its
-inputs, answer and model, and appends the result to the feedback log
-(iris_service/feedback_log.py) all-or-nothing: one bad label refuses the whole request.
+A label names a prediction by the request id of its answer: the server's id (the answer's
+X-Server-Request-Id, random, so only who saw the answer knows it), or the client's own
+X-Request-ID when the label is sent with the API key that made the prediction (or keys are
+off, as under `make serve`): a client's id, which anyone may choose, never reaches another
+key's predictions. A flower of a /predict_batch answer is `<request id>/<index>` (0-based).
+The desk finds the prediction in the prediction log (iris_service/prediction_index.py),
+joins the label with its inputs, answer and model, and appends the result to the feedback
+log (iris_service/feedback_log.py) all-or-nothing: one bad label refuses the whole request.
 
 Refusals (FeedbackRefused, answered in the service's one error shape):
 - 400 `validation_error`: malformed body, unknown class, bad address (by schemas and here);
-- 404 `unknown_request_id`: no logged prediction has that id (never made, failed, older than
-  the log or the index keeps), or a batch index beyond the batch;
+- 404 `unknown_request_id`: no logged prediction has that id (never made, failed, made with
+  another API key when the id is the client's, older than the log or the index keeps), or a
+  batch index beyond the batch;
 - 409 `already_labelled`: the flower has a label (in the log, or twice in the request);
 - 409 `ambiguous_request_id`: a client's X-Request-ID used for several predictions: send the
   answer's X-Server-Request-Id instead;
@@ -149,11 +152,12 @@ class FeedbackDesk:
         self._clock = clock
         self._mutex = threading.Lock()
 
-    def label(self, labels: Sequence[tuple[str, str]]) -> list[Record]:
-        """Record every (request id, true class) of `labels`, or none (FeedbackRefused)."""
+    def label(self, labels: Sequence[tuple[str, str]], key_id: str | None = None) -> list[Record]:
+        """Record every (request id, true class) of `labels`, sent with the API key `key_id`
+        (None: keys off), or none (FeedbackRefused)."""
         with self._mutex:
             try:
-                records = self._label(labels)
+                records = self._label(labels, key_id)
             except FeedbackRefused as refused:
                 metrics.FEEDBACK_TOTAL.labels(refused.code).inc(len(labels))
                 raise
@@ -163,7 +167,7 @@ class FeedbackDesk:
         self.publish()
         return records
 
-    def _label(self, labels: Sequence[tuple[str, str]]) -> list[Record]:
+    def _label(self, labels: Sequence[tuple[str, str]], key_id: str | None) -> list[Record]:
         now = self._clock()
         addresses = [parse_address(request_id) for request_id, _ in labels]
         self._flush_predictions()  # this worker's answers already sent, not yet written
@@ -171,7 +175,7 @@ class FeedbackDesk:
         deadline = time.monotonic() + self.wait_s  # for the whole request, not per label
         records = []
         for address, (_, class_name) in zip(addresses, labels, strict=True):
-            server_id = self._server_id(address, deadline)
+            server_id = self._server_id(address, key_id, deadline)
             prediction = self.index.record(server_id)
             if prediction is None:
                 raise FeedbackRefused(
@@ -189,10 +193,10 @@ class FeedbackDesk:
             ) from None
         return records
 
-    def _server_id(self, address: Address, deadline: float) -> str:
+    def _server_id(self, address: Address, key_id: str | None, deadline: float) -> str:
         while True:
             try:
-                found = self.index.server_id(address.request_id)
+                found = self.index.server_id(address.request_id, key_id)
             except AmbiguousRequestId as exc:
                 raise FeedbackRefused(
                     409,

@@ -4,8 +4,9 @@ The prediction log (iris_service/prediction_log.py) is the record of what was an
 inputs, outputs, model tag, time, under the server's request id and, when the client sent
 one, its own X-Request-ID. Each API worker keeps an index, built by reading the log's new
 lines (iris_service/jsonl_tail.py), from the server id to the record's place (file inode,
-offset, length) and from a client id to the server ids logged with it. A label names either
-id; a client id logged for more than one prediction is ambiguous (clients may reuse ids).
+offset, length) and from a client id, with the API key it came with, to the server ids
+logged with it. A label names either id (a client's only with the same key); a client id
+logged for more than one prediction is ambiguous (clients may reuse ids).
 Only the newest `capacity` predictions are kept (about 200 bytes each), and a record rotated
 out of the log is gone: both are refused as unknown.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from .jsonl_tail import JsonLinesTail
 
 _IDS = re.compile(
     rb'^\{"ts":[^,]+,"request_id":"([0-9a-f]+)","client_request_id":(?:null|"([A-Za-z0-9._-]+)")'
+    rb'(?:,"api_key_id":(?:null|"([0-9a-f]{16})"))?'  # absent in records of older versions
 )
 
 
@@ -40,6 +42,12 @@ class LogPosition:
     offset: int
     length: int
     client_id: str | None
+    key_id: str | None  # the API key the prediction came with (None with keys off)
+
+    @property
+    def client_key(self) -> tuple[str, str | None] | None:
+        """Where a client's id is looked up: under the key it was sent with."""
+        return None if self.client_id is None else (self.client_id, self.key_id)
 
 
 class AmbiguousRequestId(LookupError):
@@ -56,7 +64,8 @@ class PredictionIndex:
         self.capacity = capacity
         self._tail = JsonLinesTail()
         self._by_server: OrderedDict[str, LogPosition] = OrderedDict()
-        self._by_client: dict[str, list[str]] = {}
+        # (client id, key id) -> server ids, oldest first: eviction pops the left.
+        self._by_client: dict[tuple[str, str | None], deque[str]] = {}
         self.skipped = 0  # lines read that do not begin like a record
 
     def __len__(self) -> int:
@@ -72,28 +81,30 @@ class PredictionIndex:
                 continue
             server_id = match.group(1).decode()
             client_id = match.group(2).decode() if match.group(2) else None
-            self._add(server_id, LogPosition(inode, offset, len(line), client_id))
+            key_id = match.group(3).decode() if match.group(3) else None
+            self._add(server_id, LogPosition(inode, offset, len(line), client_id, key_id))
             added += 1
         return added
 
     def _add(self, server_id: str, position: LogPosition) -> None:
         self._by_server[server_id] = position
-        if position.client_id is not None:
-            self._by_client.setdefault(position.client_id, []).append(server_id)
+        if position.client_key is not None:
+            self._by_client.setdefault(position.client_key, deque()).append(server_id)
         while len(self._by_server) > self.capacity:
             _, oldest = self._by_server.popitem(last=False)
-            if oldest.client_id is not None:
-                ids = self._by_client[oldest.client_id]
-                ids.pop(0)
+            if oldest.client_key is not None:
+                ids = self._by_client[oldest.client_key]
+                ids.popleft()
                 if not ids:
-                    del self._by_client[oldest.client_id]
+                    del self._by_client[oldest.client_key]
 
-    def server_id(self, request_id: str) -> str | None:
-        """The server id that `request_id` (a server id, or a client's) names, or None;
-        AmbiguousRequestId when a client id was logged for several predictions."""
+    def server_id(self, request_id: str, key_id: str | None = None) -> str | None:
+        """The server id that `request_id` names, or None: a server id, or a client's id
+        logged with the API key `key_id` (None: keys off); AmbiguousRequestId when that
+        client id was logged for several predictions."""
         if request_id in self._by_server:
             return request_id
-        found = self._by_client.get(request_id, [])
+        found = self._by_client.get((request_id, key_id), ())
         if len(found) > 1:
             raise AmbiguousRequestId(request_id, len(found))
         return found[0] if found else None

@@ -1,10 +1,11 @@
 """A JSON-lines log of every successful prediction, rotated by size, written off the event loop.
 
 One record per 200 answer of a prediction route (settings.PREDICTION_PATHS):
-{"ts", "request_id", "client_request_id", "endpoint", "model_tag", "latency_ms", "inputs",
-"outputs"}. "request_id" is the server's own id (iris_service/request_ids.py, also in the
-answer's X-Server-Request-Id): a client's X-Request-ID is kept as "client_request_id" but
-cannot make two records collide. "inputs" (the request body) is left out with
+{"ts", "request_id", "client_request_id", "api_key_id", "endpoint", "model_tag", "latency_ms",
+"inputs", "outputs"}. "request_id" is the server's own id (iris_service/request_ids.py, also
+in the answer's X-Server-Request-Id): a client's X-Request-ID is kept as "client_request_id"
+but cannot make two records collide; "api_key_id" names the API key the request came with
+(null with keys off). "inputs" (the request body) is left out with
 IRIS_PREDICTION_LOG_INPUTS=false; "outputs" is the answer body. Bodies are embedded as JSON;
 a body that is not JSON (MLflow's CSV, a V2 binary tensor) as a JSON string: the text, or
 base64 of the bytes.
@@ -52,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics
-from .request_ids import client_request_id, server_request_id
+from .request_ids import api_key_id, client_request_id, server_request_id
 from .settings import (
     PREDICTION_LOG_BACKUPS,
     PREDICTION_LOG_FSYNC,
@@ -294,6 +295,8 @@ def _record(
         json.dumps(server_request_id(scope)).encode(),
         b',"client_request_id":',
         json.dumps(client_request_id(scope)).encode(),
+        b',"api_key_id":',
+        json.dumps(api_key_id(scope)).encode(),
         b',"endpoint":',
         json.dumps(scope["path"]).encode(),
         b',"model_tag":',

@@ -161,8 +161,9 @@ RequestIdText = Annotated[
     Field(
         min_length=1,
         max_length=80,
-        description="The X-Request-ID of the prediction's answer; <request id>/<index> for "
-        "a flower of a /predict_batch answer (0-based).",
+        description="The prediction's X-Server-Request-Id, or the X-Request-ID you sent with "
+        "it (with the same API key); <request id>/<index> for a flower of a /predict_batch "
+        "answer (0-based).",
     ),
 ]
 

@@ -197,6 +197,8 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> tuple[RequestedOut
         name = output.get("name") if isinstance(output, dict) else None
         if name not in OUTPUT_NAMES:
             raise V2Error(f"unknown output {name!r}; this model has {', '.join(OUTPUT_NAMES)}")
+        if any(earlier.name == name for earlier in requested):
+            raise V2Error(f"output {name!r} is requested more than once")
         binary = _object(output.get("parameters"), "parameters").get("binary_data")
         requested.append(RequestedOutput(name, binary_default if binary is None else binary))
     return tuple(requested)

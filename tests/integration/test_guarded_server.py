@@ -30,9 +30,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from iris_service.request_ids import key_id
 from iris_service.settings import MAX_BATCH_FLOWERS, MAX_BODY_BYTES, MODEL_NAME
 from tests.integration.fuzzing import fuzz_operation
-from tests.integration.log_support import wait_for_records
+from tests.integration.log_support import records_by_request_id, wait_for_records
 from tests.integration.reliability_support import (
     TrafficLog,
     assert_error_shape,
@@ -295,6 +296,39 @@ def test_every_route_needs_a_valid_key_except_the_open_list(guarded: LocalServer
                 assert response.status_code not in (401, 403) and response.status_code < 500
     assert refusals >= 4 * 3  # /predict, /predict_batch and /drift at least
     assert not any(key in guarded.log() for key in VALID_KEYS)
+
+
+def test_a_label_by_client_id_needs_the_key_that_made_the_prediction(
+    guarded: LocalServer,
+) -> None:
+    """Another client (another key) cannot label a prediction by the X-Request-ID its
+    owner chose: to it the id is unknown. The owner can; the server id works with any key."""
+    owner, other = AUTH, {"Authorization": f"Bearer {ROTATION_KEYS[0]}"}
+    client_id = f"order-{os.urandom(6).hex()}"
+    predict, feedback = f"{guarded.url}/predict", f"{guarded.url}/feedback"
+    labelled = requests.post(
+        predict, json=SETOSA, headers={**owner, "X-Request-ID": client_id}, timeout=10
+    )
+    unlabelled = requests.post(predict, json=SETOSA, headers=owner, timeout=10)
+    assert labelled.status_code == unlabelled.status_code == 200
+
+    def label(request_id: str, headers: dict[str, str]) -> requests.Response:
+        body = {"request_id": request_id, "class_name": "setosa"}
+        return requests.post(feedback, json=body, headers=headers, timeout=10)
+
+    refused = label(client_id, other)
+    assert refused.status_code == 404, refused.text
+    assert refused.json()["error"] == "unknown_request_id"
+    accepted = label(client_id, owner)
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["accepted"] == 1
+    by_server_id = label(unlabelled.headers["x-server-request-id"], other)
+    assert by_server_id.status_code == 200, by_server_id.text
+    log = Path(guarded.log_path).parent / "predictions.jsonl"
+    server_id = labelled.headers["x-server-request-id"]
+    record = records_by_request_id(log, server_id)[server_id]
+    assert record["api_key_id"] == key_id(API_KEY.encode())
+    assert not any(key in log.read_text() for key in VALID_KEYS)  # a key is never logged
 
 
 def test_process_measurements_in_answers_when_configured(guarded: LocalServer) -> None:

@@ -11,7 +11,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from iris_service import errors, settings
-from iris_service.auth import ApiKeyConfigError, ApiKeyMiddleware, check_api_keys, matches_any
+from iris_service.auth import ApiKeyConfigError, ApiKeyMiddleware, check_api_keys, matching_key
 from iris_service.middleware import RequestMonitoringMiddleware
 
 KEYS = ("old-key-1", "new-key-2")
@@ -80,9 +80,10 @@ async def test_without_keys_everything_is_open() -> None:
 
 def test_every_key_is_compared_and_only_exact_matches_count() -> None:
     keys = [key.encode() for key in KEYS]
-    assert matches_any(b"new-key-2", keys) and matches_any(b"old-key-1", keys)
+    for position, key in enumerate(keys):
+        assert matching_key(key, keys) == position
     for wrong in (b"", b"new-key-", b"new-key-22", b"NEW-KEY-2"):
-        assert not matches_any(wrong, keys), wrong
+        assert matching_key(wrong, keys) is None, wrong
 
 
 def test_keys_come_from_iris_api_key_and_iris_api_keys(monkeypatch: pytest.MonkeyPatch) -> None:

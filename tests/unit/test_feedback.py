@@ -20,6 +20,8 @@ from iris_service.feedback_log import AlreadyLabelled, FeedbackLog, read_records
 from iris_service.live_quality import Label, LiveQuality, summarise
 from iris_service.prediction_index import AmbiguousRequestId, PredictionIndex
 from iris_service.prediction_log import PredictionLog, PredictionLogMiddleware
+from iris_service.request_ids import key_id as id_of_key
+from iris_service.request_ids import set_api_key_id
 from iris_service.settings import CLASS_NAMES
 from tests.support import SETOSA, VERSICOLOR, VIRGINICA
 
@@ -33,9 +35,14 @@ def _answer(flower: dict[str, float]) -> dict[str, Any]:
 
 
 def predict(
-    log: PredictionLog, path: str, body: dict[str, Any], client_id: str | None = None
+    log: PredictionLog,
+    path: str,
+    body: dict[str, Any],
+    client_id: str | None = None,
+    key_id: str | None = None,
 ) -> str:
-    """One prediction through the real PredictionLogMiddleware; returns the server id."""
+    """One prediction through the real PredictionLogMiddleware, sent with the API key of id
+    `key_id` (None: keys off); returns the server id."""
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         request = json.loads((await receive())["body"])
@@ -51,6 +58,8 @@ def predict(
     if client_id is not None:
         headers.append((b"x-request-id", client_id.encode()))
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+    if key_id is not None:
+        set_api_key_id(scope, key_id)  # what ApiKeyMiddleware does for an accepted key
     sent = json.dumps(body).encode()
 
     async def receive() -> dict:
@@ -81,9 +90,11 @@ def _desk(log: PredictionLog, tmp_path: Path, quality: LiveQuality | None = None
     )
 
 
-def _refusal(desk: FeedbackDesk, labels: list[tuple[str, str]]) -> FeedbackRefused:
+def _refusal(
+    desk: FeedbackDesk, labels: list[tuple[str, str]], key_id: str | None = None
+) -> FeedbackRefused:
     with pytest.raises(FeedbackRefused) as caught:
-        desk.label(labels)
+        desk.label(labels, key_id)
     return caught.value
 
 
@@ -172,6 +183,27 @@ def test_a_client_id_works_until_it_is_ambiguous(log: PredictionLog, tmp_path: P
     assert (refused.status, refused.code) == (409, "ambiguous_request_id")
     assert "X-Server-Request-Id" in refused.detail
     assert desk.label([(second, "setosa")])[0]["correct"]  # the server id still works
+
+
+def test_a_client_id_names_only_the_predictions_of_the_key_that_sends_the_label(
+    log: PredictionLog, tmp_path: Path
+) -> None:
+    """With API keys on, client B cannot label client A's prediction by A's X-Request-ID
+    (anyone can send the same id): it is unknown to B, and B's own prediction under the
+    same id is what B labels. The server id, known only from the answer, works with any key."""
+    alice, bob = id_of_key(b"alice-key-0123456789"), id_of_key(b"bob-key-9876543210ab")
+    alices = predict(log, "/predict", SETOSA, client_id="order-1", key_id=alice)
+    desk = _desk(log, tmp_path)
+    refused = _refusal(desk, [("order-1", "virginica")], key_id=bob)
+    assert (refused.status, refused.code) == (404, "unknown_request_id")
+    assert _refusal(desk, [("order-1", "setosa")]).status == 404  # nor without a key
+    bobs = predict(log, "/predict", VERSICOLOR, client_id="order-1", key_id=bob)
+    (bob_label,) = desk.label([("order-1", "versicolor")], key_id=bob)
+    assert bob_label["server_request_id"] == bobs  # not ambiguous: Alice's is not Bob's
+    (alice_label,) = desk.label([("order-1", "setosa")], key_id=alice)
+    assert alice_label["server_request_id"] == alices
+    other = predict(log, "/predict", VIRGINICA, key_id=alice)
+    assert desk.label([(other, "virginica")], key_id=bob)[0]["correct"]
 
 
 def test_the_same_flower_by_client_id_and_by_server_id_is_one_label(
@@ -350,3 +382,27 @@ def test_publishing_sets_the_gauges_of_every_model_version() -> None:
     assert REGISTRY.get_sample_value("iris_live_label_delay_seconds", labels) == 6.0
     recall = {**labels, "class_name": "versicolor"}
     assert REGISTRY.get_sample_value("iris_live_recall", recall) == 0.0
+
+
+def test_a_client_id_reused_for_every_prediction_holds_no_more_than_the_capacity(
+    tmp_path: Path,
+) -> None:
+    """20,000 records under one client id: the index holds the newest 100 server ids, the
+    client id names exactly those (eviction takes the oldest, not a scan of the list)."""
+    path = tmp_path / "predictions.jsonl"
+    server_ids = [f"{i:032x}" for i in range(20_000)]
+    path.write_bytes(
+        b"".join(
+            b'{"ts":1.0,"request_id":"%s","client_request_id":"same","endpoint":"/predict"}\n'
+            % server_id.encode()
+            for server_id in server_ids
+        )
+    )
+    index = PredictionIndex(lambda: [path], capacity=100)
+    assert index.refresh() == 20_000
+    assert len(index) == 100
+    with pytest.raises(AmbiguousRequestId) as ambiguous:
+        index.server_id("same")
+    assert ambiguous.value.count == 100
+    assert index.server_id(server_ids[-100]) == server_ids[-100]
+    assert index.server_id(server_ids[-101]) is None

@@ -69,6 +69,11 @@ def test_binary_tensors(dtype: str) -> None:
         (_request([1.0], shape=(10**12, 4)), None, f"between 1 and {MAX_BATCH_FLOWERS}"),
         (_request([1.0], shape=(0, 4)), None, f"between 1 and {MAX_BATCH_FLOWERS}"),
         (_request(ROWS.ravel().tolist(), outputs=[{"name": "x"}]), None, "unknown output"),
+        (
+            _request(ROWS.ravel().tolist(), outputs=[{"name": "predict"}] * 10_000),
+            None,
+            "'predict' is requested more than once",
+        ),
         (b"[1, 2]", None, "JSON object"),
         (b"{not json", None, "not valid JSON"),
         (_binary(ROWS, size=31)[0], _binary(ROWS)[1], "binary_data_size must be 64"),

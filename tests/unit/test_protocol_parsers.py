@@ -66,7 +66,8 @@ def _v2_body(rows: np.ndarray, nested: bool, datatype: str, outputs: list[str] |
     rows=flowers,
     nested=st.booleans(),
     datatype=st.sampled_from(["FP32", "FP64"]),
-    outputs=st.none() | st.lists(st.sampled_from(v2.OUTPUT_NAMES), min_size=1, max_size=2),
+    outputs=st.none()
+    | st.lists(st.sampled_from(v2.OUTPUT_NAMES), min_size=1, max_size=2, unique=True),
 )
 def test_valid_v2_requests_decode_to_the_flowers_sent(rows, nested, datatype, outputs) -> None:
     parsed = v2.parse_infer_request(_v2_body(rows, nested, datatype, outputs), None)
