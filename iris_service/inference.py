@@ -132,6 +132,26 @@ def _stored_model(tag: str) -> ServedModel:
     return served_model(bentoml.models.get(tag))
 
 
+class _PendingRows:
+    """Flowers waiting to be counted by a drift monitor in one call (per DRIFT_BATCH_ROWS)."""
+
+    def __init__(self) -> None:
+        self._rows: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, rows: np.ndarray) -> int:
+        """Keep `rows`; the number of flowers now waiting."""
+        self._rows.append(rows)
+        self.count += len(rows)
+        return self.count
+
+    def flush_into(self, monitor: DriftMonitor) -> None:
+        if self._rows:
+            monitor.observe_many(np.concatenate(self._rows))
+            self._rows.clear()
+            self.count = 0
+
+
 class InferenceCore:
     """Answers rows of measurements with class probabilities and the model that computed
     them; see the module's docstring."""
@@ -161,7 +181,7 @@ class InferenceCore:
         self._largest = largest_request_rows
         self.shadow = ShadowComparer(shadow_max_rows)
         self._drift_monitors: dict[str, DriftMonitor] = {}
-        self._drift_waiting: dict[str, list[np.ndarray]] = {}
+        self._drift_waiting: dict[str, _PendingRows] = {}
         self._stored: dict[str, ServedModel] = {}
         self._read_stored = stored or _stored_model
         self._drift = self._drift_monitor(follower.models.champion)
@@ -273,18 +293,14 @@ class InferenceCore:
     def drift(self) -> DriftMonitor:
         """The drift monitor of the model that answered last, with every flower counted."""
         for tag, waiting in self._drift_waiting.items():
-            if waiting:
-                self._drift_monitors[tag].observe_many(np.concatenate(waiting))
-                waiting.clear()
+            waiting.flush_into(self._drift_monitors[tag])
         return self._drift
 
     def _observe_drift(self, model: ServedModel, rows: np.ndarray) -> None:
         monitor = self._drift_monitor(model)
-        waiting = self._drift_waiting.setdefault(model.tag, [])
-        waiting.append(rows)
-        if sum(len(r) for r in waiting) >= DRIFT_BATCH_ROWS:
-            monitor.observe_many(np.concatenate(waiting))
-            waiting.clear()
+        waiting = self._drift_waiting.setdefault(model.tag, _PendingRows())
+        if waiting.add(rows) >= DRIFT_BATCH_ROWS:
+            waiting.flush_into(monitor)
 
     def _drift_monitor(self, model: ServedModel) -> DriftMonitor:
         """The drift monitor against `model`'s training statistics; it also becomes the one

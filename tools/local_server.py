@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from iris_pipeline.paths import CONFIGURATION, PROJECT_ROOT, VENV_BIN
 from iris_service.model_aliases import ALIASES_DIR
+from tools.processes import stop_process_group
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 120.0
@@ -132,30 +132,31 @@ class LocalServer:
             time.sleep(0.05)
         raise TimeoutError(f"not ready after {timeout} s:\n{self.log_tail()}")
 
-    def worker_pid(self, service_name: str = "IrisModelRunner") -> int:
-        """PID of the (first) worker process of a BentoML service of this server."""
+    def worker_pids(self, service_name: str | None = None) -> list[int]:
+        """PIDs of the worker processes of one BentoML service of this server, or of all its
+        services (API workers and runner: each holds the models)."""
         import psutil
 
+        wanted = "--service-name" if service_name is None else f"--service-name {service_name}"
+        pids = []
         for proc in psutil.Process(self.process.pid).children(recursive=True):
             try:
-                if f"--service-name {service_name}" in " ".join(proc.cmdline()):
-                    return proc.pid
+                if wanted in " ".join(proc.cmdline()):
+                    pids.append(proc.pid)
             except psutil.Error:
                 continue
-        raise LookupError(f"no {service_name} worker under process {self.process.pid}")
+        return pids
+
+    def worker_pid(self, service_name: str = "IrisModelRunner") -> int:
+        """PID of the (first) worker process of a BentoML service of this server."""
+        pids = self.worker_pids(service_name)
+        if not pids:
+            raise LookupError(f"no {service_name} worker under process {self.process.pid}")
+        return pids[0]
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM to the whole process group; SIGKILL when it outlives `timeout`."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.process, timeout)
 
 
 def start_server(

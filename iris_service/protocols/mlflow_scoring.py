@@ -34,6 +34,7 @@ import yaml
 
 from ..flower_arrays import InvalidFlowers, check_count, checked_flowers
 from ..settings import FEATURE_NAMES
+from .json_bodies import UnreadableJson, strict_json, utf8_text
 
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON_TYPE = "application/json"
@@ -80,21 +81,16 @@ def parse_scoring_request(body: bytes, kind: str) -> np.ndarray:
 
 def _utf8(body: bytes, what: str) -> str:
     try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ScoringError(f"the {what} body is not UTF-8 (byte {exc.start})") from None
+        return utf8_text(body)
+    except UnreadableJson as exc:
+        raise ScoringError(f"the {what} body {exc}") from None
 
 
 def _json_columns(body: bytes) -> dict[str, np.ndarray]:
-    text = _utf8(body, "JSON")
     try:
-        request = json.loads(text, parse_constant=_refuse_constant)
-    except ScoringError:
-        raise
-    except RecursionError:
-        raise ScoringError("the body is nested too deeply to be a scoring request") from None
-    except ValueError as exc:
-        raise ScoringError(f"the body is not valid JSON: {str(exc)[:120]}") from None
+        request = strict_json(body)
+    except UnreadableJson as exc:
+        raise ScoringError(f"the body {exc}") from None
     present = [key for key in INPUT_KEYS if isinstance(request, dict) and key in request]
     if len(present) != 1 or set(request) - {present[0], "params"}:
         raise ScoringError(
@@ -109,10 +105,6 @@ def _json_columns(body: bytes) -> dict[str, np.ndarray]:
     if isinstance(payload, dict):
         return _mapping_columns(payload)
     raise ScoringError(f"'{present[0]}' must be a list of records or an object of columns")
-
-
-def _refuse_constant(name: str) -> float:
-    raise ScoringError(f"{name} is not a measurement")
 
 
 def _split_columns(split: Any) -> dict[str, np.ndarray]:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..flower_arrays import InvalidFlowers, check_count, checked_flowers
 from ..settings import CLASS_NAMES, FEATURE_NAMES
+from .json_bodies import UnreadableJson, strict_json
 
 HEADER_LENGTH = "inference-header-content-length"
 INPUT_DATATYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
@@ -57,10 +58,6 @@ class InferRequest:
     id: str | None
 
 
-def _refuse_constant(name: str) -> float:
-    raise V2Error(f"{name} is not a number the protocol allows")
-
-
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     """The flowers and the wanted outputs of one inference request body."""
     json_part, binary = _split(body, header_length)
@@ -84,20 +81,12 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
 
 
 def _json_document(raw: bytes) -> Any:
-    """The JSON document of `raw`, which must be UTF-8 (RFC 8259: JSON exchanged between
-    systems is UTF-8) and no deeper than the parser's recursion limit; V2Error otherwise."""
+    """The JSON document of `raw` (strict UTF-8 JSON, iris_service/protocols/json_bodies.py);
+    V2Error otherwise."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise V2Error(f"the request is not UTF-8 JSON (byte {exc.start} is not UTF-8)") from None
-    try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except V2Error:
-        raise
-    except RecursionError:
-        raise V2Error("the request is nested too deeply to be a V2 request") from None
-    except ValueError as exc:
-        raise V2Error(f"the request is not valid JSON: {str(exc)[:120]}") from None
+        return strict_json(raw)
+    except UnreadableJson as exc:
+        raise V2Error(f"the request {exc}") from None
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:

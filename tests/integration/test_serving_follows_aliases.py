@@ -189,7 +189,7 @@ def test_a_damaged_or_missing_version_is_refused_while_the_old_one_serves(
     refusals = [line for line in new_log.splitlines() if "refused " in line]
     # Every process that holds a model (each API worker and the runner) follows the file and
     # says so once per change: not retried while the file is unchanged.
-    followers = _model_processes(server)
+    followers = len(server.worker_pids())
     damaged_lines = [line for line in refusals if f"refused {models.b} as champion" in line]
     missing_lines = [line for line in refusals if f"refused {missing} as champion" in line]
     assert len(refusals) == 2 * followers, refusals
@@ -227,17 +227,6 @@ def test_a_restarted_runner_serves_what_the_aliases_say(
             break
         time.sleep(0.2)
     assert answer.status_code == 200 and answer.json()["model_tag"] == models.a
-
-
-def _model_processes(server: LocalServer) -> int:
-    """The worker processes of the server (API workers and runner): each holds the models."""
-    import psutil
-
-    return sum(
-        1
-        for process in psutil.Process(server.process.pid).children(recursive=True)
-        if "--service-name" in " ".join(process.cmdline())
-    )
 
 
 def _flowers(count: int, seed: int) -> list[dict[str, float]]:

@@ -117,17 +117,6 @@ def test_the_server_starts_although_its_logs_hold_lines_that_are_not_records(
     assert "feedback.jsonl: skipped" in server.log()
 
 
-def _model_processes(server: LocalServer) -> int:
-    """The worker processes of the server (API workers and runner): each follows the file."""
-    import psutil
-
-    return sum(
-        1
-        for process in psutil.Process(server.process.pid).children(recursive=True)
-        if "--service-name" in " ".join(process.cmdline())
-    )
-
-
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
@@ -155,7 +144,7 @@ def test_a_bad_aliases_file_leaves_the_models_in_service(
         assert str(home) not in shown and "/" not in model["last_refusal"], shown
         # Said once by each process that follows the file (every API worker and the runner),
         # although each polls it every 0.1 s.
-        processes = _model_processes(server)
+        processes = len(server.worker_pids())
         deadline = time.monotonic() + 10
         while True:
             logged = [line for line in server.log().splitlines() if fragment in line]
