@@ -109,7 +109,7 @@ serve: $(INSTALLED) ## Train if no champion is in the store, then serve on $(HOS
 	IRIS_REQUEST_LOG_FILE=$(REQUEST_LOG_FILE) $(BIN)/bentoml serve service:IrisClassifier $(SERVE_FLAGS)
 
 test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
-	tools/ensure-debian-packages.sh prometheus chromium nginx-light wrk openjdk-17-jre-headless
+	tools/ensure-debian-packages.sh prometheus chromium nginx-light wrk openjdk-17-jre-headless postgresql
 	$(BIN)/ruff check .
 	$(PY) -m tools.audit_dependencies
 	$(BIN)/pytest
