@@ -28,7 +28,7 @@ export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test lint audit lock clean finops container container-run \
-	k8s-manifests report loadtest bench overload models promote rollback retrain score
+	k8s-manifests report loadtest bench overload models promote rollback retrain score export-records
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}' \
@@ -81,6 +81,9 @@ RETRAIN_GATE = $(if $(filter 1 yes true,$(AUTO_PROMOTE)),promote,gate) $(if $(MA
 retrain: $(INSTALLED) ## Train on Iris + labelled feedback, register the challenger, run the quality gate (AUTO_PROMOTE=1 promotes)
 	$(PY) train.py --with-feedback $(RETRAIN_ARGS)
 	$(PY) -m iris_pipeline.lifecycle $(strip $(RETRAIN_GATE))
+
+export-records: $(INSTALLED) ## Snapshot of the prediction store: predictions and labels as Parquet (FORMAT=jsonl) in OUT (default reports/records)
+	$(PY) -m tools.export_records --out "$(or $(OUT),reports/records)" --format "$(or $(FORMAT),parquet)"
 
 # Under `make serve` the per-request JSON lines go to this file (one per start), so the terminal
 # shows start-up, model switches, warnings and errors; REQUEST_LOG_FILE= keeps them on stdout.

@@ -52,6 +52,8 @@ RETRY_STEP_S = 0.05
 # of the champion, a challenger and the versions just before them, never the whole history.
 START_WINDOWS = 4
 WARN_EVERY_S = 60.0
+# How far behind the newest label id a follower looks for labels committed late (PostgreSQL).
+LOOKBACK_IDS = 2_000
 
 
 class FeedbackRefused(Exception):
@@ -154,6 +156,7 @@ class FeedbackDesk:
         self._flush_predictions = flush_predictions
         self.wait_s = wait_s
         self._clock = clock
+        self._last_warning = -WARN_EVERY_S
 
     def label(self, labels: Sequence[tuple[str, str]], key_id: str | None = None) -> list[Record]:
         """Record every (request id, true class) of `labels`, sent with the API key `key_id`
@@ -161,7 +164,10 @@ class FeedbackDesk:
         try:
             records = self._label(labels, key_id)
         except StoreUnavailable as exc:
-            logger.warning("feedback refused: the prediction store is unavailable: %s", exc)
+            now = time.monotonic()
+            if now - self._last_warning >= WARN_EVERY_S:  # one line a minute, not per request
+                self._last_warning = now
+                logger.warning("feedback refused: the prediction store is unavailable: %s", exc)
             metrics.FEEDBACK_TOTAL.labels("store_unavailable").inc(len(labels))
             raise FeedbackRefused(
                 503, "store_unavailable", "the prediction store cannot be reached; retry later"
@@ -245,17 +251,29 @@ class LabelFollower(BackgroundLoop):
         self.start_rows = start_rows
         self.period_s = period_s
         self.cursor: int | None = None
+        self._seen: set[int] = set()  # label ids read, those within LOOKBACK_IDS of the cursor
         self._lock = threading.Lock()
         self._last_warning = -WARN_EVERY_S
 
     def catch_up_now(self) -> int:
-        """Read what is new (blocking); the number of labels read."""
+        """Read what is new (blocking); the number of labels read.
+
+        Label ids are given at insert, not at commit: on PostgreSQL a transaction that took a
+        lower id can commit after a higher one was read. So each look reads the ids of the
+        last LOOKBACK_IDS labels before the cursor too (an index-only read) and fetches the
+        labels it has not seen."""
         with self._lock:
             if self.cursor is None:
                 self.cursor, found = self.store.recent_labels(self.start_rows)
                 metrics.RECORDS_READ_AT_START.set(len(found))
+                self._seen.update(record["id"] for record in found)
             else:
-                self.cursor, found = self.store.labels_after(self.cursor)
+                ids = self.store.label_ids_after(max(0, self.cursor - LOOKBACK_IDS))
+                found = self.store.labels_by_id([i for i in ids if i not in self._seen])
+                self._seen.update(ids)
+                self.cursor = max([self.cursor, *ids])
+            floor = self.cursor - LOOKBACK_IDS
+            self._seen = {i for i in self._seen if i > floor}
             for record in found:
                 self.quality.add(record)
         if found:

@@ -198,6 +198,7 @@ class RecordStore:
         self.max_predictions = max_predictions
         self.max_labels = max_labels
         self.engine = _make_engine(url, busy_timeout_s)
+        self._schema_ready = False
 
     @property
     def dialect(self) -> str:
@@ -211,6 +212,12 @@ class RecordStore:
 
     # ------------------------------------------------------------------------------ schema
 
+    def ensure_schema(self) -> None:
+        """`migrate()` once: a store that was down when the service started gets its tables
+        on the first use after it is back (StoreUnavailable until then)."""
+        if not self._schema_ready:
+            self.migrate()
+
     def migrate(self) -> None:
         """Create the tables of SCHEMA_VERSION, or check that they are there; NewerSchema for
         a store a newer version wrote. Safe when several processes start at once (PostgreSQL:
@@ -219,6 +226,7 @@ class RecordStore:
             try:
                 with self._unavailable_as_error(), self.engine.begin() as connection:
                     self._migrate(connection)
+                self._schema_ready = True
                 return
             except StoreUnavailable as exc:
                 if attempt == 4 or not ("already exists" in str(exc) or "locked" in str(exc)):
@@ -243,6 +251,7 @@ class RecordStore:
     def add_predictions(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert prediction rows (PREDICTION_COLUMNS; "inputs" and "outputs" as JSON bytes
         or as values to encode) in one transaction."""
+        self.ensure_schema()
         if not rows:
             return
         values = [
@@ -258,6 +267,7 @@ class RecordStore:
 
     def prediction(self, server_id: str) -> Record | None:
         """The prediction of `server_id`, its JSON columns decoded, or None."""
+        self.ensure_schema()
         query = sa.select(predictions).where(predictions.c.server_request_id == server_id)
         with self._unavailable_as_error(), self.engine.connect() as connection:
             row = connection.execute(query).mappings().first()
@@ -266,6 +276,7 @@ class RecordStore:
     def server_ids(self, client_id: str, key_id: str | None, limit: int = 2) -> list[str]:
         """Up to `limit` server ids of predictions sent with the client id `client_id` and
         the API key `key_id` (None: keys off), newest first."""
+        self.ensure_schema()
         key_match = (
             predictions.c.api_key_id.is_(None)
             if key_id is None
@@ -291,6 +302,7 @@ class RecordStore:
     def add_labels(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Insert every label of `records` in one transaction, or none: AlreadyLabelled with
         the keys that have a label (in the store, or twice in `records`)."""
+        self.ensure_schema()
         keys = [record["key"] for record in records]
         twice = sorted({key for key in keys if keys.count(key) > 1})
         if twice:
@@ -311,14 +323,31 @@ class RecordStore:
     def labels_after(self, cursor: int, limit: int = 10_000) -> tuple[int, list[Record]]:
         """Labels recorded after the label id `cursor`, oldest first, at most `limit`; and
         the new cursor."""
+        self.ensure_schema()
         query = sa.select(labels).where(labels.c.id > cursor).order_by(labels.c.id).limit(limit)
         with self._unavailable_as_error(), self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         return (rows[-1]["id"] if rows else cursor), [_decoded_label(row) for row in rows]
 
+    def label_ids_after(self, cursor: int, limit: int = 10_000) -> list[int]:
+        """The ids of the labels after `cursor`, ascending (an index-only read)."""
+        self.ensure_schema()
+        query = sa.select(labels.c.id).where(labels.c.id > cursor).order_by(labels.c.id)
+        with self._unavailable_as_error(), self.engine.connect() as connection:
+            return list(connection.execute(query.limit(limit)).scalars())
+
+    def labels_by_id(self, ids: Sequence[int]) -> list[Record]:
+        """The labels of these ids, in id order."""
+        if not ids:
+            return []
+        query = sa.select(labels).where(labels.c.id.in_(ids)).order_by(labels.c.id)
+        with self._unavailable_as_error(), self.engine.connect() as connection:
+            return [_decoded_label(row) for row in connection.execute(query).mappings()]
+
     def recent_labels(self, count: int) -> tuple[int, list[Record]]:
         """The newest `count` labels, oldest first, and the cursor after them: what a
         starting worker reads (never more, however long the history)."""
+        self.ensure_schema()
         query = sa.select(labels).order_by(labels.c.id.desc()).limit(count)
         with self._unavailable_as_error(), self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
@@ -421,7 +450,7 @@ def _label_row(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _decoded_label(row: Mapping[str, Any]) -> Record:
-    record = {name: row[name] for name in row if name not in ("id", "flower_index")}
+    record = {name: row[name] for name in row if name != "flower_index"}
     record["index"] = row["flower_index"]
     record["correct"] = bool(row["correct"])
     record["features"] = json.loads(row["features"]) if row["features"] else None

@@ -160,8 +160,8 @@ def test_twenty_thousand_distinct_requests_leave_every_resource_within_its_bound
     new_series = sorted(series_after - series_before)
     assert new_series == [], new_series[:10]
     assert metric_bytes_after == metric_bytes_before
-    # The store's retention: at most 1.1 x its limit (it runs after every tenth of the limit)
-    # plus what two writers' batches hold; 3,000 predictions were answered.
+    # The store's retention runs after each writer (two API workers) wrote a tenth of the
+    # limit: at most the limit x (1 + 2 / 10) plus two batches; 3,000 were answered.
     assert MAX_PREDICTIONS <= stored <= 1.1 * MAX_PREDICTIONS + 200
     # One request-log line per measured request, each of bounded length whatever was sent.
     lines = [line for line in server.log().splitlines() if line.startswith('{"event": "request"')]
