@@ -18,9 +18,9 @@ IrisPredictionRecordsLost alert (deploy/monitoring/alerts.yaml) calls an operato
 The same thread applies the store's retention every `retention_every_s`, and as soon as it
 has written a tenth of the store's prediction limit since the last time: with W writers
 (API workers, of every replica sharing the store) the store never holds more than
-IRIS_RECORD_MAX_PREDICTIONS x (1 + W / 10) rows plus W batches, however fast the traffic. `flush()` writes
-what waits now (the feedback desk calls it so that a label for an answer this worker just
-sent finds its prediction); `close()` at exit writes the rest.
+IRIS_RECORD_MAX_PREDICTIONS x (1 + W / 10) rows plus W batches, however fast the traffic.
+`flush()` writes what waits now (the feedback desk calls it so that a label for an answer
+this worker just sent finds its prediction); `close()` at exit writes the rest.
 """
 
 from __future__ import annotations

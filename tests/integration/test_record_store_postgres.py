@@ -120,7 +120,7 @@ def test_live_accuracy_is_the_same_on_both_replicas(
     seen_a, seen_b = _live(a), _live(b)  # each reads the labels the other took
     assert seen_a == seen_b and seen_a
     for figures in seen_a.values():
-        assert 0 < figures["labelled"] and 0 <= figures["accuracy"] <= 1
+        assert figures["labelled"] > 0 and 0 <= figures["accuracy"] <= 1
     deadline = time.monotonic() + 10  # the gauges follow within the follower's period
     while time.monotonic() < deadline:
         gauges = [
