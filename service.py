@@ -23,6 +23,7 @@ import logging
 import bentoml
 import numpy as np
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse
 
 from iris_service import answers, log_filters, runner_client
 from iris_service.admission import AdmissionControlMiddleware
@@ -97,6 +98,15 @@ def _core() -> InferenceCore:
 # prediction store (iris_service/record_store.py); None with IRIS_RECORD_STORE_URL=off.
 record_store = open_record_store(RECORD_STORE_URL)
 record_writer = RecordWriter(record_store) if record_store is not None else None
+
+
+def _refused(
+    ctx: bentoml.Context, status: int, detail: str, code: str | None = None
+) -> JSONResponse:
+    """An error answer of an API that takes the request context: BentoML answers with the
+    context's status, whatever the returned response says, so both carry it."""
+    ctx.response.status_code = status
+    return error_response(status, detail, code)
 
 
 # GET /drift, GET /model and GET /live_quality, beside the API's own routes.
@@ -227,8 +237,8 @@ class IrisClassifier:
         predictions only with the API key that made them. All labels of a request are
         recorded, or none (docs/feedback.md)."""
         if self.feedback_desk is None:
-            return error_response(  # type: ignore[return-value]
-                503, "feedback needs the prediction store (IRIS_RECORD_STORE_URL is off)"
+            return _refused(  # type: ignore[return-value]
+                ctx, 503, "feedback needs the prediction store (IRIS_RECORD_STORE_URL is off)"
             )
         labels = FeedbackRequest.model_validate(body).labels()
         try:
@@ -236,7 +246,7 @@ class IrisClassifier:
                 self.feedback_desk.label, labels, api_key_id(ctx.request.scope)
             )
         except FeedbackRefused as refused:
-            return error_response(refused.status, refused.detail, refused.code)  # type: ignore[return-value]
+            return _refused(ctx, refused.status, refused.detail, refused.code)  # type: ignore[return-value]
         await self.follow_feedback()  # this worker's live quality counts them at once
         return FeedbackAnswer(
             accepted=len(records),
