@@ -23,6 +23,7 @@ import logging
 import bentoml
 import numpy as np
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse
 
 from iris_service import answers, log_filters, runner_client
 from iris_service.admission import AdmissionControlMiddleware
@@ -111,6 +112,15 @@ def _feedback_desk(log: PredictionLog | None) -> tuple[FeedbackDesk | None, Live
         publish=quality.publish,
     )
     return desk, quality
+
+
+def _refused(
+    ctx: bentoml.Context, status: int, detail: str, code: str | None = None
+) -> JSONResponse:
+    """An error answer of an API that takes the request context: BentoML answers with the
+    context's status, whatever the returned response says, so both carry it."""
+    ctx.response.status_code = status
+    return error_response(status, detail, code)
 
 
 # GET /drift, GET /model and GET /live_quality, beside the API's own routes.
@@ -227,8 +237,8 @@ class IrisClassifier:
         predictions only with the API key that made them. All labels of a request are
         recorded, or none (docs/feedback.md)."""
         if self.feedback_desk is None:
-            return error_response(  # type: ignore[return-value]
-                503, "feedback needs the prediction log (IRIS_PREDICTION_LOG is off)"
+            return _refused(  # type: ignore[return-value]
+                ctx, 503, "feedback needs the prediction log (IRIS_PREDICTION_LOG is off)"
             )
         labels = FeedbackRequest.model_validate(body).labels()
         try:
@@ -236,7 +246,7 @@ class IrisClassifier:
                 self.feedback_desk.label, labels, api_key_id(ctx.request.scope)
             )
         except FeedbackRefused as refused:
-            return error_response(refused.status, refused.detail, refused.code)  # type: ignore[return-value]
+            return _refused(ctx, refused.status, refused.detail, refused.code)  # type: ignore[return-value]
         return FeedbackAnswer(
             accepted=len(records),
             labels=[
