@@ -72,9 +72,9 @@ def guarded(
         IRIS_EXPOSE_MEASUREMENT_HEADERS="true",
         IRIS_RECORD_STORE_URL=records_url(logs),
         IRIS_MAX_CONCURRENT_REQUESTS=str(ADMISSION_LIMIT),
-        # Batches of 100 flowers or more wait for the runner: requests that hold their place
+        # Batches of 20 flowers or more wait for the runner: requests that hold their place
         # while they wait, as costly models' do (one flower is computed without a wait).
-        IRIS_RUNNER_MIN_ROWS="100",
+        IRIS_RUNNER_MIN_ROWS="20",
     ) as running:
         yield running
 
@@ -415,11 +415,12 @@ def _overload_summary(name: str, log, duration_s: float) -> str:
 def test_overload_is_refused_quickly_with_retry_after(guarded: LocalServer) -> None:
     """Two phases of 25x the admission limit: clients that retry at once (a flood), then
     clients that honour Retry-After. Memory is sampled over both. The requests are batches of
-    100 flowers that the runner computes: a request answered in the API worker without a
-    wait never holds a place while another is read, so only waiting requests fill the limit."""
+    20 flowers that the runner computes: a request answered in the API worker without a wait
+    never holds a place while another is read, so only waiting requests fill the limit. (Small
+    batches: the prediction log keeps every answer of the module, within its rotation bound.)"""
     concurrency, duration_s = 25 * ADMISSION_LIMIT, 12.0
     url = f"{guarded.url}/predict_batch"
-    batch = json.dumps({"flowers": [VERSICOLOR] * 100})
+    batch = json.dumps({"flowers": [VERSICOLOR] * 20})
     bodies = [batch] * 1_000_000  # each sent once at most: the clock bounds the run
 
     def load(clients: int, seconds: float, **options: float) -> TrafficLog:
@@ -541,7 +542,15 @@ def test_prediction_log_has_one_record_per_success(guarded: LocalServer) -> None
     records = wait_for_records(store, lambda found: len(found) >= successes)
     print(f"\nprediction log: {len(records)} records, {successes} successful answers")
     assert successes >= len(sent)
-    assert len(records) == successes
+    metrics_text = requests.get(f"{guarded.url}/metrics", timeout=10).text
+    assert len(records) == successes, (
+        Counter(r["endpoint"] for r in records),
+        [
+            line
+            for line in metrics_text.splitlines()
+            if "_lost" in line or ("latency_ms_count" in line and '"200"' in line)
+        ],
+    )
     by_server_id = {record["server_request_id"]: record for record in records}
     assert len(by_server_id) == len(records), "two records under one server id"
     for client_id, server_id, answer in kept:
