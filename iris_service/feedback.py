@@ -252,6 +252,7 @@ class LabelFollower(BackgroundLoop):
         self.period_s = period_s
         self.cursor: int | None = None
         self._seen: set[int] = set()  # label ids read, those within LOOKBACK_IDS of the cursor
+        self._start_cursor = 0
         self._lock = threading.Lock()
         self._last_warning = -WARN_EVERY_S
 
@@ -266,9 +267,10 @@ class LabelFollower(BackgroundLoop):
             if self.cursor is None:
                 self.cursor, found = self.store.recent_labels(self.start_rows)
                 metrics.RECORDS_READ_AT_START.set(len(found))
-                self._seen.update(record["id"] for record in found)
+                self._start_cursor = self.cursor  # the history before it is never read
             else:
-                ids = self.store.label_ids_after(max(0, self.cursor - LOOKBACK_IDS))
+                since = max(self._start_cursor, self.cursor - LOOKBACK_IDS)
+                ids = self.store.label_ids_after(since)
                 found = self.store.labels_by_id([i for i in ids if i not in self._seen])
                 self._seen.update(ids)
                 self.cursor = max([self.cursor, *ids])
