@@ -86,7 +86,15 @@ def load_feedback(url: str | None = None) -> FeedbackSet:
     x = pd.DataFrame([r["features"] for r in usable], columns=list(FEATURE_NAMES), dtype=float)
     y = np.array([CLASS_NAMES.index(r["class_name"]) for r in usable], dtype=int)
     labelled_at = np.array([float(r["ts"]) for r in usable], dtype=float)
-    return FeedbackSet(x, y, labelled_at, describe(url or RECORD_STORE_URL or "off"))
+    return FeedbackSet(x, y, labelled_at, _source(url or RECORD_STORE_URL or "off"))
+
+
+def _source(url: str) -> str:
+    """Where the labels came from: the SQLite file's path (MLflow records it as a local
+    dataset source), else the store's URL without its password."""
+    if url.startswith("sqlite:///"):
+        return str(Path(url[len("sqlite:///") :]))
+    return describe(url)
 
 
 @dataclass(frozen=True)

@@ -154,3 +154,12 @@ def test_retention_keeps_the_store_bounded_while_100000_predictions_are_written(
     writer.close()
     assert 10_000 <= store.count_predictions() <= most_rows <= 11_000 + 2_000
     assert path.stat().st_size <= 1.5 * size_at_30k  # (the WAL beside it: SQLite checkpoints it)
+
+
+def test_the_cost_tool_measures_the_writer_thread(tmp_path: Path) -> None:
+    from tools.record_store_cost import measure
+
+    url = sqlite_url(tmp_path / "cost.db")
+    result = measure(url, rows=3_000)
+    assert result["cpu_us_per_row"] > 0 and result["rows_per_s"] > 0
+    assert RecordStore(url).count_predictions() == 3_001  # the rows and the starter
