@@ -28,7 +28,7 @@ export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test lint audit lock clean finops container container-run \
-	k8s-manifests report loadtest bench overload models promote rollback retrain score
+	k8s-manifests report loadtest bench overload models promote rollback retrain score export-records
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}' \
@@ -82,6 +82,9 @@ retrain: $(INSTALLED) ## Train on Iris + labelled feedback, register the challen
 	$(PY) train.py --with-feedback $(RETRAIN_ARGS)
 	$(PY) -m iris_pipeline.lifecycle $(strip $(RETRAIN_GATE))
 
+export-records: $(INSTALLED) ## Snapshot of the prediction store: predictions and labels as Parquet (FORMAT=jsonl) in OUT (default reports/records)
+	$(PY) -m tools.export_records --out "$(or $(OUT),reports/records)" --format "$(or $(FORMAT),parquet)"
+
 # Under `make serve` the per-request JSON lines go to this file (one per start), so the terminal
 # shows start-up, model switches, warnings and errors; REQUEST_LOG_FILE= keeps them on stdout.
 ifeq ($(origin REQUEST_LOG_FILE),undefined)
@@ -109,7 +112,7 @@ serve: $(INSTALLED) ## Train if no champion is in the store, then serve on $(HOS
 	IRIS_REQUEST_LOG_FILE=$(REQUEST_LOG_FILE) $(BIN)/bentoml serve service:IrisClassifier $(SERVE_FLAGS)
 
 test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
-	tools/ensure-debian-packages.sh prometheus chromium nginx-light wrk openjdk-17-jre-headless
+	tools/ensure-debian-packages.sh prometheus chromium nginx-light wrk openjdk-17-jre-headless postgresql
 	$(BIN)/ruff check .
 	$(PY) -m tools.audit_dependencies
 	$(BIN)/pytest

@@ -32,21 +32,22 @@ from iris_service.auth import ApiKeyMiddleware
 from iris_service.bentoml_metrics import bound_bentoml_request_metrics, fixed_paths
 from iris_service.drift import drift_route
 from iris_service.errors import error_response
-from iris_service.feedback import FeedbackDesk, FeedbackFollower, FeedbackRefused
-from iris_service.feedback_log import FeedbackLog
+from iris_service.feedback import (
+    START_WINDOWS,
+    FeedbackDesk,
+    FeedbackRefused,
+    LabelFollower,
+)
 from iris_service.inference import InferenceCore
 from iris_service.live_quality import LiveQuality, live_quality_route
 from iris_service.middleware import RequestMonitoringMiddleware
 from iris_service.model_follower import CHAMPION, ModelFollower, start_following
 from iris_service.model_loading import checked_model_reference
 from iris_service.model_status import model_route
-from iris_service.prediction_index import PredictionIndex
-from iris_service.prediction_log import (
-    PredictionLog,
-    PredictionLogMiddleware,
-    open_prediction_log,
-)
+from iris_service.prediction_records import PredictionRecordMiddleware
 from iris_service.protocols.routes import protocol_app
+from iris_service.record_store import NewerSchema, StoreUnavailable, open_record_store
+from iris_service.record_writer import RecordWriter
 from iris_service.request_ids import api_key_id
 from iris_service.runner import IrisModelRunner
 from iris_service.runner_health import RunnerHeartbeat, runner_ping
@@ -69,12 +70,10 @@ from iris_service.settings import (
     CHALLENGER_TAG,
     CLASS_NAMES,
     FEATURE_NAMES,
-    FEEDBACK_INDEX_PREDICTIONS,
-    FEEDBACK_LOG_PATH,
     FEEDBACK_WINDOW,
     MAX_BATCH_FLOWERS,
     MODEL_TAG,
-    PREDICTION_LOG_PATH,
+    RECORD_STORE_URL,
     RUNNER_CALL_TIMEOUT_SECONDS,
     RUNNER_HOP_SECONDS,
     RUNNER_LIVENESS_GRACE_SECONDS,
@@ -95,23 +94,10 @@ def _core() -> InferenceCore:
     return _current().core
 
 
-# The prediction log (written by its middleware, below) is also what labels are joined with.
-prediction_log = open_prediction_log(PREDICTION_LOG_PATH)
-
-
-def _feedback_desk(log: PredictionLog | None) -> tuple[FeedbackDesk | None, LiveQuality]:
-    """The desk behind POST /feedback (None without a prediction log to join labels with)
-    and the live quality it feeds (iris_service/feedback.py, live_quality.py)."""
-    quality = LiveQuality(FEEDBACK_WINDOW, CLASS_NAMES)
-    if log is None or FEEDBACK_LOG_PATH is None:
-        return None, quality
-    desk = FeedbackDesk(
-        PredictionIndex(log.files, FEEDBACK_INDEX_PREDICTIONS),
-        FeedbackLog(FEEDBACK_LOG_PATH, on_record=quality.add),
-        flush_predictions=lambda: log.flush(timeout=0.5),
-        publish=quality.publish,
-    )
-    return desk, quality
+# Predictions (written by their middleware, below, through the writer) and labels, in the
+# prediction store (iris_service/record_store.py); None with IRIS_RECORD_STORE_URL=off.
+record_store = open_record_store(RECORD_STORE_URL)
+record_writer = RecordWriter(record_store) if record_store is not None else None
 
 
 def _refused(
@@ -176,11 +162,18 @@ class IrisClassifier:
             largest_request_rows=MAX_BATCH_FLOWERS,
             shadow_max_rows=SHADOW_MAX_ROWS,
         )
-        self.feedback_desk, self.live_quality = _feedback_desk(prediction_log)
-        # Labels other API workers recorded reach this worker's live quality within a second.
-        self.feedback_follower = (
-            FeedbackFollower(self.feedback_desk) if self.feedback_desk is not None else None
-        )
+        self.live_quality = LiveQuality(FEEDBACK_WINDOW, CLASS_NAMES)
+        self.feedback_desk: FeedbackDesk | None = None
+        # Labels any worker or replica recorded reach this worker's live quality within a
+        # second (iris_service/feedback.py).
+        self.label_follower: LabelFollower | None = None
+        if record_store is not None and record_writer is not None:
+            self.feedback_desk = FeedbackDesk(
+                record_store, flush_predictions=lambda: record_writer.flush(timeout=0.5)
+            )
+            self.label_follower = LabelFollower(
+                record_store, self.live_quality, start_rows=FEEDBACK_WINDOW * START_WINDOWS
+            )
 
     @bentoml.on_startup
     async def start_following(self) -> None:
@@ -188,25 +181,32 @@ class IrisClassifier:
         start_following(self.core.follower)
 
     @bentoml.on_startup
-    async def load_feedback(self) -> None:
-        """The labels already in the feedback log (a restart counts them all again)."""
-        if self.feedback_desk is not None:
-            await asyncio.to_thread(self.feedback_desk.log.catch_up)
-            self.live_quality.publish()
-        if self.feedback_follower is not None:
-            self.feedback_follower.start()
+    async def open_records(self) -> None:
+        """Create or check the store's schema, then follow its labels. A store written by a
+        newer version stops the start; an unreachable one does not (records are counted lost
+        and /feedback answers 503 until it is back)."""
+        if record_store is None or self.label_follower is None:
+            return
+        try:
+            await asyncio.to_thread(record_store.migrate)
+        except NewerSchema:
+            raise
+        except StoreUnavailable as exc:
+            logger.error("the prediction store is unavailable at start: %s", exc)
+        await self.label_follower.catch_up()  # the live windows, before the first answer
+        self.label_follower.start()
 
     async def follow_feedback(self) -> None:
-        """Read the labels other API workers recorded (GET /live_quality asks first)."""
-        if self.feedback_follower is not None:
-            await self.feedback_follower.catch_up()
+        """Read the labels recorded since the last look (GET /live_quality asks first)."""
+        if self.label_follower is not None:
+            await self.label_follower.catch_up()
 
     @bentoml.on_shutdown
     async def stop_following(self) -> None:
         self.heartbeat.stop()
         self.core.follower.stop()
-        if self.feedback_follower is not None:
-            self.feedback_follower.stop()
+        if self.label_follower is not None:
+            self.label_follower.stop()
 
     async def __is_ready__(self) -> bool:
         """Ready while this worker holds a model: it answers without the runner."""
@@ -238,7 +238,7 @@ class IrisClassifier:
         recorded, or none (docs/feedback.md)."""
         if self.feedback_desk is None:
             return _refused(  # type: ignore[return-value]
-                ctx, 503, "feedback needs the prediction log (IRIS_PREDICTION_LOG is off)"
+                ctx, 503, "feedback needs the prediction store (IRIS_RECORD_STORE_URL is off)"
             )
         labels = FeedbackRequest.model_validate(body).labels()
         try:
@@ -247,6 +247,7 @@ class IrisClassifier:
             )
         except FeedbackRefused as refused:
             return _refused(ctx, refused.status, refused.detail, refused.code)  # type: ignore[return-value]
+        await self.follow_feedback()  # this worker's live quality counts them at once
         return FeedbackAnswer(
             accepted=len(records),
             labels=[
@@ -275,7 +276,7 @@ class IrisClassifier:
 
 # Outermost first: prediction log -> monitoring (request id, error shape) -> API key ->
 # admission control -> the API. See docs in each module.
-IrisClassifier.add_asgi_middleware(PredictionLogMiddleware, log=prediction_log)
+IrisClassifier.add_asgi_middleware(PredictionRecordMiddleware, writer=record_writer)
 IrisClassifier.add_asgi_middleware(RequestMonitoringMiddleware)
 IrisClassifier.add_asgi_middleware(ApiKeyMiddleware, api_keys=API_KEYS)
 IrisClassifier.add_asgi_middleware(AdmissionControlMiddleware)

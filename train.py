@@ -96,9 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ),
     )
     parser.add_argument(
-        "--feedback-log",
-        metavar="PATH",
-        help="the feedback log to read (default: the service's, beside its prediction log)",
+        "--record-store",
+        metavar="URL",
+        help=(
+            "the prediction store to read labels from (default: the service's, "
+            "IRIS_RECORD_STORE_URL or the SQLite file under BENTOML_HOME)"
+        ),
     )
     args = parser.parse_args(argv)
     unknown = [family for family in args.candidates if family not in CANDIDATES]
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if args.with_feedback:
         from iris_pipeline import feedback_data
 
-        everything = feedback_data.load_feedback(args.feedback_log)
+        everything = feedback_data.load_feedback(args.record_store)
         feedback, held_out = everything.split_recent()
         extra = (feedback.x, feedback.y)
         print(
@@ -237,7 +240,7 @@ def _gate_evaluation(args: argparse.Namespace, data: Dataset) -> tuple[np.ndarra
     if args.with_feedback:
         from iris_pipeline import feedback_data
 
-        evaluation = feedback_data.evaluation_set(args.feedback_log)
+        evaluation = feedback_data.evaluation_set(args.record_store)
         return evaluation.x, evaluation.y
     return data.x_gate.to_numpy(), data.y_gate
 

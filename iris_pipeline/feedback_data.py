@@ -1,7 +1,8 @@
 """Labelled feedback as training and evaluation data for `make retrain` and the quality gate.
 
-The feedback log (iris_service/feedback_log.py, written by POST /feedback) holds every label
-with the flower's measurements. Labels are ordered by arrival; the newest HOLDOUT_SHARE of
+The prediction store (iris_service/record_store.py: SQLite by default, PostgreSQL when the
+service is scaled out; written by POST /feedback) holds every label with the flower's
+measurements. Labels are ordered by arrival; the newest HOLDOUT_SHARE of
 them are held out: `make retrain` trains on the older ones, and the quality gate (`make
 retrain` and `make promote` alike) judges on the gate set plus the held-out ones, so that a
 model adapted to a new population can show it, and no model is judged on flowers it was
@@ -18,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from iris_service.feedback_log import read_records
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, FEEDBACK_LOG_PATH
+from iris_service.record_store import RecordStore, describe
+from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, RECORD_STORE_URL
 
 HOLDOUT_SHARE = 0.3
 # Fewer held-out labels than this would move the gate on a handful of flowers (two labels
@@ -29,7 +30,7 @@ MIN_HELD_OUT_LABELS = 30
 
 @dataclass(frozen=True)
 class FeedbackSet:
-    """Labelled flowers from the feedback log, oldest label first."""
+    """Labelled flowers from the prediction store, oldest label first."""
 
     x: pd.DataFrame
     y: np.ndarray
@@ -59,23 +60,41 @@ class FeedbackSet:
         return FeedbackSet(x, self.y[rows], self.labelled_at[rows], self.source)
 
 
-def default_path() -> Path | None:
-    return Path(FEEDBACK_LOG_PATH) if FEEDBACK_LOG_PATH else None
+def _labels(url: str | None) -> list[dict]:
+    """Every label of the store at `url` (default: the service's; none when records are off
+    or nothing was ever recorded)."""
+    url = url or RECORD_STORE_URL
+    if url is None:
+        return []
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        return []
+    store = RecordStore(url)
+    try:
+        store.migrate()
+        return list(store.iter_labels())
+    finally:
+        store.close()
 
 
-def load_feedback(path: str | Path | None = None) -> FeedbackSet:
-    """The labels of the feedback log at `path` (default: where the service writes it) that
-    carry measurements (a prediction logged without inputs gives none), oldest first."""
-    path = path or default_path()
-    records = read_records(path) if path else []
+def load_feedback(url: str | None = None) -> FeedbackSet:
+    """The labels of the prediction store at `url` (default: the service's) that carry
+    measurements (a prediction recorded without inputs gives none), oldest first."""
     usable = sorted(
-        (r for r in records if r.get("features") and r.get("class_name") in CLASS_NAMES),
+        (r for r in _labels(url) if r.get("features") and r.get("class_name") in CLASS_NAMES),
         key=lambda r: float(r["ts"]),
     )
     x = pd.DataFrame([r["features"] for r in usable], columns=list(FEATURE_NAMES), dtype=float)
     y = np.array([CLASS_NAMES.index(r["class_name"]) for r in usable], dtype=int)
     labelled_at = np.array([float(r["ts"]) for r in usable], dtype=float)
-    return FeedbackSet(x, y, labelled_at, str(path))
+    return FeedbackSet(x, y, labelled_at, _source(url or RECORD_STORE_URL or "off"))
+
+
+def _source(url: str) -> str:
+    """Where the labels came from: the SQLite file's path (MLflow records it as a local
+    dataset source), else the store's URL without its password."""
+    if url.startswith("sqlite:///"):
+        return str(Path(url[len("sqlite:///") :]))
+    return describe(url)
 
 
 @dataclass(frozen=True)
@@ -102,13 +121,13 @@ class EvaluationSet:
         )
 
 
-def evaluation_set(path: str | Path | None = None) -> EvaluationSet:
+def evaluation_set(url: str | None = None) -> EvaluationSet:
     """The quality gate's flowers: the fixed gate set plus the held-out recent feedback, when
     there are at least MIN_HELD_OUT_LABELS of them."""
     from iris_pipeline import training
 
     _, _, x_gate, y_gate = training.gate_set()
-    _, held_out = load_feedback(path).split_recent()
+    _, held_out = load_feedback(url).split_recent()
     if len(held_out) < MIN_HELD_OUT_LABELS:
         return EvaluationSet(x_gate.to_numpy(), y_gate, len(y_gate), 0, len(held_out))
     x = np.vstack([x_gate.to_numpy(), held_out.x.to_numpy().reshape(-1, len(FEATURE_NAMES))])

@@ -216,14 +216,18 @@ def log_feedback_dataset(feedback: FeedbackSet) -> None:
         # A local path matches two of MLflow's source kinds; it says so and picks the local
         # file one, which is right.
         warnings.filterwarnings("ignore", message="The specified dataset source can be")
+        # A database URL (PostgreSQL) is no source MLflow can resolve: the run's code is
+        # named instead, and the store in the feedback_store parameter.
+        source = None if "://" in feedback.source else feedback.source
         dataset = mlflow.data.from_pandas(
-            frame, source=feedback.source, name="feedback", targets="class_name"
+            frame, source=source, name="feedback", targets="class_name"
         )
     mlflow.log_input(dataset, context="training")
     time_range = feedback.time_range()
     mlflow.log_params(
         {
             "feedback_labels": len(feedback),
+            "feedback_store": feedback.source,
             "feedback_first_label": time_range[0] if time_range else "none",
             "feedback_last_label": time_range[1] if time_range else "none",
         }

@@ -3,11 +3,11 @@
 For every model version (the BentoML tag that made the predictions), a sliding window of its
 last `window` labelled predictions, in the order the labels arrived. From it:
 accuracy (share predicted right), recall of each true class present in the window, the
-number of labels in the window and the median delay from prediction to label. The records
-come from the feedback log (iris_service/feedback_log.py), which every API worker reads, so
-every worker computes the same figures; they are published as Prometheus gauges
-(iris_live_accuracy{model_version} and the others in metrics.py) after each change, and
-answered as JSON on GET /live_quality.
+number of labels in the window and the median delay from prediction to label. The labels
+come from the prediction store (iris_service/record_store.py), which every API worker (and
+every replica sharing a PostgreSQL store) follows, so every worker computes the same
+figures; they are published as Prometheus gauges (iris_live_accuracy{model_version} and the
+others in metrics.py) after each change, and answered as JSON on GET /live_quality.
 """
 
 from __future__ import annotations

@@ -73,13 +73,24 @@ DRIFT_WINDOW_FLOWERS = Gauge(
     "Flowers in the drift window of the API worker holding the most.",
     multiprocess_mode="livemax",
 )
-# The prediction log (iris_service/prediction_log.py) answers first and writes in the
-# background: a record it could not keep is counted here (alert: IrisPredictionLogLosingRecords).
-PREDICTION_LOG_LOST = Counter(
-    "iris_prediction_log_lost",
-    "Prediction records not written to the prediction log, by reason (write_error: the "
-    "file system refused the write, e.g. full; queue_full: the writer fell behind).",
+# Prediction records (iris_service/record_writer.py) are written after the answer, in
+# batches: a record the store could not take is counted here (alert: IrisPredictionRecordsLost).
+PREDICTION_RECORDS_LOST = Counter(
+    "iris_prediction_records_lost",
+    "Prediction records not written to the prediction store, by reason (store_unavailable: "
+    "the database was down, full or locked; queue_full: the writer fell behind; write_error: "
+    "any other failure).",
     ("reason",),
+)
+RECORDS_DELETED_BY_RETENTION = Counter(
+    "iris_records_deleted_by_retention",
+    "Predictions and labels deleted from the prediction store by its retention (age, rows).",
+)
+RECORDS_READ_AT_START = Gauge(
+    "iris_records_read_at_start",
+    "Labels this API worker read from the prediction store when it started (its live-quality "
+    "windows; never the whole history).",
+    multiprocess_mode="liveall",
 )
 # The models in service (iris_service/model_follower.py), set by each runner worker: 1 for
 # the tag and role it serves, 0 for one it served before. "livemax": a model is shown as in

@@ -183,36 +183,34 @@ if RUNNER_LIVENESS_GRACE_SECONDS < RUNNER_PING_TIMEOUT_SECONDS:
     raise ValueError(
         "IRIS_RUNNER_LIVENESS_GRACE_SECONDS must be at least IRIS_RUNNER_PING_TIMEOUT_SECONDS"
     )
-# JSON-lines log of every successful prediction; "off" disables it. Default: under
-# BENTOML_HOME (always writable by the service, also inside the container).
-PREDICTION_LOG_PATH: str | None = os.environ.get("IRIS_PREDICTION_LOG") or os.path.join(
-    os.environ.get("BENTOML_HOME", os.path.expanduser("~/bentoml")),
-    "prediction_log",
-    "predictions.jsonl",
+# The prediction store (iris_service/record_store.py, docs/feedback.md): every successful
+# prediction and every label. Default: an SQLite file under BENTOML_HOME (always writable by
+# the service, also inside the container), shared by the pod's API workers; a
+# postgresql://user:password@host/db URL for one database shared by every replica; "off"
+# turns records, and so POST /feedback, off. With SHARED_REQUIRED=true (set by the
+# Kubernetes manifests, which run several replicas) a store only this pod can see (SQLite) is
+# refused at start: labels would reach the wrong replica.
+_RECORD_STORE = os.environ.get("IRIS_RECORD_STORE_URL") or "sqlite:///" + os.path.join(
+    os.path.abspath(os.environ.get("BENTOML_HOME", os.path.expanduser("~/bentoml"))),
+    "records",
+    "records.db",
 )
-if PREDICTION_LOG_PATH.lower() == "off":
-    PREDICTION_LOG_PATH = None
-# Rotation of the prediction log (iris_service/prediction_log.py): a file is rotated before it
-# would pass MAX_BYTES, and BACKUPS rotated files are kept, so the log never takes more than
-# (BACKUPS + 1) x MAX_BYTES. INPUTS=false leaves the request bodies out of the records.
-PREDICTION_LOG_MAX_BYTES = _int_from_env("IRIS_PREDICTION_LOG_MAX_BYTES", 64 * 1024 * 1024)
-PREDICTION_LOG_BACKUPS = _int_from_env("IRIS_PREDICTION_LOG_BACKUPS", 3)
-PREDICTION_LOG_INPUTS = _bool_from_env("IRIS_PREDICTION_LOG_INPUTS", True)
-# 1: fsync after every record (survives a power loss; costs a disk flush per prediction).
-PREDICTION_LOG_FSYNC = _bool_from_env("IRIS_PREDICTION_LOG_FSYNC", False)
-# Ground-truth feedback (POST /feedback, docs/feedback.md): labels are appended to this
-# JSON-lines file, beside the prediction log by default; the route needs the prediction log
-# (it joins each label with the logged prediction), so it is off when that log is.
-FEEDBACK_LOG_PATH: str | None = os.environ.get("IRIS_FEEDBACK_LOG") or (
-    os.path.join(os.path.dirname(PREDICTION_LOG_PATH), "feedback.jsonl")
-    if PREDICTION_LOG_PATH
-    else None
-)
+RECORD_STORE_URL: str | None = None if _RECORD_STORE.strip().lower() == "off" else _RECORD_STORE
+RECORD_STORE_SHARED_REQUIRED = _bool_from_env("IRIS_RECORD_STORE_SHARED_REQUIRED", False)
+if RECORD_STORE_SHARED_REQUIRED and (RECORD_STORE_URL or "sqlite").startswith("sqlite"):
+    raise ValueError(
+        "IRIS_RECORD_STORE_SHARED_REQUIRED=true needs IRIS_RECORD_STORE_URL=postgresql://...: "
+        "replicas must share one prediction store"
+    )
+# Retention, enforced by the store (oldest first): rows older than RETENTION_DAYS, and rows
+# beyond MAX_PREDICTIONS predictions or MAX_LABELS labels. INPUTS=false leaves request
+# bodies out of the records (labels of /predict_batch flowers then carry no features).
+RECORD_RETENTION_DAYS = _float_from_env("IRIS_RECORD_RETENTION_DAYS", 30.0, 0.001, 36_500.0)
+RECORD_MAX_PREDICTIONS = _int_from_env("IRIS_RECORD_MAX_PREDICTIONS", 1_000_000)
+RECORD_MAX_LABELS = _int_from_env("IRIS_RECORD_MAX_LABELS", 1_000_000)
+RECORD_INPUTS = _bool_from_env("IRIS_RECORD_INPUTS", True)
 # Live quality (iris_service/live_quality.py): the last FEEDBACK_WINDOW labelled predictions
 # of each model version make its live accuracy, recall per class and label delay.
 FEEDBACK_WINDOW = _int_from_env("IRIS_FEEDBACK_WINDOW", 200)
 # Labels accepted in one POST /feedback ({"feedback": [...]}).
 MAX_FEEDBACK_LABELS = _int_from_env("IRIS_MAX_FEEDBACK_LABELS", 1000)
-# Predictions whose position in the prediction log each API worker remembers, newest kept
-# (iris_service/prediction_index.py): older ones can no longer be labelled.
-FEEDBACK_INDEX_PREDICTIONS = _int_from_env("IRIS_FEEDBACK_INDEX_PREDICTIONS", 100_000)

@@ -25,6 +25,7 @@ import requests
 
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_pipeline.population import Population, draw
+from iris_service.record_store import sqlite_url
 from tools.local_server import ProjectState
 from tools.report import take_snapshot
 
@@ -210,12 +211,10 @@ def run_loop(
 
 
 def service_env(state: ProjectState, window: int) -> dict[str, str]:
-    """The server's (and the pipeline's) settings for the loop: prediction and feedback logs
-    in the state, live-quality and drift windows of one phase (`window` flowers)."""
-    logs = state.root / "service-logs"
+    """The server's (and the pipeline's) settings for the loop: a prediction store in the
+    state, live-quality and drift windows of one phase (`window` flowers)."""
     return {
-        "IRIS_PREDICTION_LOG": str(logs / "predictions.jsonl"),
-        "IRIS_FEEDBACK_LOG": str(logs / "feedback.jsonl"),
+        "IRIS_RECORD_STORE_URL": sqlite_url(state.root / "service-records" / "records.db"),
         "IRIS_FEEDBACK_WINDOW": str(window),
         "IRIS_DRIFT_WINDOW_FLOWERS": str(window),
         "IRIS_DRIFT_MIN_FLOWERS": str(min(100, window)),

@@ -310,20 +310,18 @@ def traffic_with_snapshots(
 
 # Where a service writes what it is told (predictions, labels): the scratch service of a
 # report writes into its own folder, whatever the environment names.
-SHARED_STORE_VARIABLE = re.compile(r"IRIS_(PREDICTION|FEEDBACK)_\w*|IRIS_\w*_(URL|DSN)")
+SHARED_STORE_VARIABLE = re.compile(r"IRIS_(PREDICTION|FEEDBACK|RECORD)_\w*|IRIS_\w*_(URL|DSN)")
 
 
 def scratch_store_env(log_dir: Path) -> tuple[tuple[str, ...], dict[str, str]]:
     """(variables to drop, variables to set) so that a scratch service keeps its prediction
-    and feedback logs under `log_dir`, never in a store shared through the environment."""
+    store under `log_dir`, never in a store shared through the environment."""
     import os
 
+    from iris_service.record_store import sqlite_url
+
     unset = tuple(name for name in os.environ if SHARED_STORE_VARIABLE.fullmatch(name))
-    logs = log_dir / "service-logs"
-    return unset, {
-        "IRIS_PREDICTION_LOG": str(logs / "predictions.jsonl"),
-        "IRIS_FEEDBACK_LOG": str(logs / "feedback.jsonl"),
-    }
+    return unset, {"IRIS_RECORD_STORE_URL": sqlite_url(log_dir / "service-records" / "records.db")}
 
 
 @contextmanager

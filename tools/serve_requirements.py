@@ -40,19 +40,25 @@ def _requirement_lines(path: Path) -> list[str]:
 
 def serve_closure(requirements: Path = SERVE_REQUIREMENTS) -> set[str]:
     """Canonical names of the distributions `requirements` needs, transitively (as installed;
-    optional extras and markers that do not apply here are left out)."""
-    pending = [Requirement(line).name for line in _requirement_lines(requirements)]
-    seen: set[str] = set()
+    the extras it asks for, e.g. psycopg[binary], included; other extras and markers that do
+    not apply here left out)."""
+    pending = [
+        (requirement.name, frozenset(requirement.extras))
+        for requirement in map(Requirement, _requirement_lines(requirements))
+    ]
+    seen: set[tuple[str, frozenset[str]]] = set()
     while pending:
-        name = canonical(pending.pop())
-        if name in seen:
+        name, extras = pending.pop()
+        name = canonical(name)
+        if (name, extras) in seen:
             continue
-        seen.add(name)
+        seen.add((name, extras))
         for spec in metadata.requires(name) or []:
             requirement = Requirement(spec)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                pending.append(requirement.name)
-    return seen
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate({"extra": e}) for e in {"", *extras}):
+                pending.append((requirement.name, frozenset(requirement.extras)))
+    return {name for name, _ in seen}
 
 
 def constraint_pins(path: Path = CONSTRAINTS) -> dict[str, str]:

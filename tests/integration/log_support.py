@@ -1,49 +1,50 @@
-"""Reading the service's prediction log from a test: every whole record, rotated files too.
+"""Reading the service's prediction store from a test.
 
-The log is written by a thread behind the answers (iris_service/prediction_log.py), so a
-test that wants the record of an answer it just had waits for it, within a bound.
+Records reach the store from a writer thread behind the answers
+(iris_service/record_writer.py), so a test that wants the record of an answer it just had
+waits for it, within a bound. The store is the server's own SQLite file (`records_url`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from iris_service.record_store import RecordStore, sqlite_url
 
-def prediction_records(log: Path) -> list[dict]:
-    """Every record of the log at `log` and of its rotated files, oldest first.
 
-    A torn line (a record cut short) fails the calling test: the log writes whole lines.
-    """
-    rotated = sorted(log.parent.glob(f"{log.name}.*[0-9]"), key=lambda p: -int(p.suffix[1:]))
-    records: list[dict] = []
-    for file in [*rotated, log]:
-        if not file.exists():
-            continue
-        raw = file.read_bytes()
-        assert raw == b"" or raw.endswith(b"\n"), f"a torn last record in {file.name}"
-        records += [json.loads(line) for line in raw.splitlines()]  # a torn line fails here
-    return records
+def records_url(folder: Path) -> str:
+    """The SQLite store a test server keeps under `folder` (pass it as IRIS_RECORD_STORE_URL)."""
+    return sqlite_url(folder / "records.db")
+
+
+def prediction_records(url: str) -> list[dict]:
+    """Every prediction record of the store at `url`, oldest first."""
+    store = RecordStore(url)
+    try:
+        return list(store.iter_predictions())
+    finally:
+        store.close()
 
 
 def wait_for_records(
-    log: Path, done: Callable[[list[dict]], bool], timeout_s: float = 10.0
+    url: str, done: Callable[[list[dict]], bool], timeout_s: float = 10.0
 ) -> list[dict]:
-    """The log's records once `done(records)` holds, or as they are after `timeout_s`."""
+    """The store's prediction records once `done(records)` holds, or as they are after
+    `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    records = prediction_records(log)
+    records = prediction_records(url)
     while not done(records) and time.monotonic() < deadline:
         time.sleep(0.1)
-        records = prediction_records(log)
+        records = prediction_records(url)
     return records
 
 
-def records_by_request_id(log: Path, *request_ids: str, timeout_s: float = 10.0) -> dict:
+def records_by_request_id(url: str, *request_ids: str, timeout_s: float = 10.0) -> dict:
     """The records of the answers with these server request ids, keyed by id (each waited for)."""
     wanted = set(request_ids)
     records = wait_for_records(
-        log, lambda found: wanted <= {r["request_id"] for r in found}, timeout_s
+        url, lambda found: wanted <= {r["server_request_id"] for r in found}, timeout_s
     )
-    return {r["request_id"]: r for r in records if r["request_id"] in wanted}
+    return {r["server_request_id"]: r for r in records if r["server_request_id"] in wanted}

@@ -3,7 +3,7 @@ and with the API key, against a real `bentoml serve` (issue 23, family 1).
 
 Every resource is counted structurally, never by time or resident memory: the metric series
 the service exposes (the same set after as before), the bytes of the multiprocess metric
-files, the bytes of the prediction log (within its rotation bound), and the length of every
+files, the rows of the prediction store (within its retention bound), and the length of every
 request-log line. A first round of each kind of request creates the series a kind may
 legitimately have (a status code per route); the measured rounds then send thousands of
 distinct paths, model names and versions, request ids and flowers.
@@ -21,7 +21,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from iris_service.record_store import RecordStore
 from iris_service.settings import MODEL_NAME
+from tests.integration.log_support import records_url
 from tests.support import SETOSA
 from tools.local_server import LocalServer, ProjectState, bento_server
 from tools.report import take_snapshot
@@ -30,7 +32,7 @@ pytestmark = pytest.mark.server
 
 API_KEY = "bounded-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-LOG_MAX_BYTES, LOG_BACKUPS = 100_000, 2
+MAX_PREDICTIONS = 1_000
 CONCURRENCY = 16
 V2_BODY = {
     "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}],
@@ -48,9 +50,8 @@ def server(
         logs,
         IRIS_API_KEY=API_KEY,
         IRIS_DRIFT_MIN_FLOWERS="20",
-        IRIS_PREDICTION_LOG=str(logs / "predictions.jsonl"),
-        IRIS_PREDICTION_LOG_MAX_BYTES=str(LOG_MAX_BYTES),
-        IRIS_PREDICTION_LOG_BACKUPS=str(LOG_BACKUPS),
+        IRIS_RECORD_STORE_URL=records_url(logs),
+        IRIS_RECORD_MAX_PREDICTIONS=str(MAX_PREDICTIONS),
     ) as running:
         yield running
 
@@ -148,12 +149,13 @@ def test_twenty_thousand_distinct_requests_leave_every_resource_within_its_bound
 
     by_kind = _round(server, scale=1.0)
     series_after, metric_bytes_after = _series(server), _bytes(metric_files)
+    stored = RecordStore(records_url(log_dir)).count_predictions()
 
     sent = sum(sum(statuses.values()) for statuses in by_kind.values())
     print(
         f"\n{sent} distinct requests: {len(series_before)} metric series before, "
         f"{len(series_after)} after; metric files {metric_bytes_before} -> "
-        f"{metric_bytes_after} bytes; prediction log {_bytes(log_dir, 'predictions.jsonl*')} bytes"
+        f"{metric_bytes_after} bytes; {stored} stored predictions"
     )
     for kind, statuses in by_kind.items():
         assert statuses == {EXPECTED[kind]: KINDS[kind]}, (kind, statuses)
@@ -161,9 +163,9 @@ def test_twenty_thousand_distinct_requests_leave_every_resource_within_its_bound
     new_series = sorted(series_after - series_before)
     assert new_series == [], new_series[:10]
     assert metric_bytes_after == metric_bytes_before
-    # The prediction log rotates: never more than (backups + 1) files of its maximum size.
-    assert _bytes(log_dir, "predictions.jsonl*") <= (LOG_BACKUPS + 1) * LOG_MAX_BYTES
-    assert len(list(log_dir.glob("predictions.jsonl.*[0-9]"))) == LOG_BACKUPS
+    # The store's retention runs after each writer (two API workers) wrote a tenth of the
+    # limit: at most the limit x (1 + 2 / 10) plus two batches; 3,000 were answered.
+    assert MAX_PREDICTIONS <= stored <= 1.1 * MAX_PREDICTIONS + 200
     # One request-log line per measured request, each of bounded length whatever was sent.
     lines = [line for line in server.log().splitlines() if line.startswith('{"event": "request"')]
     assert len(lines) >= KINDS["prediction with its own request id"]

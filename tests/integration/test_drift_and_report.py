@@ -100,9 +100,8 @@ def test_make_report_renders_the_dashboard_views(server: LocalServer) -> None:
 def test_the_scratch_service_of_a_report_keeps_its_own_stores(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("IRIS_FEEDBACK_LOG", "/shared/feedback.jsonl")
-    monkeypatch.setenv("IRIS_PREDICTION_STORE_URL", "postgresql://shared/iris")
+    monkeypatch.setenv("IRIS_RECORD_STORE_URL", "postgresql://shared/iris")
+    monkeypatch.setenv("IRIS_RECORD_MAX_PREDICTIONS", "5")
     unset, env = report.scratch_store_env(tmp_path)
-    assert {"IRIS_FEEDBACK_LOG", "IRIS_PREDICTION_STORE_URL"} <= set(unset)
-    assert env["IRIS_FEEDBACK_LOG"].startswith(str(tmp_path))
-    assert env["IRIS_PREDICTION_LOG"].startswith(str(tmp_path))
+    assert {"IRIS_RECORD_STORE_URL", "IRIS_RECORD_MAX_PREDICTIONS"} <= set(unset)
+    assert env["IRIS_RECORD_STORE_URL"] == f"sqlite:///{tmp_path}/service-records/records.db"

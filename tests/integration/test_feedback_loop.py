@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_pipeline.population import draw
+from iris_service.record_store import RecordStore
 from iris_service.settings import MODEL_NAME
 from tests.integration.model_support import train
 from tests.support import SETOSA, VERSICOLOR
@@ -50,9 +51,13 @@ class Loop:
     run: LoopRun
     env: dict[str, str]
 
-    @property
-    def feedback_log(self) -> Path:
-        return Path(self.env["IRIS_FEEDBACK_LOG"])
+    def labels(self) -> list[dict]:
+        """Every label in the loop's prediction store, oldest first."""
+        store = RecordStore(self.env["IRIS_RECORD_STORE_URL"])
+        try:
+            return list(store.iter_labels())
+        finally:
+            store.close()
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +272,7 @@ def _api_workers(server: LocalServer) -> list[int]:
 def test_labels_survive_a_restart_and_two_workers_count_each_once(
     loop: Loop, tmp_path: Path
 ) -> None:
-    before = [json.loads(line) for line in loop.feedback_log.read_text().splitlines()]
+    before = loop.labels()
     unlabelled = _predict(loop.server, "/predict", VERSICOLOR).headers["x-request-id"]
     population = draw(20, seed=99, shifted=True)
     batch = _predict(loop.server, "/predict_batch", {"flowers": population.flowers})
@@ -277,7 +282,7 @@ def test_labels_survive_a_restart_and_two_workers_count_each_once(
         loop.state, tmp_path, BENTOML_CONFIG_OVERRIDES=two_workers, **loop.env
     ) as server:
         assert len(_api_workers(server)) == 2
-        snapshot = take_snapshot(server.url)  # before any new label: counted from the file
+        snapshot = take_snapshot(server.url)  # before any new label: read from the store
         labelled = {
             labels["model_version"]: value
             for labels, value in snapshot.select("iris_live_labelled")
@@ -299,6 +304,6 @@ def test_labels_survive_a_restart_and_two_workers_count_each_once(
             answers = list(pool.map(lambda label: _feedback(server, label), [*labels, *labels] * 2))
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [200] * len(labels) + [409] * (3 * len(labels)), statuses
-    after = [json.loads(line) for line in loop.feedback_log.read_text().splitlines()]
+    after = loop.labels()
     keys = [record["key"] for record in after]
     assert len(keys) == len(set(keys)) == len(before) + 1 + len(labels)

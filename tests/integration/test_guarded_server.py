@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from iris_service.request_ids import key_id
 from iris_service.settings import MAX_BATCH_FLOWERS, MAX_BODY_BYTES, MODEL_NAME
 from tests.integration.fuzzing import fuzz_operation
-from tests.integration.log_support import records_by_request_id, wait_for_records
+from tests.integration.log_support import records_by_request_id, records_url, wait_for_records
 from tests.integration.reliability_support import (
     TrafficLog,
     assert_error_shape,
@@ -70,7 +70,7 @@ def guarded(
         IRIS_API_KEYS=",".join(ROTATION_KEYS),
         IRIS_API_KEY_OPEN_DOCS="true",
         IRIS_EXPOSE_MEASUREMENT_HEADERS="true",
-        IRIS_PREDICTION_LOG=str(logs / "predictions.jsonl"),
+        IRIS_RECORD_STORE_URL=records_url(logs),
         IRIS_MAX_CONCURRENT_REQUESTS=str(ADMISSION_LIMIT),
         # Batches of 20 flowers or more wait for the runner: requests that hold their place
         # while they wait, as costly models' do (one flower is computed without a wait).
@@ -324,11 +324,12 @@ def test_a_label_by_client_id_needs_the_key_that_made_the_prediction(
     assert accepted.json()["accepted"] == 1
     by_server_id = label(unlabelled.headers["x-server-request-id"], other)
     assert by_server_id.status_code == 200, by_server_id.text
-    log = Path(guarded.log_path).parent / "predictions.jsonl"
+    store = records_url(Path(guarded.log_path).parent)
     server_id = labelled.headers["x-server-request-id"]
-    record = records_by_request_id(log, server_id)[server_id]
+    record = records_by_request_id(store, server_id)[server_id]
     assert record["api_key_id"] == key_id(API_KEY.encode())
-    assert not any(key in log.read_text() for key in VALID_KEYS)  # a key is never logged
+    stored = (Path(guarded.log_path).parent / "records.db").read_bytes()
+    assert not any(key.encode() in stored for key in VALID_KEYS)  # a key is never recorded
 
 
 def test_process_measurements_in_answers_when_configured(guarded: LocalServer) -> None:
@@ -537,8 +538,8 @@ def test_prediction_log_has_one_record_per_success(guarded: LocalServer) -> None
         assert response.status_code == 200
         kept.append((client_id, response.headers["x-server-request-id"], response.json()))
     successes = _successes_counted_by_the_server(guarded)
-    log = Path(guarded.log_path).parent / "predictions.jsonl"
-    records = wait_for_records(log, lambda found: len(found) >= successes)
+    store = records_url(Path(guarded.log_path).parent)
+    records = wait_for_records(store, lambda found: len(found) >= successes)
     print(f"\nprediction log: {len(records)} records, {successes} successful answers")
     assert successes >= len(sent)
     metrics_text = requests.get(f"{guarded.url}/metrics", timeout=10).text
@@ -550,7 +551,7 @@ def test_prediction_log_has_one_record_per_success(guarded: LocalServer) -> None
             if "_lost" in line or ("latency_ms_count" in line and '"200"' in line)
         ],
     )
-    by_server_id = {record["request_id"]: record for record in records}
+    by_server_id = {record["server_request_id"]: record for record in records}
     assert len(by_server_id) == len(records), "two records under one server id"
     for client_id, server_id, answer in kept:
         record = by_server_id[server_id]

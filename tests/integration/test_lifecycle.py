@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from iris_pipeline.paths import PROJECT_ROOT
-from tests.integration.log_support import prediction_records
+from tests.integration.log_support import prediction_records, records_url
 from tests.integration.reliability_support import REFUSED, TrafficLog, drive
 from tools.local_server import (
     LocalServer,
@@ -120,10 +120,10 @@ async def _traffic_with_sigterm(server: LocalServer, duration_s: float) -> tuple
 def test_graceful_restart_under_load_loses_no_prediction(
     trained_state: ProjectState, tmp_path: Path
 ) -> None:
-    log_file = tmp_path / "predictions.jsonl"
+    store = records_url(tmp_path)
     grace = ("--timeout-graceful-shutdown", str(GRACE_PERIOD_S))
     with bento_server(
-        trained_state, tmp_path, serve_args=grace, IRIS_PREDICTION_LOG=str(log_file)
+        trained_state, tmp_path, serve_args=grace, IRIS_RECORD_STORE_URL=store
     ) as first:
         before, shutdown_s = asyncio.run(_traffic_with_sigterm(first, 6.0))
     first_log = first.log()
@@ -131,8 +131,8 @@ def test_graceful_restart_under_load_loses_no_prediction(
         trained_state,
         tmp_path,
         serve_args=grace,
-        IRIS_PREDICTION_LOG=str(log_file),
-        IRIS_PREDICTION_LOG_INPUTS="false",
+        IRIS_RECORD_STORE_URL=store,
+        IRIS_RECORD_INPUTS="false",
     ) as second:
         after = asyncio.run(drive(f"{second.url}/predict", 16, 4.0))
 
@@ -155,17 +155,17 @@ def test_graceful_restart_under_load_loses_no_prediction(
     assert "Traceback" not in first_log
 
     successes = before.with_status(200) + after.with_status(200)
-    records = prediction_records(log_file)
+    records = prediction_records(store)
     print(
         f"\ngraceful restart: {len(successes)} predictions answered ({dict(statuses)} before, "
         f"exit {shutdown_s:.1f} s after SIGTERM), {len(records)} records"
     )
     # One record per answer, under the server's own id, carrying the client's id.
-    server_ids = [r["request_id"] for r in records]
+    server_ids = [r["server_request_id"] for r in records]
     assert len(server_ids) == len(set(server_ids)), "a duplicated record"
     assert sorted(server_ids) == sorted(o.server_request_id for o in successes)
     assert {r["client_request_id"] for r in records} == {o.request_id for o in successes}
     assert all(r["outputs"]["class_name"] == "versicolor" for r in records)
     after_restart = {o.request_id for o in after.outcomes}
     for record in records:
-        assert ("inputs" in record) == (record["client_request_id"] not in after_restart)
+        assert (record["inputs"] is not None) == (record["client_request_id"] not in after_restart)

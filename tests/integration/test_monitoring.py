@@ -57,7 +57,7 @@ def test_alert_rules_and_scrape_config_pass_promtool(prometheus_installed: None)
         "IrisLatencyP99OverSLO",
         "IrisReadinessFlapping",
         "IrisFeatureDriftSignificant",
-        "IrisPredictionLogLosingRecords",
+        "IrisPredictionRecordsLost",
         "IrisLiveAccuracyLow",
         "IrisTooLittleFeedback",
     } <= alerts

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from iris_service.settings import FEATURE_NAMES, MODEL_NAME
-from tests.integration.log_support import records_by_request_id
+from tests.integration.log_support import records_by_request_id, records_url
 from tools.bench.payloads import rows as iris_rows
 from tools.local_server import LocalServer, ProjectState, bento_server
 
@@ -33,7 +33,7 @@ def guarded(
         trained_state,
         logs,
         IRIS_API_KEY=API_KEY,
-        IRIS_PREDICTION_LOG=str(logs / "predictions.jsonl"),
+        IRIS_RECORD_STORE_URL=records_url(logs),
     ) as running:
         yield running
 
@@ -93,11 +93,10 @@ def test_binary_and_csv_predictions_are_logged_and_watched_for_drift(
     assert after - before == 2 * len(FLOWERS)
 
     v2_id, csv_id = v2_answer.headers["x-request-id"], csv_answer.headers["x-request-id"]
-    by_request = records_by_request_id(
-        Path(guarded.log_path).parent / "predictions.jsonl", v2_id, csv_id
-    )
+    by_request = records_by_request_id(records_url(Path(guarded.log_path).parent), v2_id, csv_id)
     v2_record, csv_record = by_request[v2_id], by_request[csv_id]
     assert v2_record["endpoint"] == INFER and csv_record["endpoint"] == "/invocations"
+    assert (v2_record["protocol"], csv_record["protocol"]) == ("v2", "mlflow")
     for record in (v2_record, csv_record):
         assert record["model_tag"].startswith(f"{MODEL_NAME}:")
     assert csv_record["inputs"] == CSV  # CSV kept as its text

@@ -1,13 +1,13 @@
 """Untrusted input against one real `bentoml serve`: what clients send on the protocol routes
 (family 2) and the files the service reads (family 3).
 
-* The server starts although the prediction log and the feedback log it replays hold lines
-  that are not records (skipped and counted, tests/unit/test_replayed_logs.py).
+* A prediction store file that is not a database does not stop the start: predictions are
+  answered, /readyz is 200, POST /feedback answers 503 and the log says why.
 * An aliases file that names another model, or is not JSON, is ignored: answers stay 200,
   /readyz stays 200, one log line says why, and GET /model shows the reason without a path.
 * Deeply nested JSON, oversized CSV fields and bodies in encodings other than UTF-8 get a
-  4xx in the protocol's error shape (never a 500), and every line the prediction log gains
-  is a JSON object, so /feedback keeps working.
+  4xx in the protocol's error shape (never a 500), never reach the prediction store, and
+  every record the store gains reads back as JSON, so /feedback keeps working.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import requests
 
 from iris_service.model_aliases import aliases_path, read_aliases
 from iris_service.settings import FEATURE_NAMES, MODEL_NAME
+from tests.integration.log_support import records_url, wait_for_records
 from tests.support import SETOSA
-from tests.unit.test_replayed_logs import BAD_LINES
 from tools.local_server import LocalServer, ProjectState, bento_server
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
@@ -53,17 +53,13 @@ ENCODINGS = ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-sig", "latin-1
 @pytest.fixture(scope="module")
 def home(trained_state: ProjectState, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BentoML home of this module's own: the session's models, a copy of its aliases (this
-    module writes bad ones), and logs that already hold lines that are not records."""
+    module writes bad ones)."""
     home = tmp_path_factory.mktemp("untrusted") / "bentoml"
     home.mkdir()
     (home / "models").symlink_to(trained_state.bentoml_home / "models")
     aliases = aliases_path(MODEL_NAME, home)
     aliases.parent.mkdir()
     shutil.copy(aliases_path(MODEL_NAME, trained_state.bentoml_home), aliases)
-    logs = home / "logs"
-    logs.mkdir()
-    for name in ("predictions.jsonl", "feedback.jsonl"):
-        (logs / name).write_bytes(b"\n".join(BAD_LINES) + b"\n")
     return home
 
 
@@ -73,7 +69,7 @@ def server(trained_state: ProjectState, home: Path) -> Iterator[LocalServer]:
         trained_state,
         home.parent,
         BENTOML_HOME=str(home),
-        IRIS_PREDICTION_LOG=str(home / "logs" / "predictions.jsonl"),
+        IRIS_RECORD_STORE_URL=records_url(home / "records"),
         IRIS_ALIAS_POLL_SECONDS="0.1",
     ) as running:
         yield running
@@ -110,11 +106,27 @@ def _wait_for_refusal(server: LocalServer, fragment: str, timeout_s: float = 20)
     pytest.fail(f"GET /model never showed {fragment!r}: {model}\n{server.log_tail()}")
 
 
-def test_the_server_starts_although_its_logs_hold_lines_that_are_not_records(
-    server: LocalServer,
+def test_a_store_file_that_is_not_a_database_costs_feedback_not_answers(
+    trained_state: ProjectState, home: Path, tmp_path: Path
 ) -> None:
-    _served(server)
-    assert "feedback.jsonl: skipped" in server.log()
+    damaged = tmp_path / "records" / "records.db"
+    damaged.parent.mkdir()
+    damaged.write_bytes(b"these bytes are not an SQLite database\n" * 200)
+    with bento_server(
+        trained_state,
+        tmp_path,
+        BENTOML_HOME=str(home),
+        IRIS_RECORD_STORE_URL=records_url(damaged.parent),
+    ) as damaged_server:
+        _served(damaged_server)
+        predicted = requests.post(f"{damaged_server.url}/predict", json=SETOSA, timeout=10)
+        label = {"request_id": predicted.headers["x-server-request-id"], "class_name": "setosa"}
+        refused = requests.post(f"{damaged_server.url}/feedback", json=label, timeout=10)
+        log = damaged_server.log()
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == "store_unavailable" and "Retry-After" in refused.headers
+    assert "prediction store is unavailable at start" in log and "not a database" in log
+    assert "Traceback" not in log
 
 
 @pytest.mark.parametrize(
@@ -159,23 +171,17 @@ def test_a_bad_aliases_file_leaves_the_models_in_service(
     assert read_aliases(MODEL_NAME, home) is not None
 
 
-def _lines_after(path: Path, offset: int) -> list[bytes]:
-    with path.open("rb") as file:
-        file.seek(offset)
-        return file.read().splitlines()
-
-
 def _refused(answer: requests.Response, shape: set[str]) -> None:
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
     assert set(answer.json()) == shape, answer.text[:300]
     assert "Traceback" not in answer.text
 
 
-def test_bodies_a_protocol_cannot_read_are_4xx_and_never_reach_the_log(
+def test_bodies_a_protocol_cannot_read_are_4xx_and_never_reach_the_store(
     server: LocalServer, home: Path
 ) -> None:
-    log = home / "logs" / "predictions.jsonl"
-    start = log.stat().st_size  # a line boundary: the log writes whole lines
+    store = records_url(home / "records")
+    started = time.time()  # records carry the time of their answer (same clock, same host)
     v2_error, mlflow_error = {"error"}, {"error_code", "message"}
     for depth in (1_000, 100_000):
         nested = ("[" * depth).encode()
@@ -226,9 +232,15 @@ def test_bodies_a_protocol_cannot_read_are_4xx_and_never_reach_the_log(
     label = {"request_id": server_id, "class_name": "setosa"}
     feedback = requests.post(f"{server.url}/feedback", json=label, timeout=10)
     assert feedback.status_code == 200, feedback.text
-    lines = _lines_after(log, start)
-    records = [json.loads(line) for line in lines]  # every new line is JSON
-    assert all(isinstance(record, dict) for record in records)
+
+    def ours(found: list[dict]) -> list[dict]:
+        return [record for record in found if record["ts"] >= started]
+
+    def complete(found: list[dict]) -> bool:
+        endpoints = [record["endpoint"] for record in ours(found)]
+        return endpoints.count(INFER) >= 2 and endpoints.count("/invocations") >= 2
+
+    records = ours(wait_for_records(store, complete))  # other workers write a little later
     endpoints = [record["endpoint"] for record in records]
     assert endpoints.count(INFER) == 2 and endpoints.count("/invocations") == 2, endpoints
     v2_json, v2_binary = (r for r in records if r["endpoint"] == INFER)

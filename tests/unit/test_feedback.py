@@ -1,25 +1,29 @@
-"""POST /feedback's parts: the join of a label with the logged prediction, its refusals, the
-index of the prediction log, the feedback log's once-only append across processes and
-restarts, and the live quality window. Predictions are logged by the real
-PredictionLogMiddleware around a small ASGI app, so the join reads the log's real format."""
+"""POST /feedback's parts: the join of a label with the stored prediction, its refusals, who
+may name a prediction by which id, live quality read from the store, and the live quality
+window. Predictions are recorded by the real PredictionRecordMiddleware and RecordWriter
+around a small ASGI app into a real SQLite store, so the join reads what the service writes
+(the store's own contract: tests/unit/test_record_store.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import multiprocessing
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from iris_service.feedback import FeedbackDesk, FeedbackRefused, join, parse_address
-from iris_service.feedback_log import AlreadyLabelled, FeedbackLog, read_records
+from iris_service.feedback import (
+    FeedbackDesk,
+    FeedbackRefused,
+    LabelFollower,
+    join,
+    parse_address,
+)
 from iris_service.live_quality import Label, LiveQuality, summarise
-from iris_service.prediction_index import AmbiguousRequestId, PredictionIndex
-from iris_service.prediction_log import PredictionLog, PredictionLogMiddleware
+from iris_service.prediction_records import PredictionRecordMiddleware
+from iris_service.record_store import RecordStore, sqlite_url
+from iris_service.record_writer import RecordWriter
 from iris_service.request_ids import key_id as id_of_key
 from iris_service.request_ids import set_api_key_id
 from iris_service.settings import CLASS_NAMES
@@ -35,13 +39,13 @@ def _answer(flower: dict[str, float]) -> dict[str, Any]:
 
 
 def predict(
-    log: PredictionLog,
+    log: RecordWriter,
     path: str,
     body: dict[str, Any],
     client_id: str | None = None,
     key_id: str | None = None,
 ) -> str:
-    """One prediction through the real PredictionLogMiddleware, sent with the API key of id
+    """One prediction through the real PredictionRecordMiddleware, sent with the API key of id
     `key_id` (None: keys off); returns the server id."""
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -68,26 +72,28 @@ def predict(
     async def send(_: dict) -> None:
         return None
 
-    asyncio.run(PredictionLogMiddleware(app, log)(scope, receive, send))
+    asyncio.run(PredictionRecordMiddleware(app, log)(scope, receive, send))
     return scope["iris.server_request_id"]
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> PredictionLog:
-    predictions = PredictionLog(tmp_path / "predictions.jsonl", max_bytes=4_000, backups=2)
-    yield predictions
-    predictions.close()
+def store(tmp_path: Path) -> RecordStore:
+    opened = RecordStore(sqlite_url(tmp_path / "records.db"))
+    opened.migrate()
+    yield opened
+    opened.close()
 
 
-def _desk(log: PredictionLog, tmp_path: Path, quality: LiveQuality | None = None) -> FeedbackDesk:
-    quality = quality or LiveQuality(100, CLASS_NAMES)
-    return FeedbackDesk(
-        PredictionIndex(log.files, capacity=1000),
-        FeedbackLog(tmp_path / "feedback.jsonl", on_record=quality.add),
-        flush_predictions=log.flush,
-        publish=quality.publish,
-        wait_s=0.2,
-    )
+@pytest.fixture
+def log(store: RecordStore) -> RecordWriter:
+    """The writer the middleware hands records to (its thread starts with the first one)."""
+    writer = RecordWriter(store)
+    yield writer
+    writer.close()
+
+
+def _desk(log: RecordWriter, tmp_path: Path) -> FeedbackDesk:
+    return FeedbackDesk(log.store, flush_predictions=log.flush, wait_s=0.2)
 
 
 def _refusal(
@@ -161,7 +167,7 @@ def test_predictions_of_the_protocol_routes_are_not_labellable() -> None:
 
 
 def test_a_label_joins_the_logged_prediction_and_counts_once(
-    log: PredictionLog, tmp_path: Path
+    log: RecordWriter, tmp_path: Path
 ) -> None:
     server_id = predict(log, "/predict", VERSICOLOR)
     desk = _desk(log, tmp_path)
@@ -170,10 +176,10 @@ def test_a_label_joins_the_logged_prediction_and_counts_once(
     assert not record["correct"]
     again = _refusal(desk, [(server_id, "versicolor")])
     assert (again.status, again.code) == (409, "already_labelled")
-    assert len(read_records(tmp_path / "feedback.jsonl")) == 1
+    assert log.store.count_labels() == 1
 
 
-def test_a_client_id_works_until_it_is_ambiguous(log: PredictionLog, tmp_path: Path) -> None:
+def test_a_client_id_works_until_it_is_ambiguous(log: RecordWriter, tmp_path: Path) -> None:
     predict(log, "/predict_batch", {"flowers": [SETOSA, VERSICOLOR]}, client_id="order-7")
     desk = _desk(log, tmp_path)
     accepted = desk.label([("order-7/0", "setosa"), ("order-7/1", "versicolor")])
@@ -186,7 +192,7 @@ def test_a_client_id_works_until_it_is_ambiguous(log: PredictionLog, tmp_path: P
 
 
 def test_a_client_id_names_only_the_predictions_of_the_key_that_sends_the_label(
-    log: PredictionLog, tmp_path: Path
+    log: RecordWriter, tmp_path: Path
 ) -> None:
     """With API keys on, client B cannot label client A's prediction by A's X-Request-ID
     (anyone can send the same id): it is unknown to B, and B's own prediction under the
@@ -207,7 +213,7 @@ def test_a_client_id_names_only_the_predictions_of_the_key_that_sends_the_label(
 
 
 def test_the_same_flower_by_client_id_and_by_server_id_is_one_label(
-    log: PredictionLog, tmp_path: Path
+    log: RecordWriter, tmp_path: Path
 ) -> None:
     server_id = predict(log, "/predict_batch", {"flowers": [SETOSA]}, client_id="c-9")
     desk = _desk(log, tmp_path)
@@ -215,123 +221,75 @@ def test_the_same_flower_by_client_id_and_by_server_id_is_one_label(
     assert _refusal(desk, [(f"{server_id}/0", "setosa")]).code == "already_labelled"
 
 
-def test_one_bad_label_refuses_the_whole_request(log: PredictionLog, tmp_path: Path) -> None:
+def test_one_bad_label_refuses_the_whole_request(log: RecordWriter, tmp_path: Path) -> None:
     good = predict(log, "/predict", SETOSA)
     desk = _desk(log, tmp_path)
     assert _refusal(desk, [(good, "setosa"), ("never-made", "setosa")]).status == 404
     assert _refusal(desk, [(good, "setosa"), (good, "virginica")]).code == "already_labelled"
-    assert read_records(tmp_path / "feedback.jsonl") == []
+    assert log.store.count_labels() == 0
     assert len(desk.label([(good, "setosa")])) == 1
 
 
-def test_an_unknown_id_is_404_after_a_bounded_wait(log: PredictionLog, tmp_path: Path) -> None:
+def test_an_unknown_id_is_404_after_a_bounded_wait(log: RecordWriter, tmp_path: Path) -> None:
     refused = _refusal(_desk(log, tmp_path), [("0123abcd", "setosa")])
     assert (refused.status, refused.code) == (404, "unknown_request_id")
 
 
 def test_a_label_sent_before_its_record_is_written_is_still_joined(
-    log: PredictionLog, tmp_path: Path
+    log: RecordWriter, tmp_path: Path
 ) -> None:
     """The answer leaves before the background writer writes the record."""
     desk = _desk(log, tmp_path)
-    desk.index.refresh()
     server_id = predict(log, "/predict", SETOSA)  # queued; the desk flushes and looks again
     assert desk.label([(server_id, "setosa")])[0]["correct"]
 
 
-def test_predictions_in_rotated_files_are_found_and_evicted_ones_are_not(
-    log: PredictionLog, tmp_path: Path
-) -> None:
-    ids = [predict(log, "/predict", SETOSA) for _ in range(60)]  # ~ 3 files of 4 KB
-    log.flush()
-    assert len(log.files()) == 3
-    index = PredictionIndex(log.files, capacity=10)
-    index.refresh()
-    assert len(index) == 10
-    assert index.server_id(ids[0]) is None  # beyond the index's capacity
-    assert index.record(ids[-1])["outputs"]["class_name"] == "setosa"
-    big = PredictionIndex(log.files, capacity=1000)
-    big.refresh()
-    oldest_kept = next(i for i in ids if big.server_id(i) is not None)
-    assert big.record(oldest_kept) is not None  # read from a rotated file (by inode)
-    for _ in range(200):  # rotate that record out of the log altogether
-        predict(log, "/predict", SETOSA)
-    log.flush()
-    big.refresh()
-    assert big.record(oldest_kept) is None
-
-
-def test_the_index_reads_only_new_lines(log: PredictionLog) -> None:
-    index = PredictionIndex(log.files, capacity=100)
-    predict(log, "/predict", SETOSA)
-    log.flush()
-    assert index.refresh() == 1
-    assert index.refresh() == 0
-    predict(log, "/predict", SETOSA, client_id="a")
-    predict(log, "/predict", SETOSA, client_id="a")
-    log.flush()
-    assert index.refresh() == 2
-    with pytest.raises(AmbiguousRequestId):
-        index.server_id("a")
-
-
-# --- the feedback log: once only, across processes and restarts ------------------------------
+# --- live quality from the store ------------------------------------------------------------
 
 
 def _record(key: str, model_tag: str = TAG, predicted: str = "setosa", true: str = "setosa"):
     return {
         "ts": 10.0,
         "key": key,
+        "request_id": key,
+        "server_request_id": key,
+        "index": None,
         "class_name": true,
         "predicted": predicted,
+        "correct": predicted == true,
         "model_tag": model_tag,
         "predicted_at": 4.0,
+        "endpoint": "/predict",
+        "features": None,
     }
 
 
-def _append_each(path: str, worker: int) -> None:
-    feedback = FeedbackLog(path)
-    for n in range(50):
-        with contextlib.suppress(AlreadyLabelled):
-            feedback.append([_record(f"k{n}")])  # every worker tries the same 50 keys
-    os._exit(0)
+def test_a_starting_worker_reads_its_windows_not_the_history(store: RecordStore) -> None:
+    """With 3,000 labels stored, a follower starting with a 40-label budget reads 40 (and
+    says so in iris_records_read_at_start); then only what is added."""
+    from prometheus_client import REGISTRY
+
+    store.add_labels([_record(f"old-{n}", predicted="virginica") for n in range(2_960)])
+    store.add_labels([_record(f"new-{n}") for n in range(40)])
+    quality = LiveQuality(window=40, class_names=CLASS_NAMES)
+    follower = LabelFollower(store, quality, start_rows=40)
+    assert follower.catch_up_now() == 40
+    assert REGISTRY.get_sample_value("iris_records_read_at_start") == 40
+    assert quality.summary(TAG).accuracy == 1.0  # the newest 40, all right
+    store.add_labels([_record("latest", predicted="virginica")])
+    assert follower.catch_up_now() == 1
+    assert quality.summary(TAG).accuracy == pytest.approx(39 / 40)
 
 
-def test_processes_racing_for_the_same_keys_record_each_once(tmp_path: Path) -> None:
-    path = str(tmp_path / "feedback.jsonl")
-    context = multiprocessing.get_context("fork")
-    workers = [context.Process(target=_append_each, args=(path, n)) for n in range(4)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(30)
-        assert worker.exitcode == 0
-    keys = [record["key"] for record in read_records(path)]
-    assert sorted(keys) == sorted(f"k{n}" for n in range(50))
-
-
-def test_a_restarted_process_knows_every_label(tmp_path: Path) -> None:
-    path = tmp_path / "feedback.jsonl"
-    FeedbackLog(path).append([_record("a"), _record("b", predicted="virginica")])
-    quality = LiveQuality(10, CLASS_NAMES)
-    restarted = FeedbackLog(path, on_record=quality.add)
-    assert restarted.catch_up() == 2 and restarted.is_labelled("a")
-    with pytest.raises(AlreadyLabelled) as caught:
-        restarted.append([_record("c"), _record("b")])
-    assert caught.value.keys == ["b"]
-    assert quality.summary(TAG).accuracy == 0.5
-    assert len(read_records(path)) == 2
-
-
-def test_a_half_written_last_line_waits_for_its_end(tmp_path: Path) -> None:
-    path = tmp_path / "feedback.jsonl"
-    line = json.dumps(_record("a")).encode()
-    path.write_bytes(line[:20])
-    feedback = FeedbackLog(path)
-    assert feedback.catch_up() == 0
-    with path.open("ab") as file:
-        file.write(line[20:] + b"\n")
-    assert feedback.catch_up() == 1 and feedback.is_labelled("a")
+def test_labels_taken_by_another_worker_reach_this_one(log: RecordWriter, tmp_path: Path) -> None:
+    other_desk = _desk(log, tmp_path)  # another API worker (or replica) of the same store
+    quality = LiveQuality(window=10, class_names=CLASS_NAMES)
+    follower = LabelFollower(log.store, quality, start_rows=10)
+    follower.catch_up_now()
+    server_id = predict(log, "/predict", VERSICOLOR)
+    other_desk.label([(server_id, "versicolor")])
+    assert follower.catch_up_now() == 1
+    assert quality.summary(TAG).accuracy == 0.0  # the crude model said virginica
 
 
 # --- the live quality window -----------------------------------------------------------------
@@ -382,27 +340,3 @@ def test_publishing_sets_the_gauges_of_every_model_version() -> None:
     assert REGISTRY.get_sample_value("iris_live_label_delay_seconds", labels) == 6.0
     recall = {**labels, "class_name": "versicolor"}
     assert REGISTRY.get_sample_value("iris_live_recall", recall) == 0.0
-
-
-def test_a_client_id_reused_for_every_prediction_holds_no_more_than_the_capacity(
-    tmp_path: Path,
-) -> None:
-    """20,000 records under one client id: the index holds the newest 100 server ids, the
-    client id names exactly those (eviction takes the oldest, not a scan of the list)."""
-    path = tmp_path / "predictions.jsonl"
-    server_ids = [f"{i:032x}" for i in range(20_000)]
-    path.write_bytes(
-        b"".join(
-            b'{"ts":1.0,"request_id":"%s","client_request_id":"same","endpoint":"/predict"}\n'
-            % server_id.encode()
-            for server_id in server_ids
-        )
-    )
-    index = PredictionIndex(lambda: [path], capacity=100)
-    assert index.refresh() == 20_000
-    assert len(index) == 100
-    with pytest.raises(AmbiguousRequestId) as ambiguous:
-        index.server_id("same")
-    assert ambiguous.value.count == 100
-    assert index.server_id(server_ids[-100]) == server_ids[-100]
-    assert index.server_id(server_ids[-101]) is None

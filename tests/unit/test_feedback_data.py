@@ -3,7 +3,6 @@ population of the loop's demonstration."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,30 +10,48 @@ import pytest
 
 from iris_pipeline import feedback_data, training
 from iris_pipeline.population import PETAL_WIDTH_BIAS_CM, draw
+from iris_service.record_store import RecordStore, sqlite_url
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
 from tests.support import SETOSA, VERSICOLOR
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _write(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
+def _write(path: Path, records: list[dict]) -> str:
+    """A prediction store at `path` holding `records` as labels; its URL."""
+    url = sqlite_url(path)
+    store = RecordStore(url)
+    store.migrate()
+    store.add_labels(records)
+    store.close()
+    return url
 
 
 def _label(ts: float, flower: dict | None, true: str) -> dict:
-    return {"ts": ts, "key": f"k{ts}", "class_name": true, "features": flower}
+    return {
+        "ts": ts,
+        "key": f"k{ts}",
+        "request_id": f"k{ts}",
+        "server_request_id": f"k{ts}",
+        "class_name": true,
+        "predicted": true,
+        "correct": True,
+        "model_tag": "iris-classifier:v1",
+        "predicted_at": ts,
+        "endpoint": "/predict",
+        "features": flower,
+    }
 
 
 def test_labels_are_read_in_arrival_order_and_those_without_measurements_skipped(
     tmp_path: Path,
 ) -> None:
     path = _write(
-        tmp_path / "feedback.jsonl",
+        tmp_path / "records.db",
         [
             _label(30.0, VERSICOLOR, "versicolor"),
             _label(10.0, SETOSA, "setosa"),
-            _label(20.0, None, "setosa"),  # logged with IRIS_PREDICTION_LOG_INPUTS=false
+            _label(20.0, None, "setosa"),  # recorded with IRIS_RECORD_INPUTS=false
         ],
     )
     feedback = feedback_data.load_feedback(path)
@@ -50,15 +67,15 @@ def test_labels_are_read_in_arrival_order_and_those_without_measurements_skipped
 
 def test_the_newest_share_is_held_out(tmp_path: Path) -> None:
     records = [_label(float(t), SETOSA, "setosa") for t in range(10)]
-    feedback = feedback_data.load_feedback(_write(tmp_path / "f.jsonl", records))
+    feedback = feedback_data.load_feedback(_write(tmp_path / "f.db", records))
     train, held_out = feedback.split_recent(0.3)
     assert (len(train), len(held_out)) == (7, 3)
     assert train.labelled_at.max() < held_out.labelled_at.min()
     assert held_out.labelled_at.tolist() == [7.0, 8.0, 9.0]
 
 
-def test_no_feedback_log_means_no_labels_and_the_gate_set_alone(tmp_path: Path) -> None:
-    missing = tmp_path / "none.jsonl"
+def test_no_store_means_no_labels_and_the_gate_set_alone(tmp_path: Path) -> None:
+    missing = sqlite_url(tmp_path / "none.db")
     assert len(feedback_data.load_feedback(missing)) == 0
     assert feedback_data.load_feedback(missing).time_range() is None
     evaluation = feedback_data.evaluation_set(missing)
@@ -67,13 +84,13 @@ def test_no_feedback_log_means_no_labels_and_the_gate_set_alone(tmp_path: Path) 
     assert np.array_equal(evaluation.x, x_gate.to_numpy())
 
 
-def _labels(tmp_path: Path, count: int) -> Path:
+def _labels(tmp_path: Path, count: int) -> str:
     shifted = draw(count, seed=5, shifted=True)
     records = [
         _label(float(t), flower, name)
         for t, (flower, name) in enumerate(zip(shifted.flowers, shifted.classes, strict=True))
     ]
-    return _write(tmp_path / "f.jsonl", records)
+    return _write(tmp_path / "f.db", records)
 
 
 def test_the_gate_judges_on_the_gate_set_plus_the_held_out_labels(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ from iris_service.admission import AdmissionControlMiddleware
 from iris_service.auth import ApiKeyMiddleware
 from iris_service.log_filters import ClientErrorTracebackFilter
 from iris_service.middleware import RequestMonitoringMiddleware
-from iris_service.prediction_log import PredictionLog, PredictionLogMiddleware
+from iris_service.prediction_records import PredictionRecordMiddleware
+from iris_service.record_store import RecordStore, sqlite_url
+from iris_service.record_writer import RecordWriter
 
 RELEASE = asyncio.Event()
 
@@ -120,47 +122,42 @@ async def test_no_key_means_open() -> None:
         assert (await client.post("/predict", json={})).status_code == 200
 
 
-async def test_prediction_log_records_successes_only(tmp_path: Path) -> None:
-    log = PredictionLog(tmp_path / "p.jsonl")
+def _writer(tmp_path: Path) -> RecordWriter:
+    store = RecordStore(sqlite_url(tmp_path / "records.db"))
+    store.migrate()
+    return RecordWriter(store)
+
+
+async def test_prediction_records_are_kept_for_successes_only(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
     async with _app(
-        (PredictionLogMiddleware, {"log": log}), (RequestMonitoringMiddleware, {})
+        (PredictionRecordMiddleware, {"writer": writer}), (RequestMonitoringMiddleware, {})
     ) as client:
         ok = await client.post("/predict", json={"a": 1}, headers={"x-request-id": "r-1"})
         bad = await client.post("/predict", content=b"x", headers={"content-type": "text/plain"})
     assert ok.status_code == 200 and bad.status_code == 415
-    assert log.flush()
-    [record] = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert record["request_id"] == ok.headers["x-server-request-id"] != "r-1"
+    assert writer.flush()
+    [record] = list(writer.store.iter_predictions())
+    assert record["server_request_id"] == ok.headers["x-server-request-id"] != "r-1"
     assert record["client_request_id"] == "r-1" and record["inputs"] == {"a": 1}
-    assert record["model_tag"] == "iris-classifier:t1"
+    assert record["model_tag"] == "iris-classifier:t1" and record["protocol"] == "service"
     assert record["outputs"] == {"class_name": "setosa", "model_tag": "iris-classifier:t1"}
     assert record["latency_ms"] >= 0
+    writer.close()
 
 
 async def test_inputs_can_be_left_out_of_the_records(tmp_path: Path) -> None:
-    log = PredictionLog(tmp_path / "p.jsonl")
+    writer = _writer(tmp_path)
     async with _app(
-        (PredictionLogMiddleware, {"log": log, "log_inputs": False}),
+        (PredictionRecordMiddleware, {"writer": writer, "log_inputs": False}),
         (RequestMonitoringMiddleware, {}),
     ) as client:
         assert (await client.post("/predict", json={"secret": 1})).status_code == 200
-    assert log.flush()
-    [record] = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert "inputs" not in record and "secret" not in json.dumps(record)
+    assert writer.flush()
+    [record] = list(writer.store.iter_predictions())
+    assert record["inputs"] is None and "secret" not in json.dumps(record)
     assert record["outputs"]["class_name"] == "setosa"
-
-
-async def test_a_pretty_printed_body_is_still_one_record_line(tmp_path: Path) -> None:
-    log = PredictionLog(tmp_path / "p.jsonl")
-    async with _app(
-        (PredictionLogMiddleware, {"log": log}), (RequestMonitoringMiddleware, {})
-    ) as client:
-        body = b'{\n  "a": 1,\r\n  "b": "x"\n}'
-        headers = {"content-type": "application/json"}
-        assert (await client.post("/predict", content=body, headers=headers)).status_code == 200
-    assert log.flush()
-    [line] = (tmp_path / "p.jsonl").read_text().splitlines()
-    assert json.loads(line)["inputs"] == {"a": 1, "b": "x"}
+    writer.close()
 
 
 def test_client_error_tracebacks_are_dropped_server_errors_kept() -> None:

@@ -272,22 +272,19 @@ def test_env_names_are_settings_the_service_reads() -> None:
         assert f'"{name}"' in settings_source, f"{name} is not read by iris_service/settings.py"
 
 
-def test_prediction_log_goes_to_a_size_limited_volume_within_ephemeral_storage() -> None:
-    container = the_container()
-    env = env_of(container)
-    log_dir = Path(env["IRIS_PREDICTION_LOG"]["value"]).parent
-    (mount,) = [m for m in container["volumeMounts"] if Path(m["mountPath"]) == log_dir]
-    (volume,) = [
-        v for v in pod_spec(by_kind("Deployment"))["volumes"] if v["name"] == mount["name"]
-    ]
-    size_limit = quantity_bytes(volume["emptyDir"]["sizeLimit"])
-    max_bytes = int(env["IRIS_PREDICTION_LOG_MAX_BYTES"]["value"])
-    backups = int(env["IRIS_PREDICTION_LOG_BACKUPS"]["value"])
-    assert (backups + 1) * max_bytes < size_limit  # rotation keeps the log inside the volume
-    resources = container["resources"]
-    request = quantity_bytes(resources["requests"]["ephemeral-storage"])
-    limit = quantity_bytes(resources["limits"]["ephemeral-storage"])
-    assert size_limit < request <= limit  # the volume counts against ephemeral storage
+def test_replicas_share_one_postgresql_store_from_a_required_secret() -> None:
+    """Several replicas: the store is PostgreSQL from a Secret the pod cannot start without,
+    and the service refuses a store only one pod could see."""
+    assert by_kind("Deployment")["spec"]["replicas"] > 1
+    env = env_of(the_container())
+    reference = env["IRIS_RECORD_STORE_URL"]["valueFrom"]["secretKeyRef"]
+    assert reference.get("optional", False) is False
+    assert env["IRIS_RECORD_STORE_SHARED_REQUIRED"]["value"] == "true"
+    example = yaml.safe_load((K8S / "record-store-secret.example.yaml").read_text())
+    kubernetes_validate.validate(example, K8S_VERSIONS[-1], strict=True)
+    assert example["kind"] == "Secret" and example["metadata"]["name"] == reference["name"]
+    assert example["stringData"][reference["key"]].startswith("postgresql://")
+    assert "record-store-secret.example.yaml" not in load_kustomization()["resources"]
 
 
 def test_api_keys_come_from_a_required_secret() -> None:
@@ -363,8 +360,7 @@ def test_the_root_file_system_is_read_only_with_volumes_where_the_server_writes(
     container = the_container()
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    log_dir = str(Path(env_of(container)["IRIS_PREDICTION_LOG"]["value"]).parent)
-    assert set(mounts) == {RUNTIME_HOME, "/tmp", log_dir}  # BentoML's home, tmp, the logs
+    assert set(mounts) == {RUNTIME_HOME, "/tmp"}  # BentoML's home, tmp
     volumes = {v["name"]: v for v in pod_spec(by_kind("Deployment"))["volumes"]}
     assert set(volumes) == set(mounts.values())
     for volume in volumes.values():  # scratch space of bounded size, nothing from the host
