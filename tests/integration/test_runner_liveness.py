@@ -81,12 +81,20 @@ class ProbeLog:
         raise AssertionError(f"probes never reached the expected state: {self.samples[-5:]}")
 
 
+STATUS_ROUTES = ("/ping", "/v2/health/ready", "/model")  # answered without the runner
+
+
 def _answers(base_url: str) -> dict[str, tuple[int, float]]:
-    """(status, seconds) of one flower and of a batch the runner would compute."""
+    """(status, seconds) of one flower, of a batch the runner would compute, and of the
+    health and status routes (answered from the core's state and the heartbeat's record)."""
     timed = {}
     for path, body in (("/predict", VERSICOLOR), ("/predict_batch", BATCH)):
         asked = time.monotonic()
         response = requests.post(f"{base_url}{path}", json=body, timeout=20)
+        timed[path] = (response.status_code, time.monotonic() - asked)
+    for path in STATUS_ROUTES:
+        asked = time.monotonic()
+        response = requests.get(f"{base_url}{path}", timeout=20)
         timed[path] = (response.status_code, time.monotonic() - asked)
     return timed
 
@@ -139,6 +147,9 @@ def test_hung_runner_costs_no_answer_and_fails_liveness_after_the_grace(
     # Once the heartbeat has found the runner silent, batches are computed at once.
     late = [timed["/predict_batch"][1] for timed in answers[3:]]
     assert late and max(late) < 1.0, late
+    # The health and status routes never wait for the hung runner (a call would block).
+    waited = [timed[path][1] for timed in answers for path in STATUS_ROUTES]
+    assert max(waited) < 1.0, waited
     dead_s = stopped.first(livez=503)
     # Alive through the grace period (measured from the runner's last answer, up to a ping
     # period before the stop), dead soon after it.
