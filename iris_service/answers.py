@@ -1,15 +1,16 @@
 """The service's own answers (/predict, /predict_batch) built from class probabilities.
 
-Built for all rows at once (one argmax, one rounding, one `tolist`, one counter update per
-class): a batch of 1,000 flowers would otherwise make 1,000 Pydantic objects and 1,000
-metric updates. The shape is exactly `schemas.Prediction`
-and `schemas.BatchPrediction`, which stay the documented response models.
+Built for all rows at once (one argmax, one rounding, one encoding of the numbers, one
+counter update per class): a batch of 1,000 flowers would otherwise make 1,000 Pydantic
+objects and 1,000 metric updates. The shape is exactly `schemas.Prediction` and
+`schemas.BatchPrediction`, which stay the documented response models.
 """
 
 from __future__ import annotations
 
 import json
 
+import msgspec
 import numpy as np
 from starlette.responses import Response
 
@@ -32,21 +33,26 @@ def _classified(model: ServedModel, probabilities: np.ndarray) -> tuple[list[int
 def _rows_json(model: ServedModel, probabilities: np.ndarray) -> list[str]:
     """Each row's `Prediction` as JSON text.
 
-    Written from string pieces prepared once per answer (the constant parts of a
-    prediction, per class) and the probabilities' `repr` (what json.dumps writes for a
-    float): about half the cost of json.dumps over 1,000 dicts, the same JSON.
+    The numbers are written by msgspec in one call for all rows (the shortest text that reads
+    back as the same float, as json.dumps writes them); each row then fills the template of
+    its class, whose constant parts are prepared once per answer. About a third of the cost
+    of json.dumps over 1,000 dicts, the same JSON values.
     """
     class_ids, rounded = _classified(model, probabilities)
+    numbers = msgspec.json.encode(rounded).decode()[2:-2].split("],[")
     tag = json.dumps(model.tag)
-    heads = [
-        f'{{"class_id":{class_id},"class_name":{json.dumps(name)},"probabilities":{{'
-        for class_id, name in enumerate(model.class_names)
+    keys = [json.dumps(name) for name in model.class_names]
+    values = ",".join(f"{key}:%s" for key in keys)
+    templates = [
+        (
+            f'{{"class_id":{class_id},"class_name":{key},"probabilities":{{{values}}},'
+            f'"model_tag":{tag.replace("%", "%%")}}}'
+        )
+        for class_id, key in enumerate(keys)
     ]
-    keys = [f"{json.dumps(name)}:" for name in model.class_names]
-    tail = f'}},"model_tag":{tag}}}'
     return [
-        heads[class_id] + ",".join(map(str.__add__, keys, map(repr, row))) + tail
-        for class_id, row in zip(class_ids, rounded, strict=True)
+        templates[class_id] % tuple(row.split(","))
+        for class_id, row in zip(class_ids, numbers, strict=True)
     ]
 
 

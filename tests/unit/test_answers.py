@@ -40,3 +40,17 @@ def test_single_prediction_has_the_prediction_shape() -> None:
     one = Prediction.model_validate_json(response.body)  # the documented response model
     assert (one.class_id, one.class_name, one.model_tag) == (1, "versicolor", MODEL.tag)
     assert one.probabilities == {"setosa": 0.1, "versicolor": 0.7, "virginica": 0.2}
+
+
+def test_edge_probabilities_and_a_tag_with_a_percent_sign_keep_their_values() -> None:
+    """Numbers are written by msgspec and placed by %-templates: exact ones, zeros, tiny
+    values written in exponent form and a `%` in the tag must all read back unchanged."""
+    model = ServedModel("iris-classifier:a%sb", MODEL.class_names, {})
+    probabilities = np.array([[1.0, 0.0, 0.0], [1e-06, 0.5, 0.499999], [2.5e-05, 1e-07, 0.999975]])
+    body = json.loads(answers.batch_response(model, probabilities).body)
+    assert body["model_tag"] == model.tag
+    assert [p["model_tag"] for p in body["predictions"]] == [model.tag] * 3
+    assert [list(p["probabilities"].values()) for p in body["predictions"]] == (
+        probabilities.round(6).tolist()
+    )
+    assert [p["class_id"] for p in body["predictions"]] == [0, 1, 2]
