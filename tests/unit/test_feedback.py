@@ -22,7 +22,7 @@ from iris_service.feedback import (
 )
 from iris_service.live_quality import Label, LiveQuality, summarise
 from iris_service.prediction_records import PredictionRecordMiddleware
-from iris_service.record_store import RecordStore, sqlite_url
+from iris_service.record_store import RecordStore
 from iris_service.record_writer import RecordWriter
 from iris_service.request_ids import key_id as id_of_key
 from iris_service.request_ids import set_api_key_id
@@ -74,14 +74,6 @@ def predict(
 
     asyncio.run(PredictionRecordMiddleware(app, log)(scope, receive, send))
     return scope["iris.server_request_id"]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> RecordStore:
-    opened = RecordStore(sqlite_url(tmp_path / "records.db"))
-    opened.migrate()
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -56,14 +56,6 @@ def label(key: str, ts: float = 2_000.0, correct: bool = True) -> dict:
     }
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> RecordStore:
-    opened = RecordStore(sqlite_url(tmp_path / "records.db"))
-    opened.migrate()
-    yield opened
-    opened.close()
-
-
 def test_a_prediction_is_found_by_server_id_and_by_client_id_with_its_key(
     store: RecordStore,
 ) -> None:

@@ -1,0 +1,19 @@
+"""Fixtures shared by the unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iris_service.record_store import RecordStore, sqlite_url
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[RecordStore]:
+    """A migrated prediction store in a fresh SQLite file, closed after the test."""
+    opened = RecordStore(sqlite_url(tmp_path / "records.db"))
+    opened.migrate()
+    yield opened
+    opened.close()
