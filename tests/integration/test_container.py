@@ -213,3 +213,20 @@ def test_the_image_trusts_only_debians_certificates(container):
         body = "".join(crt.read_text().strip().splitlines()[1:-1])
         assert body not in bundle.replace("\n", ""), f"{crt.name} is in the image's CA bundle"
     assert _exec(container, "ls", "/usr/local/share/ca-certificates/").split() == []
+
+
+def test_the_build_only_installers_are_not_in_the_image(container):
+    """uv (which filled the environment) and the base's pip are build tools, and NumPy's test
+    suites and ONNX Runtime's conversion tools are never imported: the runtime image holds
+    none of them (tools/containers.py, HARDENING)."""
+    found = _exec(
+        container,
+        "sh",
+        "-c",
+        "for tool in uv uvx pip pip3; do command -v $tool || true; done; "
+        "ls -d /usr/lib/python3/dist-packages/pip /usr/local/bin/uv "
+        f"{containers.SITE_PACKAGES}/numpy/_core/tests "
+        f"{containers.SITE_PACKAGES}/onnxruntime/transformers 2>/dev/null || true; "
+        "python3 -c 'import importlib.util as u; print(u.find_spec(\"pip\") is not None)'",
+    ).split()
+    assert found == ["False"], found
