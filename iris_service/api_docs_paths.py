@@ -174,7 +174,6 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 },
                 "parameters": _object(
                     {
-                        "binary_data_output": {"type": "boolean"},
                         "explain": {
                             "type": "boolean",
                             "description": "Add the outputs `explanation` (FP32 [N, 3, 4], "

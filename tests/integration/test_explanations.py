@@ -6,6 +6,8 @@ predicts and answers 409 to explain."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,6 +127,39 @@ def test_the_swagger_document_shows_explain_with_an_example(server: LocalServer)
     assert answer["example"]["output"] == "probability"
 
 
+def test_the_background_is_logged_in_the_run_and_stored_with_the_model(
+    trained_state: ProjectState,
+) -> None:
+    """Every candidate's MLflow run logs the background; the stored version holds its
+    chosen run's, with the SHA-256 and row count in its metadata."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(trained_state.mlflow_uri)
+    experiment = client.get_experiment_by_name(MODEL_NAME)
+    runs = client.search_runs([experiment.experiment_id])
+    assert runs
+    for run in runs:
+        assert BACKGROUND_FILE in {item.path for item in client.list_artifacts(run.info.run_id)}
+    mlflow.set_tracking_uri(trained_state.mlflow_uri)
+    folders = [
+        path
+        for path in (trained_state.bentoml_home / "models" / MODEL_NAME).iterdir()
+        if (path / "model.yaml").is_file()
+    ]
+    assert folders
+    for folder in folders:  # every version this session's train.py stored
+        metadata = yaml.safe_load((folder / "model.yaml").read_text())["metadata"]
+        stored = (folder / BACKGROUND_FILE).read_bytes()
+        assert metadata[BACKGROUND_METADATA]["sha256"] == hashlib.sha256(stored).hexdigest()
+        run_id = metadata["mlflow_run_id"]
+        logged = mlflow.artifacts.load_text(f"runs:/{run_id}/{BACKGROUND_FILE}")
+        assert json.loads(logged) == json.loads(stored)
+        rows = json.loads(stored)["rows"]
+        assert len(rows) == metadata[BACKGROUND_METADATA]["rows"] == 50
+        assert all(len(row) == len(FEATURE_NAMES) for row in rows)
+
+
 @pytest.fixture(scope="module")
 def server_without_background(
     trained_state: ProjectState, tmp_path_factory: pytest.TempPathFactory
@@ -138,9 +173,9 @@ def server_without_background(
         if not info.is_file():
             continue
         document = yaml.safe_load(info.read_text())
-        assert document["metadata"].pop(BACKGROUND_METADATA)["rows"] == 50
+        document["metadata"].pop(BACKGROUND_METADATA, None)
         info.write_text(yaml.safe_dump(document))
-        (folder / BACKGROUND_FILE).unlink()
+        (folder / BACKGROUND_FILE).unlink(missing_ok=True)
     with bento_server(state, Path(tmp_path_factory.mktemp("logs-without-background"))) as running:
         yield running
 
