@@ -70,10 +70,13 @@ class AdmissionControlMiddleware:
         cost = self.costs.get(scope["path"], 1)
         if self.in_flight + cost > self.limit:
             # The monitoring middleware rewrites this into the error shape with Retry-After.
-            refusal = JSONResponse(
-                {"detail": f"more than {self.limit} prediction requests in flight; retry shortly"},
-                status_code=429,
-            )
+            detail = f"more than {self.limit} prediction requests in flight; retry shortly"
+            if cost > 1:
+                detail = (
+                    f"no room for a request that takes {cost} of the {self.limit} places for "
+                    "prediction requests in flight; retry shortly"
+                )
+            refusal = JSONResponse({"detail": detail}, status_code=429)
             await refusal(scope, receive, send)
             return
         counter = self.counter

@@ -54,6 +54,8 @@ async def test_an_explanation_takes_its_cost_in_places_and_gives_them_back() -> 
         assert (await held).status_code == 200
         after = await client.post("/explain", json={})
     assert second.status_code == 429 and second.json()["error"] == "too_many_requests"
+    assert f"takes {EXPLAIN_ADMISSION_COST} of the {limit} places" in second.json()["detail"]
+    assert second.headers["retry-after"] == "1"
     assert predicted.status_code == 200
     assert after.status_code == 200 and counter.count == 0
 

@@ -123,3 +123,38 @@ async def test_v2_adds_the_explanation_outputs_in_json_or_binary(
         base = np.array(outputs["base_value"]["data"])
         probabilities = np.array(outputs["predict_proba"]["data"]).reshape(3, 3)
     assert np.abs(base + contributions.sum(axis=2) - probabilities).max() <= 1e-6
+
+
+class _Stored:
+    """What model_loading reads of a stored version: its tag, metadata and files."""
+
+    def __init__(self, folder: Path, metadata: dict) -> None:
+        self.tag, self.folder = "iris-classifier:v1", folder
+        self.info = type("Info", (), {"metadata": metadata})()
+
+    def path_of(self, name: str) -> str:
+        return str(self.folder / name)
+
+
+def _stored_with_background(tmp_path: Path, rows: list, sha256: str | None = None) -> _Stored:
+    import hashlib
+
+    from iris_service.model_loading import BACKGROUND_FILE, BACKGROUND_METADATA
+
+    content = json.dumps({"feature_names": list(FEATURE_NAMES), "rows": rows}).encode()
+    (tmp_path / BACKGROUND_FILE).write_bytes(content)
+    digest = sha256 or hashlib.sha256(content).hexdigest()
+    return _Stored(tmp_path, {BACKGROUND_METADATA: {"rows": len(rows), "sha256": digest}})
+
+
+def test_a_stored_background_is_read_checked_or_refused(tmp_path: Path) -> None:
+    from iris_service.model_loading import ModelUnavailableError, _background
+
+    assert _background(_Stored(tmp_path, {})) is None  # stored before explanations
+    rows = _rows(5).tolist()
+    np.testing.assert_array_equal(_background(_stored_with_background(tmp_path, rows)), rows)
+    with pytest.raises(ModelUnavailableError, match="SHA-256"):
+        _background(_stored_with_background(tmp_path, rows, sha256="0" * 64))
+    for bad in ([[1.0, 2.0]], [], [[1.0, 2.0, float("nan"), 4.0]]):
+        with pytest.raises(ModelUnavailableError, match="damaged explanation background"):
+            _background(_stored_with_background(tmp_path, bad))
