@@ -28,7 +28,7 @@ export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test lint audit lock clean finops container container-run \
-	k8s-manifests report loadtest bench overload models promote rollback retrain score export-records
+	k8s-manifests report loadtest bench bench-explain overload models promote rollback retrain score export-records
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}' \
@@ -139,6 +139,10 @@ loadtest: $(INSTALLED) ## Locust, headless, against a service it starts (SCENARI
 bench: $(INSTALLED) ## Benchmark vs FastAPI, MLServer, minimal BentoML, FastAPI+ONNX: saturation, sweep, capacity at p99, targets (wrk, ~45 min): reports/bench.*
 	tools/ensure-debian-packages.sh wrk
 	$(PY) -m tools.bench --out-dir reports $(BENCH_ARGS)
+	$(PY) -m tools.bench.explain_cost --out-dir reports
+
+bench-explain: $(INSTALLED) ## One explanation against one prediction, per model family (~15 s, no server): reports/explain-cost.{json,md}
+	$(PY) -m tools.bench.explain_cost --out-dir reports $(EXPLAIN_BENCH_ARGS)
 
 overload: $(INSTALLED) ## Flood benchmark, straight and through the nginx front (~1 min): reports/overload.{json,md}
 	tools/ensure-debian-packages.sh wrk nginx-light

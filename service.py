@@ -32,13 +32,18 @@ from iris_service.auth import ApiKeyMiddleware
 from iris_service.bentoml_metrics import bound_bentoml_request_metrics, fixed_paths
 from iris_service.drift import drift_route
 from iris_service.errors import error_response
+from iris_service.explanation_answers import (
+    ExplainFeatures,
+    ExplanationAnswer,
+    explanation_response,
+)
 from iris_service.feedback import (
     START_WINDOWS,
     FeedbackDesk,
     FeedbackRefused,
     LabelFollower,
 )
-from iris_service.inference import InferenceCore
+from iris_service.inference import InferenceCore, NoExplanation
 from iris_service.live_quality import LiveQuality, live_quality_route
 from iris_service.middleware import RequestMonitoringMiddleware
 from iris_service.model_follower import CHAMPION, ModelFollower, start_following
@@ -98,6 +103,11 @@ def _core() -> InferenceCore:
 # prediction store (iris_service/record_store.py); None with IRIS_RECORD_STORE_URL=off.
 record_store = open_record_store(RECORD_STORE_URL)
 record_writer = RecordWriter(record_store) if record_store is not None else None
+
+
+def _one_flower(measurements: dict[str, float]) -> np.ndarray:
+    """The rows [1, features] of one validated flower's measurements."""
+    return np.array([[measurements[name] for name in FEATURE_NAMES]], dtype=float)
 
 
 def _refused(
@@ -219,9 +229,18 @@ class IrisClassifier:
     @bentoml.api(route="/predict", input_spec=IrisFeatures)
     async def predict(self, **measurements: float) -> Prediction:
         """Classify one flower."""
-        rows = np.array([[measurements[name] for name in FEATURE_NAMES]], dtype=float)
-        answer = await self.core.infer(rows)
+        answer = await self.core.infer(_one_flower(measurements))
         return answers.prediction_response(answer.model, answer.probabilities)  # type: ignore[return-value]
+
+    @bentoml.api(route="/explain", input_spec=ExplainFeatures)
+    async def explain(self, ctx: bentoml.Context, **measurements: float) -> ExplanationAnswer:
+        """Classify one flower and explain it: per class, each feature's exact Shapley value
+        of the probability over the model's background sample (docs/explanations.md)."""
+        try:
+            explained = await self.core.explain(_one_flower(measurements))
+        except NoExplanation as exc:
+            return _refused(ctx, 409, str(exc), "explanation_unavailable")  # type: ignore[return-value]
+        return explanation_response(explained)  # type: ignore[return-value]
 
     @bentoml.api(route="/predict_batch", input_spec=IrisBatch)
     async def predict_batch(self, flowers: list[IrisFlower]) -> BatchPrediction:

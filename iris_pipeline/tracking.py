@@ -14,6 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from iris_pipeline.explanation_background import (
+    BACKGROUND_FILE,
+    background_document,
+    background_sample,
+)
 from iris_pipeline.paths import DEFAULT_MLFLOW_DIR, DEFAULT_MLFLOW_URI
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
 
@@ -92,6 +97,7 @@ def log_candidate(
             _confusion_matrix_png(result, png)
             mlflow.log_artifact(str(png))
         mlflow.log_dict(stats, "feature_statistics.json")
+        mlflow.log_dict(background_document(background_sample(data.x_train)), BACKGROUND_FILE)
         if feedback is not None:
             log_feedback_dataset(feedback)
         example = data.x_train.iloc[:3]
@@ -324,7 +330,9 @@ def import_run_model(
 
     - `model.onnx` at its root: the compiled model, the only file the service loads;
     - `mlflow_model/`: the MLflow model directory (MLmodel and the scikit-learn pickle), for
-      MLflow-side consumers and the `/invocations` flavour information.
+      MLflow-side consumers and the `/invocations` flavour information;
+    - `explanation_background.json`: the run's background sample for explanations, when the
+      run logged one (runs older than explanations did not: their version serves without).
 
     The metadata names what the service needs to run `model.onnx` (`onnx_input`,
     `onnx_probabilities_output`: float32 [rows, classes] in CLASS_NAMES order, `onnx_opset`)
@@ -333,6 +341,8 @@ def import_run_model(
     """
     import bentoml
     import mlflow
+
+    from iris_service.model_loading import BACKGROUND_METADATA
 
     from .compiling import ONNX_FILE
 
@@ -365,6 +375,7 @@ def import_run_model(
                 f"the ONNX model logged in MLflow run {run_id} is not the one whose "
                 "equivalence was checked (SHA-256 differs)"
             )
+        background = _run_background(run_id, Path(scratch) / "background")
         metadata = {
             "mlflow_run_id": run_id,
             "mlflow_experiment": experiment_name,
@@ -377,10 +388,31 @@ def import_run_model(
             **record,
             "model_file_sha256": _model_file_sha256(mlflow_model),
         }
+        if background is not None:
+            metadata[BACKGROUND_METADATA] = {
+                "rows": len(json.loads(background)["rows"]),
+                "sha256": hashlib.sha256(background).hexdigest(),
+            }
         with bentoml.models.create(bento_tag, labels=labels, metadata=metadata) as bento_model:
             shutil.copytree(mlflow_model, bento_model.path_of(MLFLOW_MODEL_DIR))
             Path(bento_model.path_of(ONNX_FILE)).write_bytes(onnx_bytes)
+            if background is not None:
+                Path(bento_model.path_of(BACKGROUND_FILE)).write_bytes(background)
     return bentoml.models.get(bento_model.tag)
+
+
+def _run_background(run_id: str, scratch: Path) -> bytes | None:
+    """The bytes of the run's logged background sample; None for a run without one."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    names = {artifact.path for artifact in MlflowClient(tracking_uri()).list_artifacts(run_id)}
+    if BACKGROUND_FILE not in names:
+        return None
+    path = mlflow.artifacts.download_artifacts(
+        f"runs:/{run_id}/{BACKGROUND_FILE}", dst_path=str(scratch)
+    )
+    return Path(path).read_bytes()
 
 
 def _onnx_record_of_run(run_id: str, onnx_bytes: bytes) -> dict[str, Any]:

@@ -44,6 +44,10 @@ measurements in centimetres (sepal length and width, petal length and width).
   `{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}`;
   answers the class, the probability of every class and the model's tag.
 * `POST /predict_batch` — `{"flowers": [...]}`; answers in the order sent.
+* `POST /explain` — one flower, as `/predict`; answers the prediction and, per class, each
+  feature's exact Shapley value of the probability, with the base value (the mean
+  probability over the model's background sample of training flowers); see
+  docs/explanations.md.
 * `GET /drift` — how far recent inputs have drifted from the training data
   (population stability index per feature; < 0.1 none, ≥ 0.25 significant);
   `GET /model` — the models in service; `GET /live_quality` — accuracy from labelled feedback.

@@ -13,7 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from .schemas import SETOSA_EXAMPLE, UPPER_BOUNDS_CM
-from .settings import CLASS_NAMES, FEATURE_NAMES, MAX_BATCH_FLOWERS, MODEL_NAME
+from .settings import (
+    CLASS_NAMES,
+    FEATURE_NAMES,
+    MAX_BATCH_FLOWERS,
+    MAX_EXPLAIN_FLOWERS,
+    MODEL_NAME,
+)
 
 REF = "#/components/schemas/{}"
 TAG = "Service APIs"
@@ -166,6 +172,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "maxItems": 2,
                     "description": "The outputs to answer, each named at most once.",
                 },
+                "parameters": _object(
+                    {
+                        "explain": {
+                            "type": "boolean",
+                            "description": "Add the outputs `explanation` (FP32 [N, 3, 4], "
+                            "Shapley values) and `base_value` (FP32 [3]); N at most "
+                            f"{MAX_EXPLAIN_FLOWERS}. See docs/explanations.md.",
+                        },
+                    }
+                ),
             },
             ("inputs",),
         ),
@@ -293,6 +309,9 @@ def _model_paths(base: str) -> dict[str, dict[str, Any]]:
                 "responses": {
                     "200": _json(_ref("V2InferResponse"), "The outputs asked for."),
                     "400": _json(_ref("V2Error"), "A request the protocol refuses."),
+                    "409": _json(
+                        _ref("V2Error"), "explain: the model was stored without a background."
+                    ),
                     **_V2_NOT_FOUND,
                     **_V2_NOT_READY,
                 },

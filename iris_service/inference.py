@@ -12,6 +12,8 @@ core owns:
   with other large requests; a runner that fails or is silent costs no answer (the rows are
   computed here, in a thread);
 - the identity of the model that computed each answer (`Answer.model`, data, not a column);
+- explanations: exact Shapley values of the routed model's answer (`explain`, maths in
+  iris_service/explanations.py), the one function every transport's explain calls;
 - what observes answers: the drift monitor of the answering model, fed in batches of
   DRIFT_BATCH_ROWS flowers (one vectorised update instead of one per request; GET /drift
   counts what is still waiting first).
@@ -30,11 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics
+from . import explanations, metrics
 from .drift import DriftMonitor, publish_to_prometheus
+from .explanations import Explanation
 from .model_follower import CHALLENGER, CHAMPION, ModelFollower, ServingModels
 from .model_loading import CompiledModel, ServedModel, served_model
-from .settings import CLASS_NAMES, DRIFT_MIN_FLOWERS, DRIFT_WINDOW_FLOWERS, FEATURE_NAMES
+from .settings import (
+    CLASS_NAMES,
+    DRIFT_MIN_FLOWERS,
+    DRIFT_WINDOW_FLOWERS,
+    FEATURE_NAMES,
+    MAX_EXPLAIN_FLOWERS,
+)
 
 logger = logging.getLogger("iris_service.inference")
 
@@ -57,6 +66,23 @@ class Answer:
 
 class ModelNotServed(LookupError):
     """A version was asked for that this service does not serve now."""
+
+
+class NoExplanation(LookupError):
+    """The model that would answer was stored without an explanation background."""
+
+
+class TooManyToExplain(ValueError):
+    """More rows were sent to explain than one request may hold."""
+
+
+@dataclass(frozen=True)
+class ExplainedAnswer:
+    """The Shapley explanation of some rows and the model version that computed it."""
+
+    model: ServedModel
+    role: str  # champion or challenger
+    explanation: Explanation
 
 
 def runner_min_rows(model: CompiledModel, hop_seconds: float, largest: int) -> int:
@@ -169,6 +195,7 @@ class InferenceCore:
         largest_request_rows: int = 1000,
         shadow_max_rows: int = 4096,
         stored: Callable[[str], ServedModel] | None = None,
+        max_explain_rows: int = MAX_EXPLAIN_FLOWERS,
     ) -> None:
         self.follower = follower
         self.mode = mode
@@ -186,6 +213,7 @@ class InferenceCore:
         self._read_stored = stored or _stored_model
         self._drift = self._drift_monitor(follower.models.champion)
         self._runner_failed_at = -math.inf
+        self.max_explain_rows = max_explain_rows
 
     @property
     def models(self) -> ServingModels:
@@ -204,16 +232,7 @@ class InferenceCore:
         """The answer for `rows` (float64, [rows, features]) from the model routed to, or from
         the served `version` when one is named (ModelNotServed when it is not served now)."""
         models = self.follower.models  # read once: one model answers the whole request
-        role, model = CHAMPION, models.champion
-        if version is not None:
-            model = self.served(version, models)
-            role = CHAMPION if model is models.champion else CHALLENGER
-        elif (
-            self.mode == "canary"
-            and models.challenger is not None
-            and self._rng.random() < self.canary_share
-        ):
-            role, model = CHALLENGER, models.challenger
+        role, model = self._route(models, version)
         answer = await self._compute(role, model, rows)
         metrics.INFERENCES_TOTAL.labels(answer.computed_in).inc()
         metrics.ROUTED_REQUESTS_TOTAL.labels(role).inc()
@@ -221,6 +240,43 @@ class InferenceCore:
         if self.mode == "shadow" and role == CHAMPION:
             self.shadow.add(rows, np.argmax(answer.probabilities, axis=1), models)
         return answer
+
+    def _route(self, models: ServingModels, version: str | None) -> tuple[str, CompiledModel]:
+        """(role, model) that answers a request: the served `version` when one is named, else
+        the champion, or in canary mode the challenger for a seeded share of requests."""
+        if version is not None:
+            model = self.served(version, models)
+            return (CHAMPION if model is models.champion else CHALLENGER), model
+        if (
+            self.mode == "canary"
+            and models.challenger is not None
+            and self._rng.random() < self.canary_share
+        ):
+            return CHALLENGER, models.challenger
+        return CHAMPION, models.champion
+
+    async def explain(self, rows: np.ndarray, version: str | None = None) -> ExplainedAnswer:
+        """The Shapley explanation of `rows` (at most `max_explain_rows`) by the model routed
+        to, as `infer` routes; computed in a thread (16 coalitions times the background: 800
+        model rows per flower), never by the runner, and not counted in drift (the flowers
+        asked about are not traffic). TooManyToExplain, NoExplanation (the model was stored
+        without a background) or ModelNotServed otherwise."""
+        if len(rows) > self.max_explain_rows:
+            raise TooManyToExplain(
+                f"at most {self.max_explain_rows} flowers can be explained in one request, "
+                f"got {len(rows)}"
+            )
+        role, model = self._route(self.follower.models, version)
+        if model.background is None:
+            raise NoExplanation(
+                f"model {model.tag} was stored without an explanation background (trained "
+                "before explanations); retrain it with `make train` to explain its answers"
+            )
+        explanation = await asyncio.to_thread(
+            explanations.explain, model.predict_proba, rows, model.background
+        )
+        metrics.EXPLAINED_FLOWERS_TOTAL.inc(len(rows))
+        return ExplainedAnswer(model, role, explanation)
 
     async def _compute(self, role: str, model: CompiledModel, rows: np.ndarray) -> Answer:
         if (

@@ -55,6 +55,10 @@ INFERENCES_TOTAL = Counter(
     " default) or runner (requests whose rows cost more than the hop, batched there).",
     ("computed_in",),
 )
+EXPLAINED_FLOWERS_TOTAL = Counter(
+    "iris_explained_flowers_total",
+    "Flowers explained (exact Shapley values: /explain and V2 with parameters.explain).",
+)
 ERRORS_TOTAL = Counter(
     "iris_errors_total",
     "Error answers, by error code.",

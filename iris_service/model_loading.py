@@ -11,6 +11,7 @@ neither scikit-learn nor SciPy. The file's SHA-256 must match the one training r
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,11 @@ from bentoml.exceptions import BentoMLException
 from .settings import CLASS_NAMES, FEATURE_NAMES
 
 ONNX_FILE = "model.onnx"
+# The explanations' background sample (iris_pipeline/explanation_background.py), beside
+# model.onnx; metadata `explanation_background` records its rows and SHA-256. Versions
+# stored before it existed have neither: they serve, and explaining them answers 409.
+BACKGROUND_FILE = "explanation_background.json"
+BACKGROUND_METADATA = "explanation_background"
 # A typical versicolor flower, in FEATURE_NAMES order: the smoke prediction of a loaded model.
 SMOKE_FLOWER = (5.9, 2.8, 4.3, 1.3)
 # Rows of the timing run that measures a model's cost per row when it is loaded.
@@ -61,6 +67,8 @@ class CompiledModel(ServedModel):
     # Seconds one row costs in a large batch (measured at load): the core uses it to decide
     # which batches are worth the runner hop.
     seconds_per_row: float = field(default=0.0, compare=False)
+    # The explanations' background sample, float64 [rows, features]; None: not stored.
+    background: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
         """Class probabilities (float64, CLASS_NAMES order) for rows of the four measurements."""
@@ -140,6 +148,33 @@ def _verified_onnx(stored: Any) -> bytes:
     return content
 
 
+def _background(stored: Any) -> np.ndarray | None:
+    """The version's background sample, checked against the SHA-256 training recorded; None
+    when the version was stored without one."""
+    tag = str(stored.tag)
+    record = stored.info.metadata.get(BACKGROUND_METADATA)
+    if not record:
+        return None
+    try:
+        content = Path(stored.path_of(BACKGROUND_FILE)).read_bytes()
+        if hashlib.sha256(content).hexdigest() != record.get("sha256"):
+            raise ValueError("SHA-256 differs from the one recorded at training")
+        document = json.loads(content)
+        if tuple(document["feature_names"]) != FEATURE_NAMES:
+            raise ValueError("its features are not the service's")
+        rows = np.array(document["rows"], dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != len(FEATURE_NAMES) or not len(rows):
+            raise ValueError(f"shape {rows.shape}")
+        if not np.isfinite(rows).all():
+            raise ValueError("it holds values that are not finite")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelUnavailableError(
+            f"model {tag} has a damaged explanation background ({exc}); "
+            f"re-create it with {_how_to_create(tag)}"
+        ) from exc
+    return rows
+
+
 def _session(tag: str, content: bytes) -> Any:
     import onnxruntime
 
@@ -205,6 +240,7 @@ def load_model(stored: Any) -> CompiledModel:
         session=session,
         input_name=input_name,
         output_name=output_name,
+        background=_background(stored),
     )
     return _checked(model)
 

@@ -20,6 +20,7 @@ MODEL_NAME = "iris-classifier"
 PREDICTION_PATHS: tuple[str, ...] = (
     "/predict",
     "/predict_batch",
+    "/explain",
     "/invocations",
     "/v2/models/*/infer",
 )
@@ -156,6 +157,11 @@ DRIFT_WINDOW_FLOWERS = _int_from_env("IRIS_DRIFT_WINDOW_FLOWERS", 1000)
 DRIFT_MIN_FLOWERS = _int_from_env("IRIS_DRIFT_MIN_FLOWERS", 200)
 # Prediction requests one API worker handles at once; more are answered 429 at once.
 MAX_CONCURRENT_REQUESTS = _int_from_env("IRIS_MAX_CONCURRENT_REQUESTS", 64)
+# Explanations (docs/explanations.md): the most flowers one request may ask to explain (V2
+# `parameters.explain`), and the places of the admission limit one POST /explain takes (it
+# costs 16 coalitions times the background, 800 model rows, against one for /predict).
+MAX_EXPLAIN_FLOWERS = _int_from_env("IRIS_MAX_EXPLAIN_FLOWERS", 100)
+EXPLAIN_ADMISSION_COST = _int_from_env("IRIS_EXPLAIN_ADMISSION_COST", 4)
 # With at least one key, every route requires `Authorization: Bearer <key>` except health,
 # metrics and (with IRIS_API_KEY_OPEN_DOCS=true) the docs: iris_service/auth.py.
 API_KEYS: tuple[str, ...] = _api_keys()

@@ -8,7 +8,9 @@ Two sources, one set of views (the panels of deploy/monitoring/grafana-dashboard
   `--interval` seconds while it sends a bounded mix of Iris traffic (in-distribution, then
   shifted, plus a few invalid requests); rates, percentiles and gauges are computed from
   consecutive snapshots the way PromQL's rate() and histogram_quantile() do.
-Writes reports/monitoring-<panel>.png per panel and reports/monitoring.png with all of them.
+Writes reports/monitoring-<panel>.png per panel and reports/monitoring.png with all of them,
+and, from a service, reports/explanations.png: the contributions of a few flowers
+(tools/explanation_plot.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from iris_pipeline.paths import PROJECT_ROOT, REPORTS_DIR
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+
+from .explanation_plot import render_from_service
 
 if TYPE_CHECKING:
     from .feedback_loop import LoopRun
@@ -636,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             args.service_url, args.seconds, args.interval, args.max_requests, args.send_labels
         )
         views, label = panels_from_snapshots(snapshots), f"/metrics of {args.service_url}"
+        print(render_from_service(args.service_url, args.out_dir) or "no explanations.png")
     else:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix="iris-report-"))
@@ -643,6 +648,7 @@ def main(argv: list[str] | None = None) -> int:
             snapshots = traffic_with_snapshots(
                 url, args.seconds, args.interval, args.max_requests, send_labels=True
             )
+            print(render_from_service(url, args.out_dir) or "no explanations.png")
         views, label = panels_from_snapshots(snapshots), "/metrics of a local bentoml serve"
     for path in render(views, args.out_dir, label):
         print(path)

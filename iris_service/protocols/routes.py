@@ -19,10 +19,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..api_docs import API_VERSION
-from ..inference import InferenceCore, ModelNotServed
+from ..inference import InferenceCore, ModelNotServed, NoExplanation, TooManyToExplain
 from ..model_loading import ServedModel
 from ..settings import MODEL_NAME
-from . import mlflow_scoring, v2
+from . import mlflow_scoring, v2, v2_explain
 
 logger = logging.getLogger("iris_service.api")
 SERVER_NAME = "IrisClassifier"
@@ -96,7 +96,8 @@ def protocol_app(core_of: Callable[[], InferenceCore]) -> Starlette:
 
     async def infer(request: Request) -> Response:
         """Inference; with a version, that version computes the answer when it is served
-        (champion or challenger), else 503 naming the served version."""
+        (champion or challenger), else 503 naming the served version. With
+        `parameters.explain`, the core's explanation of the rows (v2_explain.py)."""
         model = resolve(request)
         if isinstance(model, JSONResponse):
             return model
@@ -105,13 +106,23 @@ def protocol_app(core_of: Callable[[], InferenceCore]) -> Starlette:
             parsed = v2.parse_infer_request(body, request.headers.get(v2.HEADER_LENGTH))
         except v2.V2Error as exc:
             return _v2_error(exc.status, str(exc))
+        version = request.path_params.get("version")
         try:
-            answer = await core_of().infer(parsed.rows, request.path_params.get("version"))
+            if parsed.explain:
+                explained = await core_of().explain(parsed.rows, version)
+                answered_by, probabilities = explained.model, explained.explanation.probabilities
+                extra = v2_explain.explanation_tensors(explained.explanation)
+            else:
+                answer = await core_of().infer(parsed.rows, version)
+                answered_by, probabilities, extra = answer.model, answer.probabilities, None
         except ModelNotServed as exc:
             return _v2_error(503, str(exc))
-        answered_by = answer.model
+        except TooManyToExplain as exc:
+            return _v2_error(400, str(exc))
+        except NoExplanation as exc:
+            return _v2_error(409, str(exc))
         content, header_length = v2.encode_infer_response(
-            parsed, MODEL_NAME, answered_by.version, answer.probabilities
+            parsed, MODEL_NAME, answered_by.version, probabilities, extra
         )
         headers = {"X-Model-Tag": answered_by.tag}
         if header_length is None:

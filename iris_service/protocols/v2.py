@@ -28,6 +28,7 @@ import numpy as np
 from ..flower_arrays import InvalidFlowers, check_count, checked_flowers
 from ..settings import CLASS_NAMES, FEATURE_NAMES
 from .json_bodies import UnreadableJson, strict_json
+from .v2_explain import ExplainFlagError, wants_explanation
 
 HEADER_LENGTH = "inference-header-content-length"
 INPUT_DATATYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
@@ -56,6 +57,8 @@ class InferRequest:
     rows: np.ndarray  # float64 [N, 4], checked by flower_arrays
     outputs: tuple[RequestedOutput, ...]
     id: str | None
+    explain: bool = False  # parameters.explain (v2_explain.py)
+    binary_default: bool = False  # parameters.binary_data_output
 
 
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
@@ -77,7 +80,11 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     except InvalidFlowers as exc:
         raise V2Error(str(exc)) from None
     outputs = _requested_outputs(request.get("outputs"), binary_default)
-    return InferRequest(rows, outputs, request_id)
+    try:
+        explain = wants_explanation(parameters)
+    except ExplainFlagError as exc:
+        raise V2Error(str(exc)) from None
+    return InferRequest(rows, outputs, request_id, explain, binary_default)
 
 
 def _json_document(raw: bytes) -> Any:
@@ -194,9 +201,14 @@ def _requested_outputs(outputs: Any, binary_default: bool) -> tuple[RequestedOut
 
 
 def encode_infer_response(
-    request: InferRequest, model_name: str, model_version: str, probabilities: np.ndarray
+    request: InferRequest,
+    model_name: str,
+    model_version: str,
+    probabilities: np.ndarray,
+    extra: dict[str, tuple[str, np.ndarray]] | None = None,
 ) -> tuple[bytes, int | None]:
-    """The answer's body, and the length of its JSON header when binary outputs follow it."""
+    """The answer's body, and the length of its JSON header when binary outputs follow it;
+    `extra` outputs (an explanation's, v2_explain.py) follow the requested ones."""
     tensors = {
         PREDICT: ("INT64", np.argmax(probabilities, axis=1).astype("<i8")),
         PREDICT_PROBA: ("FP64", np.ascontiguousarray(probabilities, dtype="<f8")),
@@ -205,14 +217,18 @@ def encode_infer_response(
     if request.id is not None:
         answer["id"] = request.id
     outputs, blobs = [], []
-    for output in request.outputs:
-        datatype, values = tensors[output.name]
+    wanted = [(output.name, output.binary) for output in request.outputs]
+    if extra:
+        tensors.update(extra)
+        wanted.extend((name, request.binary_default) for name in extra)
+    for name, binary in wanted:
+        datatype, values = tensors[name]
         tensor: dict[str, Any] = {
-            "name": output.name,
+            "name": name,
             "datatype": datatype,
             "shape": list(values.shape),
         }
-        if output.binary:
+        if binary:
             blob = values.tobytes()
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)

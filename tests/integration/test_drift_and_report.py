@@ -91,7 +91,8 @@ def test_make_report_renders_the_dashboard_views(server: LocalServer) -> None:
     written = [line for line in result.stdout.splitlines() if line.endswith(".png")]
     names = {line.rsplit("/", 1)[-1] for line in written}
     assert "monitoring.png" in names and "monitoring-data-drift-psi-per-feature.png" in names
-    assert len(names) == len(report.dashboard_panels()) + 1
+    assert "explanations.png" in names  # the contributions of a few flowers (/explain)
+    assert len(names) == len(report.dashboard_panels()) + 2
     for line in written:
         path = PROJECT_ROOT / "reports" / line.rsplit("/", 1)[-1]
         assert path.stat().st_size > 5000 and path.stat().st_mtime >= started - 1

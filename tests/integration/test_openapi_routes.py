@@ -16,6 +16,7 @@ CONFORMS = schemathesis.checks.response_schema_conformance
 EVERY_ROUTE = {
     # BentoML's own routes and the @bentoml.api methods
     "/healthz", "/livez", "/readyz", "/metrics", "/feedback", "/predict", "/predict_batch",
+    "/explain",
     # mounted Starlette routes: status
     "/drift", "/model", "/live_quality",
     # Open Inference Protocol V2
@@ -86,7 +87,9 @@ def test_a_fuzzer_generates_valid_requests_from_the_mounted_routes(server: Local
 
         call()
 
-    for path in sorted(EVERY_ROUTE - {"/feedback", "/predict", "/predict_batch", "/metrics"}):
+    for path in sorted(
+        EVERY_ROUTE - {"/feedback", "/predict", "/predict_batch", "/explain", "/metrics"}
+    ):
         for method in schema[path]:
             fuzz(schema[path][method], f"{method.upper()} {path}")
     assert problems == [], problems

@@ -330,6 +330,7 @@ def test_the_ingress_routes_the_api_but_not_metrics_or_probes() -> None:
     for public in (
         "/predict",
         "/predict_batch",
+        "/explain",
         "/feedback",
         "/invocations",
         "/v2/models/iris-classifier/infer",
