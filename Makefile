@@ -28,7 +28,8 @@ export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test lint audit lock clean finops container container-run \
-	k8s-manifests report loadtest bench overload models promote rollback retrain score export-records
+	k8s-manifests report loadtest bench overload models promote rollback retrain score export-records \
+	serve-tiers
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}' \
@@ -111,8 +112,18 @@ serve: $(INSTALLED) ## Train if no champion is in the store, then serve on $(HOS
 	@$(if $(REQUEST_LOG_FILE),echo "Per-request log lines: $(REQUEST_LOG_FILE)")
 	IRIS_REQUEST_LOG_FILE=$(REQUEST_LOG_FILE) $(BIN)/bentoml serve service:IrisClassifier $(SERVE_FLAGS)
 
+# The API tier and RUNNER_REPLICAS runner processes started as the `tiers` manifests start
+# them (start-http-server), the runners behind a local nginx `stream` stand-in for their
+# Kubernetes Service (docs/deployment.md); Ctrl-C stops them together.
+RUNNER_REPLICAS ?= 2
+
+serve-tiers: $(INSTALLED) ## API tier on $(HOST):$(PORT) + RUNNER_REPLICAS runner processes behind a connection balancer (nginx stream)
+	tools/ensure-debian-packages.sh nginx-light libnginx-mod-stream
+	$(PY) train.py --if-missing
+	$(PY) -m tools.serve_tiers --replicas $(RUNNER_REPLICAS) --port $(PORT)
+
 test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
-	tools/ensure-debian-packages.sh prometheus chromium nginx-light wrk openjdk-17-jre-headless postgresql
+	tools/ensure-debian-packages.sh prometheus chromium nginx-light libnginx-mod-stream wrk openjdk-17-jre-headless postgresql
 	$(BIN)/ruff check .
 	$(PY) -m tools.audit_dependencies
 	$(BIN)/pytest

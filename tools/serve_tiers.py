@@ -74,11 +74,19 @@ class Tiers:
         return f"http://{HOST}:{self.balancer.port}"
 
     def kill_runner(self, index: int) -> None:
-        """SIGKILL of every process of runner replica `index` (a pod that dies)."""
+        """SIGKILL of every process of runner replica `index` (a pod that dies): its
+        supervisor's group, and its workers, which BentoML starts in sessions of their own."""
+        import psutil
+
         runner = self.runners[index]
+        workers = psutil.Process(runner.process.pid).children(recursive=True)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(runner.process.pid, signal.SIGKILL)
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
         runner.process.wait(timeout=30)
+        psutil.wait_procs(workers, timeout=30)
 
     def restart_runner(self, index: int) -> LocalServer:
         """Runner replica `index` started again on its port, once ready."""
