@@ -29,7 +29,7 @@ export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test lint audit lock clean finops container container-run \
 	k8s-manifests report loadtest bench overload models promote rollback retrain score export-records \
-	serve-tiers
+	serve-tiers bench-tiers
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}' \
@@ -148,8 +148,19 @@ loadtest: $(INSTALLED) ## Locust, headless, against a service it starts (SCENARI
 	$(PY) -m tools.loadtest --scenario $(SCENARIO) --users $(USERS) --run-time $(RUN_TIME) --out-dir reports $(LOADTEST_ARGS)
 
 bench: $(INSTALLED) ## Benchmark vs FastAPI, MLServer, minimal BentoML, FastAPI+ONNX: saturation, sweep, capacity at p99, targets (wrk, ~45 min): reports/bench.*
-	tools/ensure-debian-packages.sh wrk
+	tools/ensure-debian-packages.sh wrk nginx-light libnginx-mod-stream
 	$(PY) -m tools.bench --out-dir reports $(BENCH_ARGS)
+	$(PY) -m tools.bench.tiers --out-dir reports $(BENCH_TIERS_ARGS)
+
+# The `tiers` part of `make bench` alone (tools/bench/tiers.py): runner-bound 1,000-flower
+# batches of the random forest in single and in tiers with 1 and 2 runner replicas, the extra
+# hop at 1 connection, the spread after a replica restart (~5 min). BENCH_TIERS_ARGS="--duration 15
+# --connections 8 --no-spread".
+BENCH_TIERS_ARGS ?=
+
+bench-tiers: $(INSTALLED) ## Tiers beside single: runner-bound throughput, the extra hop, spread after a restart (~5 min): reports/bench-tiers.*
+	tools/ensure-debian-packages.sh wrk nginx-light libnginx-mod-stream
+	$(PY) -m tools.bench.tiers --out-dir reports $(BENCH_TIERS_ARGS)
 
 overload: $(INSTALLED) ## Flood benchmark, straight and through the nginx front (~1 min): reports/overload.{json,md}
 	tools/ensure-debian-packages.sh wrk nginx-light
@@ -175,7 +186,7 @@ container-run: $(INSTALLED) ## Run the image of `make container` on 127.0.0.1:$(
 	$(PY) -m tools.containers run --port $(PORT)
 
 k8s-manifests: $(INSTALLED) ## Point deploy/k8s at the image of `make container` (IMAGE=registry/name:tag to override)
-	deploy/k8s/set-image.sh $(or $(IMAGE),$$(cat state/containers/last-image))
+	deploy/k8s/base/set-image.sh $(or $(IMAGE),$$(cat state/containers/last-image))
 
 lock: ## Re-pin every transitive dependency (constraints.txt, requirements-serve.lock)
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

@@ -277,9 +277,8 @@ class InferenceCore:
     def _runner_failed(self, exc: BaseException) -> None:
         now = time.monotonic()
         if now - self._runner_failed_at > 10:
-            logger.warning(
-                "runner call failed (%s): computing in the API worker", type(exc).__name__
-            )
+            then = "answering 503" if self._runner_required else "computing in the API worker"
+            logger.warning("runner call failed (%s): %s", type(exc).__name__, then)
         self._runner_failed_at = now
 
     def model(self, tag: str) -> ServedModel:
