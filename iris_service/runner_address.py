@@ -15,12 +15,16 @@ with one line and a non-zero exit when:
   refuses connections is a runner tier that is not up yet: the API starts and answers 503
   with Retry-After for runner-bound work until a runner replica answers.
 
-In the workers, `runner_is_remote()` says whether the runner is another tier (an http(s) or
-tcp URL) rather than a process of the same server (a Unix socket under `bentoml serve`).
+In the workers, `runner_is_remote()` says whether the runner is another tier rather than a
+process of the same server: the supervisor, having checked a `--depends` that names the
+runner, leaves its URL in TIER_MARKER, which the workers it starts inherit. (The URL scheme
+would not tell: `bentoml serve` reaches its own runner over tcp://127.0.0.1 too, on WSL or
+with BENTOML_NO_UDS.)
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections.abc import Iterable, Mapping
@@ -30,6 +34,8 @@ API_SERVICE = "IrisClassifier"
 RUNNER_SERVICE = "IrisModelRunner"
 REMOTE_SCHEMES = ("http", "https", "tcp")
 START_COMMAND = "start-http-server"
+# Set by the supervisor for its workers (not a setting to set by hand).
+TIER_MARKER = "IRIS_RUNNER_TIER_URL"
 
 
 class RunnerAddressError(ValueError):
@@ -104,16 +110,15 @@ def check_start_command(dependencies: Iterable[str]) -> None:
     if service_name not in ("", API_SERVICE):
         return  # the runner tier: it depends on nothing
     try:
-        check_depends(service_name, parse_depends(params.get("depends") or ()), dependencies)
+        depends = parse_depends(params.get("depends") or ())
+        check_depends(service_name, depends, dependencies)
     except RunnerAddressError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    if RUNNER_SERVICE in depends:
+        os.environ[TIER_MARKER] = depends[RUNNER_SERVICE]
 
 
 def runner_is_remote() -> bool:
-    """In a served worker: the runner is another tier (its URL is http(s) or tcp), not a
-    process of this server."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    url = BentoMLContainer.remote_runner_mapping.get().get(RUNNER_SERVICE, "")
-    return urlsplit(url).scheme in REMOTE_SCHEMES
+    """In a served worker: the runner is another tier, not a process of this server."""
+    return bool(os.environ.get(TIER_MARKER))
