@@ -2,8 +2,8 @@
 
 The runner is a separate process reached over HTTP (`bentoml.depends`). Whatever else makes
 the call fail (the runner died, hangs, restarts, answers garbage) the inference core does not
-pass on to the client: it computes the rows in the API worker instead
-(iris_service/inference.py).
+pass on to the client: it computes the rows in the API worker instead, or, when the runner is
+another tier, answers 503 with Retry-After (iris_service/inference.py, docs/deployment.md).
 """
 
 from __future__ import annotations

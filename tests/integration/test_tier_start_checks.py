@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from iris_service.runner_address import API_SERVICE
+from iris_service.settings import MODEL_NAME
+from tools.bench.payloads import batch_body
 from tools.local_server import HOST, ProjectState, free_port, server_env, start_server
 from tools.serve_tiers import local_command, start_http_server_args
 
@@ -60,8 +62,16 @@ def test_an_unreachable_runner_tier_gives_503_for_runner_work_only(
         batch = _post(port, "/predict_batch", {"flowers": [flower] * 20})
         small_batch = _post(port, "/predict_batch", {"flowers": [flower] * 2})
         livez = _post(port, "/livez", None)
+        protocols = [
+            _post(port, "/invocations", json.loads(batch_body("dataframe_split", 20))),
+            _post(port, f"/v2/models/{MODEL_NAME}/infer", json.loads(batch_body("v2", 20))),
+        ]
     finally:
         api.stop()
+    for status, headers, body in protocols:  # the other protocols refuse alike, in their shape
+        assert status == 503, body
+        assert headers.get("retry-after") == "1"
+        assert "runner tier" in body
     assert single[0] == 200 and small_batch[0] == 200
     status, headers, body = batch
     assert status == 503, body
