@@ -28,7 +28,8 @@ export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test lint audit lock clean finops container container-run \
-	k8s-manifests report loadtest bench bench-explain overload models promote rollback retrain score export-records
+	k8s-manifests report loadtest bench bench-explain overload models promote rollback retrain score \
+	export-records serve-tiers bench-tiers
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}' \
@@ -111,8 +112,18 @@ serve: $(INSTALLED) ## Train if no champion is in the store, then serve on $(HOS
 	@$(if $(REQUEST_LOG_FILE),echo "Per-request log lines: $(REQUEST_LOG_FILE)")
 	IRIS_REQUEST_LOG_FILE=$(REQUEST_LOG_FILE) $(BIN)/bentoml serve service:IrisClassifier $(SERVE_FLAGS)
 
+# The API tier and RUNNER_REPLICAS runner processes started as the `tiers` manifests start
+# them (start-http-server), the runners behind a local nginx `stream` stand-in for their
+# Kubernetes Service (docs/deployment.md); Ctrl-C stops them together.
+RUNNER_REPLICAS ?= 2
+
+serve-tiers: $(INSTALLED) ## API tier on $(HOST):$(PORT) + RUNNER_REPLICAS runner processes behind a connection balancer (nginx stream)
+	tools/ensure-debian-packages.sh nginx-light libnginx-mod-stream
+	$(PY) train.py --if-missing
+	$(PY) -m tools.serve_tiers --replicas $(RUNNER_REPLICAS) --port $(PORT)
+
 test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
-	tools/ensure-debian-packages.sh prometheus chromium nginx-light wrk openjdk-17-jre-headless postgresql
+	tools/ensure-debian-packages.sh prometheus chromium nginx-light libnginx-mod-stream wrk openjdk-17-jre-headless postgresql
 	$(BIN)/ruff check .
 	$(PY) -m tools.audit_dependencies
 	$(BIN)/pytest
@@ -137,12 +148,23 @@ loadtest: $(INSTALLED) ## Locust, headless, against a service it starts (SCENARI
 	$(PY) -m tools.loadtest --scenario $(SCENARIO) --users $(USERS) --run-time $(RUN_TIME) --out-dir reports $(LOADTEST_ARGS)
 
 bench: $(INSTALLED) ## Benchmark vs FastAPI, MLServer, minimal BentoML, FastAPI+ONNX: saturation, sweep, capacity at p99, targets (wrk, ~45 min): reports/bench.*
-	tools/ensure-debian-packages.sh wrk
+	tools/ensure-debian-packages.sh wrk nginx-light libnginx-mod-stream
 	$(PY) -m tools.bench --out-dir reports $(BENCH_ARGS)
+	$(PY) -m tools.bench.tiers --out-dir reports $(BENCH_TIERS_ARGS)
 	$(PY) -m tools.bench.explain_cost --out-dir reports
 
 bench-explain: $(INSTALLED) ## One explanation against one prediction, per model family (~15 s, no server): reports/explain-cost.{json,md}
 	$(PY) -m tools.bench.explain_cost --out-dir reports $(EXPLAIN_BENCH_ARGS)
+
+# The `tiers` part of `make bench` alone (tools/bench/tiers.py): runner-bound 1,000-flower
+# batches of the random forest in single and in tiers with 1 and 2 runner replicas, the extra
+# hop at 1 connection, the spread after a replica restart (~5 min). BENCH_TIERS_ARGS="--duration 15
+# --connections 8 --no-spread".
+BENCH_TIERS_ARGS ?=
+
+bench-tiers: $(INSTALLED) ## Tiers beside single: runner-bound throughput, the extra hop, spread after a restart (~5 min): reports/bench-tiers.*
+	tools/ensure-debian-packages.sh wrk nginx-light libnginx-mod-stream
+	$(PY) -m tools.bench.tiers --out-dir reports $(BENCH_TIERS_ARGS)
 
 overload: $(INSTALLED) ## Flood benchmark, straight and through the nginx front (~1 min): reports/overload.{json,md}
 	tools/ensure-debian-packages.sh wrk nginx-light
@@ -168,7 +190,7 @@ container-run: $(INSTALLED) ## Run the image of `make container` on 127.0.0.1:$(
 	$(PY) -m tools.containers run --port $(PORT)
 
 k8s-manifests: $(INSTALLED) ## Point deploy/k8s at the image of `make container` (IMAGE=registry/name:tag to override)
-	deploy/k8s/set-image.sh $(or $(IMAGE),$$(cat state/containers/last-image))
+	deploy/k8s/base/set-image.sh $(or $(IMAGE),$$(cat state/containers/last-image))
 
 lock: ## Re-pin every transitive dependency (constraints.txt, requirements-serve.lock)
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

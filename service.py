@@ -25,7 +25,7 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 
-from iris_service import answers, log_filters, runner_client
+from iris_service import answers, log_filters, runner_address, runner_client
 from iris_service.admission import AdmissionControlMiddleware
 from iris_service.api_docs import SERVICE_DESCRIPTION, DescribedService
 from iris_service.auth import ApiKeyMiddleware
@@ -152,6 +152,10 @@ class IrisClassifier:
     challenger_model = checked_model_reference(CHALLENGER_TAG) if CHALLENGER_TAG else None
 
     def __init__(self) -> None:
+        # Tiers (docs/deployment.md): the runner is another Deployment; runner-bound work is
+        # refused with 503 while it does not answer, and its state never fails this pod's
+        # /livez or /readyz (iris_service/runner_address.py).
+        self.runner_tier = runner_address.runner_is_remote()
         # /livez answers from this heartbeat's record (iris_service/runner_health.py); the
         # core sends no work to a runner it finds silent.
         self.heartbeat = RunnerHeartbeat(
@@ -166,7 +170,10 @@ class IrisClassifier:
             canary_share=CANARY_SHARE,
             seed=CANARY_SEED,
             runner=self._call_runner,
-            runner_usable=self.heartbeat.ready,
+            runner_usable=(
+                (lambda: not self.heartbeat.silent()) if self.runner_tier else self.heartbeat.ready
+            ),
+            runner_required=self.runner_tier,
             runner_hop_seconds=RUNNER_HOP_SECONDS,
             runner_rows=RUNNER_MIN_ROWS,
             largest_request_rows=MAX_BATCH_FLOWERS,
@@ -223,8 +230,9 @@ class IrisClassifier:
         return self.core.ready()
 
     async def __is_alive__(self) -> bool:
-        """503 once the runner has been silent for longer than the grace period."""
-        return self.heartbeat.alive()
+        """503 once the runner has been silent for longer than the grace period (in tiers,
+        never for the runner: restarting API pods would not help the runner tier)."""
+        return self.runner_tier or self.heartbeat.alive()
 
     @bentoml.api(route="/predict", input_spec=IrisFeatures)
     async def predict(self, **measurements: float) -> Prediction:
@@ -292,6 +300,12 @@ class IrisClassifier:
             (answer,) = await runner_client.call_with_retry(method, [rows])
         return answer
 
+
+# Under `start-http-server`: a missing, misspelt, malformed or unresolvable --depends stops
+# the start with one line, before any worker (never a runner built in the API process).
+runner_address.check_start_command(
+    dep.on.name for dep in IrisClassifier.dependencies.values() if dep.on is not None
+)
 
 # Outermost first: prediction log -> monitoring (request id, error shape) -> API key ->
 # admission control -> the API. See docs in each module.

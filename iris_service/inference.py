@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from bentoml.exceptions import ServiceUnavailable
 
 from . import explanations, metrics
 from .drift import DriftMonitor, publish_to_prometheus
@@ -50,6 +51,7 @@ logger = logging.getLogger("iris_service.inference")
 # (role, rows) -> [{"tag", "probabilities"}]: the runner's answer for one request.
 RunnerCall = Callable[[str, np.ndarray], Awaitable[dict[str, Any]]]
 API_WORKER, RUNNER = "api_worker", "runner"
+RUNNER_TIER_DOWN = "the model runner tier does not answer; retry shortly"
 # Flowers gathered per model before they are counted in its drift window.
 DRIFT_BATCH_ROWS = 64
 
@@ -83,6 +85,12 @@ class ExplainedAnswer:
     model: ServedModel
     role: str  # champion or challenger
     explanation: Explanation
+
+
+class RunnerUnavailable(ModelNotServed, ServiceUnavailable):
+    """Work that needs the runner tier while no runner replica answers (`runner_required`):
+    503 with Retry-After on every route (BentoML's routes map ServiceUnavailable to 503, the
+    protocol routes answer ModelNotServed with 503)."""
 
 
 def runner_min_rows(model: CompiledModel, hop_seconds: float, largest: int) -> int:
@@ -196,6 +204,7 @@ class InferenceCore:
         shadow_max_rows: int = 4096,
         stored: Callable[[str], ServedModel] | None = None,
         max_explain_rows: int = MAX_EXPLAIN_FLOWERS,
+        runner_required: bool = False,
     ) -> None:
         self.follower = follower
         self.mode = mode
@@ -214,6 +223,9 @@ class InferenceCore:
         self._drift = self._drift_monitor(follower.models.champion)
         self._runner_failed_at = -math.inf
         self.max_explain_rows = max_explain_rows
+        # The runner is another tier (docs/deployment.md): the rows it should compute are not
+        # computed here when it fails (an API pod is sized for cheap work), but refused.
+        self._runner_required = runner_required
 
     @property
     def models(self) -> ServingModels:
@@ -280,6 +292,12 @@ class InferenceCore:
 
     async def _compute(self, role: str, model: CompiledModel, rows: np.ndarray) -> Answer:
         if (
+            self._runner_required
+            and self._runner is not None
+            and len(rows) >= self.runner_min_rows(model)
+        ):
+            return await self._from_runner_tier(role, model, rows)
+        if (
             self._runner is not None
             and len(rows) >= self.runner_min_rows(model)
             and self._runner_usable()
@@ -296,12 +314,27 @@ class InferenceCore:
             return Answer(model, role, probabilities, API_WORKER)
         return Answer(model, role, model.predict_proba(rows), API_WORKER)
 
+    async def _from_runner_tier(self, role: str, model: CompiledModel, rows: np.ndarray) -> Answer:
+        """The runner tier's answer, or RunnerUnavailable when it is silent or the call
+        failed (after the runner client's retry)."""
+        if not self._runner_usable():
+            raise RunnerUnavailable(RUNNER_TIER_DOWN)
+        assert self._runner is not None
+        try:
+            answer = await self._runner(role, rows)
+        except Exception as exc:  # noqa: BLE001 - refused with 503, logged once a while
+            self._runner_failed(exc)
+            raise RunnerUnavailable(RUNNER_TIER_DOWN) from None
+        if answer["tag"] is None:  # the runner holds no such model now: cheap, computed here
+            probabilities = await asyncio.to_thread(model.predict_proba, rows)
+            return Answer(model, role, probabilities, API_WORKER)
+        return Answer(self.model(answer["tag"]), role, answer["probabilities"], RUNNER)
+
     def _runner_failed(self, exc: BaseException) -> None:
         now = time.monotonic()
         if now - self._runner_failed_at > 10:
-            logger.warning(
-                "runner call failed (%s): computing in the API worker", type(exc).__name__
-            )
+            then = "answering 503" if self._runner_required else "computing in the API worker"
+            logger.warning("runner call failed (%s): %s", type(exc).__name__, then)
         self._runner_failed_at = now
 
     def model(self, tag: str) -> ServedModel:

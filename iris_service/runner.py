@@ -21,11 +21,18 @@ from typing import Any
 import bentoml
 import numpy as np
 
+from .connection_lifetime import ConnectionLifetimeMiddleware
 from .draining import postpone_sigterm_until_idle
 from .limits import check_batch_limits
 from .model_follower import ModelFollower, publish_model_info, start_following
 from .model_loading import CompiledModel, checked_model_reference
-from .settings import CHALLENGER_MODE, CHALLENGER_TAG, MODEL_TAG
+from .settings import (
+    CHALLENGER_MODE,
+    CHALLENGER_TAG,
+    MODEL_TAG,
+    RUNNER_CONNECTION_MAX_AGE_SECONDS,
+    RUNNER_CONNECTION_MAX_REQUESTS,
+)
 
 RUNNER_MAX_LATENCY_MS = 5000
 # Requests (not rows) merged into one call at most: each is a batch of its own.
@@ -95,3 +102,11 @@ class IrisModelRunner:
         """As `predict_champion`, by the challenger (`{"tag": None}` when none is served)."""
         self.last_request = time.monotonic()
         return answer_requests(self.follower.models.challenger, requests)
+
+
+# Connections from the API end after a bounded count or age, so that new replicas get load.
+IrisModelRunner.add_asgi_middleware(
+    ConnectionLifetimeMiddleware,
+    max_requests=RUNNER_CONNECTION_MAX_REQUESTS,
+    max_age_s=RUNNER_CONNECTION_MAX_AGE_SECONDS,
+)

@@ -143,6 +143,13 @@ RUNNER_MIN_ROWS: int | None = _parsed_env("IRIS_RUNNER_MIN_ROWS", int, "an integ
 RUNNER_HOP_SECONDS = _float_from_env("IRIS_RUNNER_HOP_MS", 2.0, 0.0, 1000.0) / 1000
 # A runner call not answered in this time is given up and computed in the API worker.
 RUNNER_CALL_TIMEOUT_SECONDS = _float_from_env("IRIS_RUNNER_CALL_TIMEOUT_SECONDS", 5.0, 0.1, 12.0)
+# Each connection to the runner ends (Connection: close from the runner, between requests)
+# after this many requests or seconds, so that runner replicas a Kubernetes Service balances
+# by connection all get load (iris_service/connection_lifetime.py).
+RUNNER_CONNECTION_MAX_REQUESTS = _int_from_env("IRIS_RUNNER_CONNECTION_MAX_REQUESTS", 200)
+RUNNER_CONNECTION_MAX_AGE_SECONDS = _float_from_env(
+    "IRIS_RUNNER_CONNECTION_MAX_AGE_SECONDS", 5.0, 0.1, 3600.0
+)
 # Most rows one request may send to the runner.
 RUNNER_MAX_BATCH_SIZE = 1000
 # Most flowers accepted in one POST /predict_batch (at most RUNNER_MAX_BATCH_SIZE).

@@ -301,7 +301,7 @@ def build(
 # Bento. This layer gives code, models and environment to root (read-only for the server's
 # user) and moves BentoML's home, the one place the server writes (metrics files, task
 # store, temporary files, the default prediction store), to a directory of its own, which a
-# read-only root file system mounts as a volume (deploy/k8s/deployment.yaml). The build's
+# read-only root file system mounts as a volume (deploy/k8s/base/deployment.yaml). The build's
 # package cache (/root/.cache, hard links to the installed files) is dropped: the change of
 # owner would otherwise turn those links into copies. So are the installers, which only the
 # build used: uv (BentoML installs it with pip to fill the environment; about 39 MB) and, on

@@ -213,6 +213,27 @@ def isolated_home(models: Path, parent: Path, port: int) -> Path:
     return home
 
 
+def server_env(
+    state: ProjectState | None,
+    log_dir: Path,
+    port: int,
+    unset: tuple[str, ...] = (),
+    **extra_env: str,
+) -> dict[str, str]:
+    """The environment of one BentoML server on `port`: the `state`'s stores (None: the
+    environment's, as `make serve` sets them), a BentoML home of its own under `log_dir`
+    (unless `extra_env` names one), without the variables in `unset`."""
+    env = state.env() if state is not None else {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name in unset:
+        env.pop(name, None)
+    env.setdefault("BENTOML_CONFIG", str(CONFIGURATION))
+    if "BENTOML_HOME" not in extra_env:
+        models = Path(env.get("BENTOML_HOME", Path.home() / "bentoml")) / "models"
+        extra_env = {**extra_env, "BENTOML_HOME": str(isolated_home(models, log_dir, port))}
+    env.update(extra_env)
+    return env
+
+
 @contextmanager
 def bento_server(
     state: ProjectState | None,
@@ -231,14 +252,7 @@ def bento_server(
     `unset` names environment variables the server must not inherit.
     """
     port = port or free_port()
-    env = state.env() if state is not None else {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for name in unset:
-        env.pop(name, None)
-    env.setdefault("BENTOML_CONFIG", str(CONFIGURATION))
-    if "BENTOML_HOME" not in extra_env:
-        models = Path(env.get("BENTOML_HOME", Path.home() / "bentoml")) / "models"
-        extra_env = {**extra_env, "BENTOML_HOME": str(isolated_home(models, log_dir, port))}
-    env.update(extra_env)
+    env = server_env(state, log_dir, port, unset, **extra_env)
     server = start_server(
         bentoml_serve_command(port, *serve_args),
         env,

@@ -19,9 +19,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..api_docs import API_VERSION
-from ..inference import InferenceCore, ModelNotServed, NoExplanation, TooManyToExplain
+from ..inference import (
+    InferenceCore,
+    ModelNotServed,
+    NoExplanation,
+    RunnerUnavailable,
+    TooManyToExplain,
+)
 from ..model_loading import ServedModel
-from ..settings import MODEL_NAME
+from ..settings import MODEL_NAME, RETRY_AFTER_SECONDS
 from . import mlflow_scoring, v2, v2_explain
 
 logger = logging.getLogger("iris_service.api")
@@ -137,7 +143,12 @@ def protocol_app(core_of: Callable[[], InferenceCore]) -> Starlette:
         except mlflow_scoring.ScoringError as exc:
             body = {"error_code": "BAD_REQUEST", "message": str(exc)}
             return JSONResponse(body, status_code=exc.status)
-        answer = await core_of().infer(rows)
+        try:
+            answer = await core_of().infer(rows)
+        except RunnerUnavailable as exc:  # tiers: the runner tier does not answer
+            body = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": str(exc)}
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            return JSONResponse(body, status_code=503, headers=headers)
         answered_by = answer.model
         predict_fn, _ = _flavour(answered_by)
         return Response(

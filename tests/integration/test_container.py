@@ -3,7 +3,7 @@ containerize`), run it bound to 127.0.0.1, and talk to it over HTTP.
 
 The image fails closed: it requires an API key (IRIS_API_KEYS_REQUIRED=true) of at least
 API_KEY_MIN_LENGTH characters, and its code, models and Python environment belong to root.
-The shared container runs as Kubernetes runs it (deploy/k8s/deployment.yaml): a read-only
+The shared container runs as Kubernetes runs it (deploy/k8s/base/deployment.yaml): a read-only
 root file system with writable memory only for BentoML's home and /tmp, and a key.
 
 Daemonless machines (no Docker engine) get their tools from tools/container/install-tools.sh,

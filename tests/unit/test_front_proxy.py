@@ -38,7 +38,7 @@ def _api_workers() -> int:
     workers = _service_config().get("workers", 1)
     if workers != "cpu_count":
         return int(workers)
-    deployment = yaml.safe_load((PROJECT_ROOT / "deploy/k8s/deployment.yaml").read_text())
+    deployment = yaml.safe_load((PROJECT_ROOT / "deploy/k8s/base/deployment.yaml").read_text())
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return int(container["resources"]["limits"]["cpu"])
 

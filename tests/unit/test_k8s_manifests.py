@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
+K8S = ROOT / "deploy" / "k8s" / "base"
 # Oldest supported minor version we target, and the newest the package knows.
 K8S_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 
