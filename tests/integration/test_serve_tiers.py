@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import ensure_debian_packages
 from tools.bench.load import LoadResult, run_wrk
 from tools.bench.payloads import batch_body
-from tools.local_server import LocalServer, ProjectState, http_status
+from tools.bench.tiers import runner_calls
+from tools.local_server import ProjectState, http_status
 from tools.serve_tiers import Tiers, serve_tiers
 
 pytestmark = pytest.mark.timeout(600)
@@ -43,20 +42,6 @@ def tiers(trained_state: ProjectState, tmp_path_factory: pytest.TempPathFactory)
         yield running
 
 
-def runner_requests(runner: LocalServer) -> float:
-    """Requests the replica answered 200 on its champion route (its own /metrics)."""
-    with urllib.request.urlopen(f"{runner.url}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "bentoml_service_request_total"
-        and sample.labels.get("endpoint") == "/predict_champion"
-        and sample.labels.get("http_response_code") == "200"
-    )
-
-
 def load(tiers: Tiers, seconds: float) -> LoadResult:
     return run_wrk(tiers.api.url, "/predict_batch", BODIES, seconds, CONNECTIONS)
 
@@ -67,9 +52,9 @@ def assert_no_failure(result: LoadResult) -> None:
 
 
 def test_both_replicas_answer_under_load(tiers: Tiers) -> None:
-    before = [runner_requests(r) for r in tiers.runners]
+    before = [runner_calls(r) for r in tiers.runners]
     result = load(tiers, 6)
-    after = [runner_requests(r) for r in tiers.runners]
+    after = [runner_calls(r) for r in tiers.runners]
     assert_no_failure(result)
     answered = [a - b for a, b in zip(after, before, strict=True)]
     # Runner calls batch several requests, so each replica counts calls, not requests.
@@ -94,7 +79,7 @@ def test_a_replica_killed_under_load_costs_no_request(tiers: Tiers) -> None:
 
     tiers.restart_runner(0)
     time.sleep(2)  # the balancer's fail_timeout passes
-    before = runner_requests(tiers.runners[0])
+    before = runner_calls(tiers.runners[0])
     result = load(tiers, 6)
     assert_no_failure(result)
-    assert runner_requests(tiers.runners[0]) > before
+    assert runner_calls(tiers.runners[0]) > before
