@@ -28,7 +28,7 @@ export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test lint audit lock clean finops container container-run \
-	k8s-manifests report loadtest bench bench-explain overload models promote rollback retrain score export-records
+	k8s-manifests report loadtest bench bench-explain bench-grpc grpc-code overload models promote rollback retrain score export-records
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}' \
@@ -169,6 +169,9 @@ container-run: $(INSTALLED) ## Run the image of `make container` on 127.0.0.1:$(
 
 k8s-manifests: $(INSTALLED) ## Point deploy/k8s at the image of `make container` (IMAGE=registry/name:tag to override)
 	deploy/k8s/set-image.sh $(or $(IMAGE),$$(cat state/containers/last-image))
+
+grpc-code: $(INSTALLED) ## Regenerate the V2 gRPC code from its proto (iris_service/protocols/grpc_generated; pinned grpcio-tools)
+	$(PY) -m tools.grpc_code
 
 lock: ## Re-pin every transitive dependency (constraints.txt, requirements-serve.lock)
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
