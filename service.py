@@ -78,6 +78,8 @@ from iris_service.settings import (
     CLASS_NAMES,
     FEATURE_NAMES,
     FEEDBACK_WINDOW,
+    GRPC_PORT,
+    GRPC_PORT_FILE,
     MAX_BATCH_FLOWERS,
     MODEL_TAG,
     RECORD_STORE_URL,
@@ -107,6 +109,10 @@ record_store = open_record_store(RECORD_STORE_URL)
 record_writer = RecordWriter(record_store) if record_store is not None else None
 # Prediction requests in flight in this worker, HTTP and gRPC together: one admission limit.
 in_flight = InFlight()
+# `bentoml serve` stops at once, in one line, when the gRPC port is taken (no silent sharing).
+if (serve_host := grpc_server.serve_command_host()) is not None:
+    grpc_server.check_port_free(serve_host, GRPC_PORT)
+    grpc_server.forget_published_port(GRPC_PORT_FILE)  # a stale file must not name a port
 
 
 def _one_flower(measurements: dict[str, float]) -> np.ndarray:
@@ -217,7 +223,7 @@ class IrisClassifier:
         on IRIS_GRPC_PORT, from the first API worker (iris_service/protocols/grpc_server.py);
         a taken port stops the worker's start (GrpcPortBusy)."""
         self.grpc = await grpc_server.start_configured(
-            _core, in_flight, record_writer, server_context.worker_index
+            lambda: self.core, in_flight, record_writer, server_context.worker_index
         )
 
     @bentoml.on_shutdown

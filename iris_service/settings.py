@@ -227,8 +227,11 @@ def _grpc_port() -> int | None:
     raw = (os.environ.get("IRIS_GRPC_PORT") or "8001").strip().lower()
     if raw in {"off", "false", "no"}:
         return None
-    value = _parsed_env("IRIS_GRPC_PORT", int, "a port number or off")
-    if value is None or not 0 <= value <= 65535:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
         raise ValueError(f"IRIS_GRPC_PORT must be 0..65535 or off, got {raw!r}")
     return value
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import contextvars
 import dataclasses
 import json
@@ -408,6 +409,42 @@ def http_host(argv: list[str] | None = None) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def serve_command_host(argv: list[str] | None = None) -> str | None:
+    """In the `bentoml serve` (or `start-http-server`) supervisor process, the host it was
+    given (`--host`, BENTOML_HOST, else BentoML's default 0.0.0.0); None in any other
+    process (workers, `bentoml build`, tests importing the service)."""
+    argv = sys.argv if argv is None else argv
+    if os.path.basename(argv[0]) != "bentoml" or argv[1:2] not in (
+        ["serve"],
+        ["start-http-server"],
+    ):
+        return None
+    for position, arg in enumerate(argv):
+        if arg == "--host" and position + 1 < len(argv):
+            return argv[position + 1]
+        if arg.startswith("--host="):
+            return arg.partition("=")[2]
+    return os.environ.get("BENTOML_HOST") or "0.0.0.0"
+
+
+def check_port_free(host: str, port: int | None) -> None:
+    """GrpcPortBusy when something already listens on host:port (checked by `bentoml serve`
+    before it starts any worker, so that a second service on the same port exits with one
+    line and status 1 instead of serving HTTP without gRPC)."""
+    if not port:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc's listener
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise GrpcPortBusy(
+                f"the gRPC port {host}:{port} is taken (IRIS_GRPC_PORT): {exc.strerror}; stop "
+                "the other server, choose another port, or IRIS_GRPC_PORT=off"
+            ) from None
+
+
 @dataclass
 class GrpcServer:
     """A running gRPC server and its health-updating task."""
@@ -477,12 +514,21 @@ async def _follow_readiness(
     not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
     last = None
     while True:
-        status = serving if core_of().ready() else not_serving
-        if status != last:
-            for service in ("", SERVICE):
-                await servicer.set(service, status)
-            last = status
+        try:
+            status = serving if core_of().ready() else not_serving
+            if status != last:
+                for service in ("", SERVICE):
+                    await servicer.set(service, status)
+                last = status
+        except Exception:
+            logger.exception("the gRPC health status could not be updated")
         await asyncio.sleep(HEALTH_PERIOD_S)
+
+
+def forget_published_port(path: str) -> None:
+    """Remove the port an earlier server published (called by `bentoml serve` at start)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
 
 
 def _publish(path: str, port: int) -> None:
