@@ -140,6 +140,12 @@ bench: $(INSTALLED) ## Benchmark vs FastAPI, MLServer, minimal BentoML, FastAPI+
 	tools/ensure-debian-packages.sh wrk
 	$(PY) -m tools.bench --out-dir reports $(BENCH_ARGS)
 	$(PY) -m tools.bench.explain_cost --out-dir reports
+	$(PY) train.py --if-missing
+	$(PY) -m tools.bench.grpc_bench --out-dir reports
+
+bench-grpc: $(INSTALLED) ## V2 over gRPC beside V2 over REST, 1 and 1,000 flowers per request (~1.5 min): reports/grpc-bench.{json,md}
+	$(PY) train.py --if-missing
+	$(PY) -m tools.bench.grpc_bench --out-dir reports $(GRPC_BENCH_ARGS)
 
 bench-explain: $(INSTALLED) ## One explanation against one prediction, per model family (~15 s, no server): reports/explain-cost.{json,md}
 	$(PY) -m tools.bench.explain_cost --out-dir reports $(EXPLAIN_BENCH_ARGS)

@@ -222,9 +222,12 @@ FEEDBACK_WINDOW = _int_from_env("IRIS_FEEDBACK_WINDOW", 200)
 MAX_FEEDBACK_LABELS = _int_from_env("IRIS_MAX_FEEDBACK_LABELS", 1000)
 
 
+DEFAULT_GRPC_PORT = 8001  # Triton's and KServe's; the manifests' `grpc` port
+
+
 def _grpc_port() -> int | None:
     """IRIS_GRPC_PORT: a port (1..65535), 0 for any free port, or off (None)."""
-    raw = (os.environ.get("IRIS_GRPC_PORT") or "8001").strip().lower()
+    raw = (os.environ.get("IRIS_GRPC_PORT") or str(DEFAULT_GRPC_PORT)).strip().lower()
     if raw in {"off", "false", "no"}:
         return None
     try:
