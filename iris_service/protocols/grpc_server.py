@@ -27,11 +27,8 @@ What every call gets (CallGuard, an interceptor, so that no method can be added 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import contextvars
-import dataclasses
-import json
 import logging
 import os
 import socket
@@ -51,7 +48,7 @@ from ..admission import InFlight
 from ..auth import bearer_token, matching_key
 from ..inference import InferenceCore, ModelNotServed, NoExplanation, TooManyToExplain
 from ..model_loading import ServedModel
-from ..prediction_records import prediction_record
+from ..prediction_records import as_json, prediction_record
 from ..record_writer import RecordWriter
 from ..request_ids import key_id, new_server_request_id, valid_client_id
 from ..request_log import RequestLog
@@ -359,22 +356,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         probabilities: Any,
         extra: Any,
     ) -> None:
-        """The prediction record of an answer: the request as base64 of its protobuf bytes,
-        the answer as the REST V2 JSON of the same outputs (one shape for both transports)."""
+        """The prediction record of an answer, kept as HTTP's records keep a V2 answer: the
+        request as base64 of its protobuf bytes, the answer as the REST V2 body of the same
+        outputs (JSON, or base64 of the body when its outputs are binary, as raw ones are:
+        no JSON of a thousand probabilities on the answer's path)."""
         call = CURRENT_CALL.get()
         if self.writer is None or call is None:
             return
-        as_json = dataclasses.replace(
-            parsed,
-            outputs=tuple(v2.RequestedOutput(o.name, False) for o in parsed.outputs),
-            binary_default=False,
+        body, header_length = v2.encode_infer_response(
+            parsed, MODEL_NAME, model.version, probabilities, extra
         )
-        outputs, _ = v2.encode_infer_response(
-            as_json, MODEL_NAME, model.version, probabilities, extra
-        )
+        outputs = as_json(body, "application/json" if header_length is None else None)
         inputs = None
         if self.record_inputs:
-            inputs = json.dumps(base64.b64encode(request.SerializeToString()).decode()).encode()
+            inputs = as_json(request.SerializeToString(), None)
         self.writer.submit(
             prediction_record(
                 server_request_id=call.server_request_id,

@@ -12,7 +12,9 @@ server started on the same gRPC port exits at once with status 1.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -257,3 +259,25 @@ def test_a_second_server_on_the_same_grpc_port_fails_loudly(
         assert status == 1
         assert f"the gRPC port {HOST}:{port} is taken" in second.log()
     assert keyed_server.process.poll() is None  # the first one is untouched
+
+
+def test_an_answered_inference_is_a_prediction_record(
+    stub: pb_grpc.GRPCInferenceServiceStub, keyed_server: LocalServer
+) -> None:
+    metadata = (*AUTH, ("x-request-id", "grpc-record-1"))
+    answer = stub.ModelInfer(_request(FLOWERS[:2], raw=True), metadata=metadata, timeout=TIMEOUT_S)
+    assert keyed_server.bentoml_home is not None
+    store = keyed_server.bentoml_home / "records" / "records.db"
+    deadline, found = time.monotonic() + 15, []
+    while not found and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if store.exists():
+            with sqlite3.connect(store) as db:
+                found = db.execute(
+                    "SELECT endpoint, protocol, model_tag, api_key_id FROM predictions "
+                    "WHERE client_request_id = 'grpc-record-1'"
+                ).fetchall()
+    assert found, "no record within 15 s"
+    ((endpoint, protocol, model_tag, api_key_id),) = found
+    assert (endpoint, protocol) == (INFER, "grpc")
+    assert model_tag.endswith(f":{answer.model_version}") and api_key_id
