@@ -1,7 +1,8 @@
 """The Open Inference Protocol V2 over gRPC against a real `bentoml serve`, API key on.
 
-A client made from the proto's generated stubs (grpcio; tritonclient's [grpc] extra cannot be
-resolved with this project's pins) checks: liveness, readiness, server and model metadata;
+A client made from the proto's generated stubs (grpcio) and Triton's own client
+(`tritonclient.grpc`; its [grpc] extra wants protobuf<7, so grpcio is pinned beside the base
+package, as for HTTP) check: liveness, readiness, server and model metadata;
 inference with typed contents and with raw contents (FP64 and FP32), whose probabilities
 must equal REST V2's from the same server; an explanation equal to REST's; refusals with the
 right gRPC status codes; the standard health service (open, like the HTTP probes) and
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -281,3 +283,41 @@ def test_an_answered_inference_is_a_prediction_record(
     ((endpoint, protocol, model_tag, api_key_id),) = found
     assert (endpoint, protocol) == (INFER, "grpc")
     assert model_tag.endswith(f":{answer.model_version}") and api_key_id
+
+
+TRITON_SCRIPT = """
+import json, sys
+import numpy as np
+import tritonclient.grpc as triton
+
+address, key, model, flowers = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+headers = {"authorization": f"Bearer {key}"}
+client = triton.InferenceServerClient(address)
+assert client.is_server_live(headers=headers) and client.is_server_ready(headers=headers)
+assert client.is_model_ready(model, headers=headers)
+assert client.get_model_metadata(model, headers=headers, as_json=True)["name"] == model
+tensor = triton.InferInput("input-0", [len(flowers), 4], "FP64")
+tensor.set_data_from_numpy(np.array(flowers, dtype=np.float64))
+result = client.infer(model, [tensor], headers=headers, client_timeout=10)
+print(json.dumps({"predict_proba": result.as_numpy("predict_proba").tolist(),
+                  "predict": result.as_numpy("predict").tolist()}))
+client.close()
+"""
+
+
+def test_tritons_grpc_client_infers_like_rest(keyed_server: LocalServer) -> None:
+    """Triton's own gRPC client (the pinned tritonclient; its [grpc] extra wants protobuf<7,
+    so grpcio is pinned beside it): health, metadata and a raw inference. In a process of
+    its own: Triton's generated messages and ours share the package `inference`, and one
+    process cannot register both."""
+    address = f"{HOST}:{keyed_server.grpc_port()}"
+    result = subprocess.run(
+        [sys.executable, "-c", TRITON_SCRIPT, address, KEY, MODEL_NAME,
+         json.dumps(FLOWERS.tolist())],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    rest = _rest_v2(keyed_server, FLOWERS)
+    np.testing.assert_allclose(answer["predict_proba"], rest["predict_proba"], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(answer["predict"], rest["predict"])
