@@ -11,6 +11,8 @@ INSTALLED := $(VENV)/.installed
 
 HOST ?= 127.0.0.1
 PORT ?= 3000
+# Host port of the container's V2 gRPC server (`make container-run`; 8001 inside).
+GRPC_PORT ?= 8001
 # Seconds `bentoml serve` lets in-flight requests finish after SIGTERM.
 GRACE_PERIOD ?= 10
 
@@ -32,7 +34,7 @@ export BENTOML_DO_NOT_TRACK := True
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}' \
-		| sed -e 's|$$(HOST)|$(HOST)|g' -e 's|$$(PORT)|$(PORT)|g'
+		| sed -e 's|$$(HOST)|$(HOST)|g' -e 's|$$(PORT)|$(PORT)|g' -e 's|$$(GRPC_PORT)|$(GRPC_PORT)|g'
 
 $(INSTALLED): requirements-serve.txt requirements.txt requirements-spark.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -170,8 +172,8 @@ container: $(INSTALLED) ## OCI image: bentoml build + containerize (docker, else
 	$(PY) train.py --if-missing
 	$(PY) -m tools.containers build
 
-container-run: $(INSTALLED) ## Run the image of `make container` on 127.0.0.1:$(PORT), API keys turned off (IRIS_API_KEY=... to require one)
-	$(PY) -m tools.containers run --port $(PORT)
+container-run: $(INSTALLED) ## Run the image of `make container` on 127.0.0.1:$(PORT) (gRPC on 127.0.0.1:$(GRPC_PORT)), API keys turned off (IRIS_API_KEY=... to require one)
+	$(PY) -m tools.containers run --port $(PORT) --grpc-port $(GRPC_PORT)
 
 k8s-manifests: $(INSTALLED) ## Point deploy/k8s at the image of `make container` (IMAGE=registry/name:tag to override)
 	deploy/k8s/set-image.sh $(or $(IMAGE),$$(cat state/containers/last-image))
