@@ -8,7 +8,9 @@ gRPC, aiohttp for REST): gRPC with raw contents (what tritonclient.grpc sends) a
 contents; REST with JSON tensors and with binary tensors. wrk cannot speak gRPC, so this is a
 Python client: its own CPU shares the 2 cores, and the figures compare the transports under
 the same client rather than giving the server's peak (`make bench` does that for REST).
-Before timing, each variant's probabilities are checked equal to REST JSON's.
+Before timing, each variant's probabilities are checked equal to REST JSON's. With
+--mlserver, MLServer 1.7.1's gRPC (defaults, its own venv) serves the same model's MLflow
+pickle and is measured the same way, raw and typed (it answers class ids).
 Writes grpc-bench.json and grpc-bench.md into --out-dir; `make bench-grpc` runs it alone.
 """
 
@@ -34,18 +36,27 @@ from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from iris_service.settings import MODEL_NAME
 from tools.bench.payloads import rows as iris_rows
-from tools.local_server import HOST, bento_server
+from tools.local_server import HOST, bento_server, start_server
 
 SIZES = (1, 1000)
 VARIANTS = ("grpc-raw", "grpc-typed", "rest-json", "rest-binary")
 Call = Callable[[], Awaitable[np.ndarray]]
 
 
-def _grpc_call(stub: pb_grpc.GRPCInferenceServiceStub, flowers: np.ndarray, raw: bool) -> Call:
+def _grpc_call(
+    stub: pb_grpc.GRPCInferenceServiceStub,
+    flowers: np.ndarray,
+    raw: bool,
+    output: str | None = "predict_proba",
+) -> Call:
+    """One ModelInfer of `flowers` (raw or typed FP64) asking for `output` (None: the
+    server's default outputs; MLServer's scikit-learn runtime answers `predict`, INT64)."""
     tensor = pb.ModelInferRequest.InferInputTensor(
         name="input-0", datatype="FP64", shape=list(flowers.shape)
     )
-    request = pb.ModelInferRequest(model_name=MODEL_NAME, outputs=[{"name": "predict_proba"}])
+    request = pb.ModelInferRequest(model_name=MODEL_NAME)
+    if output is not None:
+        request.outputs.add(name=output)
     if raw:
         request.raw_input_contents.append(flowers.astype("<f8").tobytes())
     else:
@@ -54,9 +65,13 @@ def _grpc_call(stub: pb_grpc.GRPCInferenceServiceStub, flowers: np.ndarray, raw:
 
     async def call() -> np.ndarray:
         answer = await stub.ModelInfer(request, timeout=30)
+        first = answer.outputs[0]
         if answer.raw_output_contents:
-            return np.frombuffer(answer.raw_output_contents[0], "<f8")
-        return np.array(answer.outputs[0].contents.fp64_contents)
+            dtype = "<i8" if first.datatype == "INT64" else "<f8"
+            return np.frombuffer(answer.raw_output_contents[0], dtype)
+        if first.datatype == "INT64":
+            return np.array(first.contents.int64_contents)
+        return np.array(first.contents.fp64_contents)
 
     return call
 
@@ -157,6 +172,51 @@ async def measure(
     return results
 
 
+async def measure_mlserver(
+    grpc_address: str, rest_url: str, duration: float, warmup: float, concurrency: int
+) -> dict[str, Any]:
+    """MLServer's gRPC (raw and typed) on the same flowers; its answers (class ids) are
+    checked against our REST answer's argmax first."""
+    results: dict[str, Any] = {}
+    async with (
+        grpc.aio.insecure_channel(grpc_address) as channel,
+        aiohttp.ClientSession() as session,
+    ):
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        ours = f"{rest_url}/v2/models/{MODEL_NAME}/infer"
+        for size in SIZES:
+            flowers = np.array(iris_rows(size), dtype=np.float64)
+            expected = (await _rest_call(session, ours, flowers, binary=False)()).reshape(size, -1)
+            for variant, raw in (("mlserver-grpc-raw", True), ("mlserver-grpc-typed", False)):
+                call = _grpc_call(stub, flowers, raw=raw, output=None)
+                np.testing.assert_array_equal(await call(), expected.argmax(axis=1))
+                await _closed_loop(call, concurrency, warmup)
+                run = await _closed_loop(call, concurrency, duration)
+                run["flowers_per_s"] = round(run["requests_per_s"] * size, 1)
+                results[f"{variant}/{size}"] = {"variant": variant, "flowers": size, **run}
+                print(f"{variant:20} {size:5} flowers: {run}", flush=True)
+    return results
+
+
+def _mlserver(out_dir: Path) -> tuple[list[str], dict[str, str], int, int, Path]:
+    """MLServer 1.7.1 (its own venv, tools/bench/mlserver.py) serving the stored model's
+    MLflow pickle: (command, env, HTTP port, gRPC port, log path)."""
+    import bentoml
+
+    from iris_service.settings import MODEL_TAG
+    from tools.bench import mlserver
+    from tools.local_server import free_port
+
+    executable = mlserver.ensure_venv()
+    port = free_port()
+    folder = out_dir / "grpc-bench-mlserver"
+    model_dir = Path(bentoml.models.get(MODEL_TAG).path) / "mlflow_model"
+    mlserver.write_config(folder, model_dir, port, mlserver.Batching())
+    grpc_port = json.loads((folder / "settings.json").read_text())["grpc_port"]
+    env = {**os.environ, "PATH": f"{executable.parent}:/usr/local/bin:/usr/bin:/bin"}
+    return mlserver.command(executable, folder), env, port, grpc_port, folder / "mlserver.log"
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# V2 over gRPC beside V2 over REST",
@@ -186,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1, help="warm-up seconds per variant")
     parser.add_argument("--concurrency", type=int, default=8, help="callers in flight")
     parser.add_argument("--out-dir", type=Path, default=REPORTS_DIR)
+    parser.add_argument(
+        "--mlserver",
+        action="store_true",
+        help="also MLServer 1.7.1's gRPC (builds state/mlserver-venv on first use)",
+    )
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.concurrency < 1:
         parser.error("--duration and --concurrency must be positive")
@@ -195,6 +260,23 @@ def main(argv: list[str] | None = None) -> int:
         runs = asyncio.run(
             measure(server.url, address, args.duration, args.warmup, args.concurrency)
         )
+        if args.mlserver:
+            command, env, port, grpc_port, log_path = _mlserver(args.out_dir)
+            peer = start_server(command, env, port, log_path, ready_path="/v2/health/ready")
+            try:
+                runs.update(
+                    asyncio.run(
+                        measure_mlserver(
+                            f"{HOST}:{grpc_port}",
+                            server.url,
+                            args.duration,
+                            args.warmup,
+                            args.concurrency,
+                        )
+                    )
+                )
+            finally:
+                peer.stop()
     result = {
         "duration_s": args.duration,
         "concurrency": args.concurrency,
