@@ -8,7 +8,9 @@ request -> middleware (prediction log; request id, measurements, error shape; AP
              -> the compiled (ONNX) model, computed here in the API worker, or
              -> IrisModelRunner (bentoml.depends: own process, adaptive batching) for requests
                 whose rows cost more than the hop to it.
-Every transport (these routes, V2, MLflow scoring: iris_service/protocols) calls the core.
+Every transport (these routes, V2, MLflow scoring: iris_service/protocols) calls the core;
+so does V2 over gRPC, a grpc.aio server the first API worker starts in its event loop
+(port 8001, iris_service/protocols/grpc_server.py).
 
 POST /feedback takes the true class of earlier predictions and joins it with the prediction
 log (iris_service/feedback.py); GET /live_quality and the iris_live_* metrics show how right
