@@ -1,4 +1,4 @@
-"""What guards every gRPC call (iris_service/protocols/grpc_server.py), on a real in-process
+"""What guards every gRPC call (iris_service/protocols/grpc_guard.py), on a real in-process
 `grpc.aio` server on 127.0.0.1 with a small servicer of the V2 service: the API key (health
 open), the admission limit shared with HTTP (RESOURCE_EXHAUSTED, the place given back), the
 service's timeout (DEADLINE_EXCEEDED); and the start-up checks of `bentoml serve`: a taken
@@ -17,7 +17,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from iris_service.admission import InFlight
-from iris_service.protocols import grpc_server
+from iris_service.protocols import grpc_guard, grpc_server
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from iris_service.request_log import RequestLog
@@ -47,7 +47,7 @@ class SlowServicer(pb_grpc.GRPCInferenceServiceServicer):
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[pb_grpc.GRPCInferenceServiceStub, Any, Any, Any]]:
     in_flight = InFlight()
-    guard = grpc_server.CallGuard((KEY,), 1, in_flight, TIMEOUT_S, RequestLog(enabled=False))
+    guard = grpc_guard.CallGuard((KEY,), 1, in_flight, TIMEOUT_S, RequestLog(enabled=False))
     server = grpc.aio.server(interceptors=[guard], options=[("grpc.so_reuseport", 0)])
     servicer = SlowServicer()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
