@@ -11,6 +11,8 @@ INSTALLED := $(VENV)/.installed
 
 HOST ?= 127.0.0.1
 PORT ?= 3000
+# Host port of the container's V2 gRPC server (`make container-run`; 8001 inside).
+GRPC_PORT ?= 8001
 # Seconds `bentoml serve` lets in-flight requests finish after SIGTERM.
 GRACE_PERIOD ?= 10
 
@@ -28,12 +30,12 @@ export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test lint audit lock clean finops container container-run \
-	k8s-manifests report loadtest bench bench-explain overload models promote rollback retrain score \
-	export-records serve-tiers bench-tiers
+	k8s-manifests report loadtest bench bench-explain bench-grpc grpc-code overload models promote \
+	rollback retrain score export-records serve-tiers bench-tiers
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}' \
-		| sed -e 's|$$(HOST)|$(HOST)|g' -e 's|$$(PORT)|$(PORT)|g'
+		| sed -e 's|$$(HOST)|$(HOST)|g' -e 's|$$(PORT)|$(PORT)|g' -e 's|$$(GRPC_PORT)|$(GRPC_PORT)|g'
 
 $(INSTALLED): requirements-serve.txt requirements.txt requirements-spark.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -152,6 +154,12 @@ bench: $(INSTALLED) ## Benchmark vs FastAPI, MLServer, minimal BentoML, FastAPI+
 	$(PY) -m tools.bench --out-dir reports $(BENCH_ARGS)
 	$(PY) -m tools.bench.tiers --out-dir reports $(BENCH_TIERS_ARGS)
 	$(PY) -m tools.bench.explain_cost --out-dir reports
+	$(PY) train.py --if-missing
+	$(PY) -m tools.bench.grpc_bench --out-dir reports
+
+bench-grpc: $(INSTALLED) ## V2 over gRPC beside V2 over REST, 1 and 1,000 flowers per request (~1.5 min): reports/grpc-bench.{json,md}
+	$(PY) train.py --if-missing
+	$(PY) -m tools.bench.grpc_bench --out-dir reports $(GRPC_BENCH_ARGS)
 
 bench-explain: $(INSTALLED) ## One explanation against one prediction, per model family (~15 s, no server): reports/explain-cost.{json,md}
 	$(PY) -m tools.bench.explain_cost --out-dir reports $(EXPLAIN_BENCH_ARGS)
@@ -186,11 +194,14 @@ container: $(INSTALLED) ## OCI image: bentoml build + containerize (docker, else
 	$(PY) train.py --if-missing
 	$(PY) -m tools.containers build
 
-container-run: $(INSTALLED) ## Run the image of `make container` on 127.0.0.1:$(PORT), API keys turned off (IRIS_API_KEY=... to require one)
-	$(PY) -m tools.containers run --port $(PORT)
+container-run: $(INSTALLED) ## Run the image of `make container` on 127.0.0.1:$(PORT) (gRPC on 127.0.0.1:$(GRPC_PORT)), API keys turned off (IRIS_API_KEY=... to require one)
+	$(PY) -m tools.containers run --port $(PORT) --grpc-port $(GRPC_PORT)
 
 k8s-manifests: $(INSTALLED) ## Point deploy/k8s at the image of `make container` (IMAGE=registry/name:tag to override)
 	deploy/k8s/base/set-image.sh $(or $(IMAGE),$$(cat state/containers/last-image))
+
+grpc-code: $(INSTALLED) ## Regenerate the V2 gRPC code from its proto (iris_service/protocols/grpc_generated; pinned grpcio-tools)
+	$(PY) -m tools.grpc_code
 
 lock: ## Re-pin every transitive dependency (constraints.txt, requirements-serve.lock)
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

@@ -8,7 +8,9 @@ request -> middleware (prediction log; request id, measurements, error shape; AP
              -> the compiled (ONNX) model, computed here in the API worker, or
              -> IrisModelRunner (bentoml.depends: own process, adaptive batching) for requests
                 whose rows cost more than the hop to it.
-Every transport (these routes, V2, MLflow scoring: iris_service/protocols) calls the core.
+Every transport (these routes, V2, MLflow scoring: iris_service/protocols) calls the core;
+so does V2 over gRPC, a grpc.aio server the first API worker starts in its event loop
+(port 8001, iris_service/protocols/grpc_server.py).
 
 POST /feedback takes the true class of earlier predictions and joins it with the prediction
 log (iris_service/feedback.py); GET /live_quality and the iris_live_* metrics show how right
@@ -22,11 +24,12 @@ import logging
 
 import bentoml
 import numpy as np
+from bentoml._internal.context import server_context
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 
 from iris_service import answers, log_filters, runner_address, runner_client
-from iris_service.admission import AdmissionControlMiddleware
+from iris_service.admission import AdmissionControlMiddleware, InFlight
 from iris_service.api_docs import SERVICE_DESCRIPTION, DescribedService
 from iris_service.auth import ApiKeyMiddleware
 from iris_service.bentoml_metrics import bound_bentoml_request_metrics, fixed_paths
@@ -50,6 +53,7 @@ from iris_service.model_follower import CHAMPION, ModelFollower, start_following
 from iris_service.model_loading import checked_model_reference
 from iris_service.model_status import model_route
 from iris_service.prediction_records import PredictionRecordMiddleware
+from iris_service.protocols import grpc_server
 from iris_service.protocols.routes import protocol_app
 from iris_service.record_store import NewerSchema, StoreUnavailable, open_record_store
 from iris_service.record_writer import RecordWriter
@@ -76,6 +80,8 @@ from iris_service.settings import (
     CLASS_NAMES,
     FEATURE_NAMES,
     FEEDBACK_WINDOW,
+    GRPC_PORT,
+    GRPC_PORT_FILE,
     MAX_BATCH_FLOWERS,
     MODEL_TAG,
     RECORD_STORE_URL,
@@ -103,6 +109,12 @@ def _core() -> InferenceCore:
 # prediction store (iris_service/record_store.py); None with IRIS_RECORD_STORE_URL=off.
 record_store = open_record_store(RECORD_STORE_URL)
 record_writer = RecordWriter(record_store) if record_store is not None else None
+# Prediction requests in flight in this worker, HTTP and gRPC together: one admission limit.
+in_flight = InFlight()
+# `bentoml serve` stops at once, in one line, when the gRPC port is taken (no silent sharing).
+if (serve_host := grpc_server.serve_command_host()) is not None:
+    grpc_server.check_port_free(serve_host, GRPC_PORT)
+    grpc_server.forget_published_port(GRPC_PORT_FILE)  # a stale file must not name a port
 
 
 def _one_flower(measurements: dict[str, float]) -> np.ndarray:
@@ -180,6 +192,7 @@ class IrisClassifier:
             shadow_max_rows=SHADOW_MAX_ROWS,
         )
         self.live_quality = LiveQuality(FEEDBACK_WINDOW, CLASS_NAMES)
+        self.grpc: grpc_server.GrpcServer | None = None
         self.feedback_desk: FeedbackDesk | None = None
         # Labels any worker or replica recorded reach this worker's live quality within a
         # second (iris_service/feedback.py).
@@ -212,6 +225,20 @@ class IrisClassifier:
             logger.error("the prediction store is unavailable at start: %s", exc)
         await self.label_follower.catch_up()  # the live windows, before the first answer
         self.label_follower.start()
+
+    @bentoml.on_startup
+    async def start_grpc(self) -> None:
+        """The Open Inference Protocol V2 over gRPC in this event loop, behind the same core,
+        on IRIS_GRPC_PORT, from the first API worker (iris_service/protocols/grpc_server.py);
+        a taken port stops the worker's start (GrpcPortBusy)."""
+        self.grpc = await grpc_server.start_configured(
+            lambda: self.core, in_flight, record_writer, server_context.worker_index
+        )
+
+    @bentoml.on_shutdown
+    async def stop_grpc(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(grace_s=5)
 
     async def follow_feedback(self) -> None:
         """Read the labels recorded since the last look (GET /live_quality asks first)."""
@@ -312,7 +339,7 @@ runner_address.check_start_command(
 IrisClassifier.add_asgi_middleware(PredictionRecordMiddleware, writer=record_writer)
 IrisClassifier.add_asgi_middleware(RequestMonitoringMiddleware)
 IrisClassifier.add_asgi_middleware(ApiKeyMiddleware, api_keys=API_KEYS)
-IrisClassifier.add_asgi_middleware(AdmissionControlMiddleware)
+IrisClassifier.add_asgi_middleware(AdmissionControlMiddleware, counter=in_flight)
 log_filters.install()
 # BentoML's own request metrics name only the routes above, never a path a client made up.
 bound_bentoml_request_metrics(fixed_paths([*IrisClassifier.openapi_spec.paths, "/", "/docs.json"]))

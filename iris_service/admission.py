@@ -31,7 +31,9 @@ COSTS: dict[str, int] = {"/explain": EXPLAIN_ADMISSION_COST}
 
 
 class InFlight:
-    """The places taken by prediction requests in flight in this API worker: admitted, and not yet
+    """The places taken by prediction requests in flight in this API worker (HTTP, and the
+    gRPC ModelInfer calls of iris_service/protocols/grpc_guard.py, which count in the same
+    object: one limit per worker whatever the transport): admitted, and not yet
     answered (counted until the last byte of the answer is sent, not until the app returns,
     so that work after the answer never holds a place another client could take)."""
 

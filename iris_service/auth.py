@@ -74,12 +74,18 @@ def check_api_keys(
 check_api_keys(API_KEYS, API_KEYS_REQUIRED)
 
 
+def bearer_token(authorization: bytes) -> bytes | None:
+    """The token of an `Authorization: Bearer <token>` value (HTTP header or gRPC metadata),
+    or None for another scheme."""
+    if authorization[: len(_BEARER)].lower() == _BEARER:
+        return authorization[len(_BEARER) :].strip()
+    return None
+
+
 def _bearer_token(scope: dict[str, Any]) -> bytes | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            if value[: len(_BEARER)].lower() == _BEARER:
-                return value[len(_BEARER) :].strip()
-            return None
+            return bearer_token(value)
     return None
 
 

@@ -90,7 +90,7 @@ def _record(
 ) -> dict[str, Any]:
     """The store's row for one answer, its bodies kept as JSON bytes (never parsed and
     dumped again: both are valid JSON already, or made a JSON string)."""
-    response = _as_json(b"".join(response_chunks), _header(headers, b"content-type"))
+    response = as_json(b"".join(response_chunks), _header(headers, b"content-type"))
     in_body = _MODEL_TAG.search(response)
     # Answers whose protocol has no room for it (MLflow scoring) name it in a header.
     tag = json.loads(in_body.group(1)) if in_body else _header(headers, b"x-model-tag")
@@ -100,18 +100,45 @@ def _record(
         # content type says: kept as base64.
         binary = _header(scope["headers"], b"inference-header-content-length") is not None
         content_type = None if binary else _header(scope["headers"], b"content-type")
-        inputs = _as_json(inputs, content_type)
+        inputs = as_json(inputs, content_type)
+    return prediction_record(
+        server_request_id=server_request_id(scope),
+        client_request_id=client_request_id(scope),
+        api_key_id=api_key_id(scope),
+        endpoint=scope["path"],
+        protocol=protocol_of(scope["path"]) or SERVICE_PROTOCOL,
+        model_tag=tag or "",
+        latency_ms=float(latency) if latency else (time.perf_counter() - started) * 1000,
+        inputs=inputs,
+        outputs=response,
+    )
+
+
+def prediction_record(
+    *,
+    server_request_id: str,
+    client_request_id: str | None,
+    api_key_id: str | None,
+    endpoint: str,
+    protocol: str,
+    model_tag: str,
+    latency_ms: float,
+    inputs: bytes | None,
+    outputs: bytes,
+) -> dict[str, Any]:
+    """The store's row for one answer of any transport (HTTP here, gRPC in
+    protocols/grpc_server.py); `inputs` and `outputs` are JSON bytes (see `as_json`)."""
     return {
-        "server_request_id": server_request_id(scope),
-        "client_request_id": client_request_id(scope),
-        "api_key_id": api_key_id(scope),
+        "server_request_id": server_request_id,
+        "client_request_id": client_request_id,
+        "api_key_id": api_key_id,
         "ts": time.time(),
-        "endpoint": scope["path"],
-        "protocol": protocol_of(scope["path"]) or SERVICE_PROTOCOL,
-        "model_tag": tag or "",
-        "latency_ms": float(latency) if latency else (time.perf_counter() - started) * 1000,
+        "endpoint": endpoint,
+        "protocol": protocol,
+        "model_tag": model_tag,
+        "latency_ms": latency_ms,
         "inputs": inputs,
-        "outputs": response,
+        "outputs": outputs,
     }
 
 
@@ -129,7 +156,7 @@ def _as_json_text(text: str | None) -> bytes:
     return json.dumps(text).encode()
 
 
-def _as_json(raw: bytes, content_type: str | None) -> bytes:
+def as_json(raw: bytes, content_type: str | None) -> bytes:
     """A body as JSON: a JSON body as it is, any other as a JSON string."""
     kind = (content_type or "").split(";", 1)[0].strip().lower()
     if kind == "application/json":

@@ -27,7 +27,7 @@ def server_request_id(scope: dict[str, Any]) -> str:
     """This request's server id (32 hex characters), made on first use."""
     found = scope.get(_SCOPE_KEY)
     if found is None:
-        found = scope[_SCOPE_KEY] = os.urandom(16).hex()
+        found = scope[_SCOPE_KEY] = new_server_request_id()
     return found
 
 
@@ -36,8 +36,18 @@ def client_request_id(scope: dict[str, Any]) -> str | None:
     else None: an unsafe one is dropped, never logged."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            return value.decode() if _VALID_CLIENT_ID.match(value) else None
+            return valid_client_id(value)
     return None
+
+
+def valid_client_id(value: bytes) -> str | None:
+    """A client's request id (HTTP header or gRPC metadata) when it is a safe token."""
+    return value.decode() if _VALID_CLIENT_ID.match(value) else None
+
+
+def new_server_request_id() -> str:
+    """A fresh server id (32 hex characters), for a request without an ASGI scope (gRPC)."""
+    return os.urandom(16).hex()
 
 
 def key_id(key: bytes) -> str:

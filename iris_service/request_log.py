@@ -46,15 +46,20 @@ class RequestLog:
         cpu_ms: float,
         memory_delta_mb: float,
         server_request_id: str = "",
+        protocol: str = "",
     ) -> None:
+        """One line; `protocol` ("grpc") is written when given: a gRPC call's `status` is
+        its gRPC status code (0 OK), an HTTP request's its HTTP status."""
         if not self.enabled:
             return
-        # Both ids match [A-Za-z0-9._-] and endpoint is one of our routes: no escaping.
+        # Both ids match [A-Za-z0-9._-], endpoint is one of our routes or gRPC methods and
+        # protocol a constant: no escaping.
+        extra = f', "protocol": "{protocol}"' if protocol else ""
         line = (
             f'{{"event": "request", "request_id": "{request_id}", '
             f'"server_request_id": "{server_request_id or request_id}", "endpoint": "{endpoint}", '
             f'"status": {status}, "latency_ms": {latency_ms:.3f}, "cpu_ms": {cpu_ms:.3f}, '
-            f'"memory_delta_mb": {memory_delta_mb:.3f}}}\n'
+            f'"memory_delta_mb": {memory_delta_mb:.3f}{extra}}}\n'
         )
         if len(self._waiting) < MAX_WAITING:
             self._waiting.append(line)

@@ -227,3 +227,29 @@ RECORD_INPUTS = _bool_from_env("IRIS_RECORD_INPUTS", True)
 FEEDBACK_WINDOW = _int_from_env("IRIS_FEEDBACK_WINDOW", 200)
 # Labels accepted in one POST /feedback ({"feedback": [...]}).
 MAX_FEEDBACK_LABELS = _int_from_env("IRIS_MAX_FEEDBACK_LABELS", 1000)
+
+
+DEFAULT_GRPC_PORT = 8001  # Triton's and KServe's; the manifests' `grpc` port
+
+
+def _grpc_port() -> int | None:
+    """IRIS_GRPC_PORT: a port (1..65535), 0 for any free port, or off (None)."""
+    raw = (os.environ.get("IRIS_GRPC_PORT") or str(DEFAULT_GRPC_PORT)).strip().lower()
+    if raw in {"off", "false", "no"}:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise ValueError(f"IRIS_GRPC_PORT must be 0..65535 or off, got {raw!r}")
+    return value
+
+
+# The Open Inference Protocol V2 over gRPC (iris_service/protocols/grpc_server.py), served by
+# the first API worker of the pod on this port beside HTTP (docs/protocols.md); 0 takes a free
+# port, logged and written to GRPC_PORT_FILE; off: no gRPC server.
+GRPC_PORT: int | None = _grpc_port()
+GRPC_PORT_FILE = os.path.join(
+    os.path.abspath(os.environ.get("BENTOML_HOME", os.path.expanduser("~/bentoml"))), "grpc_port"
+)

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from iris_pipeline.paths import PROJECT_ROOT, STATE_DIR, TOOLS_DIR
+from iris_service.settings import DEFAULT_GRPC_PORT
 
 ROOT = PROJECT_ROOT
 SCRIPTS = TOOLS_DIR / "container"
@@ -378,10 +379,14 @@ def run_command(
     detach: bool = False,
     options: Sequence[str] = (),
     rm: bool = True,
+    grpc_port: int | None = None,
 ) -> list[str]:
-    """`<cli> run` of `tag` published on 127.0.0.1:`port`; `options` go before the image
+    """`<cli> run` of `tag` published on 127.0.0.1:`port`, and its gRPC port (8001 inside,
+    docs/protocols.md) on 127.0.0.1:`grpc_port` when given; `options` go before the image
     (a restart policy needs `rm=False`)."""
     cmd = [runner_cli(backend), "run", *(["--rm"] if rm else []), "-p", f"127.0.0.1:{port}:3000"]
+    if grpc_port is not None:
+        cmd += ["-p", f"127.0.0.1:{grpc_port}:{DEFAULT_GRPC_PORT}"]
     if name:
         cmd += ["--name", name]
     if detach:
@@ -440,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     run_p = sub.add_parser("run", help="run an image bound to 127.0.0.1")
     run_p.add_argument("--tag", help="image tag (default: the newest Bento)")
     run_p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 3000)))
+    run_p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=int(os.environ.get("GRPC_PORT", DEFAULT_GRPC_PORT)),
+        help="host port of the V2 gRPC server (8001 in the container)",
+    )
     rm_p = sub.add_parser("remove", help="remove an image")
     rm_p.add_argument("tag")
     args = parser.parse_args(argv)
@@ -460,12 +471,17 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "run":
         env = environment(backend)
         cmd = run_command(
-            backend, args.tag or last_image_tag(), args.port, options=local_key_options()
+            backend,
+            args.tag or last_image_tag(),
+            args.port,
+            options=local_key_options(),
+            grpc_port=args.grpc_port,
         )
         log(" ".join(cmd))
         log(
-            f"the service answers on http://127.0.0.1:{args.port}; BentoML's own line "
-            "'listening on http://localhost:3000' names its port inside the container"
+            f"the service answers on http://127.0.0.1:{args.port} and gRPC on "
+            f"127.0.0.1:{args.grpc_port}; BentoML's own line 'listening on "
+            "http://localhost:3000' names its port inside the container"
         )
         os.execvpe(cmd[0], cmd, env)
     elif args.cmd == "remove":

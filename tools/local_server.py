@@ -73,6 +73,9 @@ class ProjectState:
             "BENTOML_CONFIG": str(CONFIGURATION),
             "BENTOML_DO_NOT_TRACK": "True",
             "PYTHONUNBUFFERED": "1",
+            # Servers started here may run side by side: gRPC on a free port each (published
+            # in BENTOML_HOME/grpc_port, `grpc_port`), never all on 8001.
+            "IRIS_GRPC_PORT": os.environ.get("IRIS_GRPC_PORT", "0"),
         }
         (self.root / "mlflow").mkdir(parents=True, exist_ok=True)
         env.update(extra)
@@ -108,6 +111,7 @@ class LocalServer:
     ready_path: str
     started_at: float
     cold_start_s: float | None = None
+    bentoml_home: Path | None = None
 
     @property
     def url(self) -> str:
@@ -153,6 +157,22 @@ class LocalServer:
         if not pids:
             raise LookupError(f"no {service_name} worker under process {self.process.pid}")
         return pids[0]
+
+    def grpc_port(self, timeout: float = 30) -> int:
+        """The gRPC port the server's first API worker published in its BENTOML_HOME
+        (IRIS_GRPC_PORT=0, the default here); it may come a moment after /readyz, which
+        another worker can answer first."""
+        if self.bentoml_home is None:
+            raise LookupError("this server's BENTOML_HOME is not known")
+        published = self.bentoml_home / "grpc_port"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if published.exists():
+                return int(published.read_text())
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_tail()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"no gRPC port published in {published}:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM to the whole process group; SIGKILL when it outlives `timeout`."""
@@ -224,6 +244,7 @@ def server_env(
     environment's, as `make serve` sets them), a BentoML home of its own under `log_dir`
     (unless `extra_env` names one), without the variables in `unset`."""
     env = state.env() if state is not None else {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("IRIS_GRPC_PORT", "0")  # see ProjectState.env
     for name in unset:
         env.pop(name, None)
     env.setdefault("BENTOML_CONFIG", str(CONFIGURATION))
@@ -260,6 +281,7 @@ def bento_server(
         log_dir / f"bentoml-serve-{port}.log",
         wait=wait,
     )
+    server.bentoml_home = Path(env["BENTOML_HOME"])
     try:
         yield server
     finally:

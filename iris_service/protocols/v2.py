@@ -79,7 +79,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         rows = checked_flowers(_tensor(inputs[0], binary))
     except InvalidFlowers as exc:
         raise V2Error(str(exc)) from None
-    outputs = _requested_outputs(request.get("outputs"), binary_default)
+    outputs = requested_outputs(request.get("outputs"), binary_default)
     try:
         explain = wants_explanation(parameters)
     except ExplainFlagError as exc:
@@ -118,9 +118,9 @@ def _object(value: Any, name: str) -> dict[str, Any]:
     return value
 
 
-def _tensor(tensor: dict[str, Any], binary: bytes) -> np.ndarray:
-    """The input tensor as an array, its declared shape and sizes checked first."""
-    shape = tensor.get("shape")
+def checked_shape(shape: Any) -> list[int]:
+    """The input's declared shape when it is [N, features] with N within the limit (checked
+    before anything of that size is allocated); V2Error otherwise. Shared with gRPC."""
     features = len(FEATURE_NAMES)
     if (
         not isinstance(shape, list)
@@ -133,11 +133,21 @@ def _tensor(tensor: dict[str, Any], binary: bytes) -> np.ndarray:
         check_count(shape[0])
     except InvalidFlowers as exc:
         raise V2Error(str(exc)) from None
-    count = shape[0] * features
-    datatype = tensor.get("datatype")
+    return shape
+
+
+def input_dtype(datatype: Any) -> np.dtype:
+    """The little-endian dtype of an input datatype (FP32, FP64); V2Error for another."""
     if not isinstance(datatype, str) or datatype not in INPUT_DATATYPES:  # a list: unhashable
         raise V2Error(f"the input's datatype must be FP32 or FP64, got {datatype!r}"[:200])
-    dtype = INPUT_DATATYPES[datatype]
+    return INPUT_DATATYPES[datatype]
+
+
+def _tensor(tensor: dict[str, Any], binary: bytes) -> np.ndarray:
+    """The input tensor as an array, its declared shape and sizes checked first."""
+    shape = checked_shape(tensor.get("shape"))
+    count = shape[0] * shape[1]
+    dtype = input_dtype(tensor.get("datatype"))
     binary_size = _object(tensor.get("parameters"), "parameters").get("binary_data_size")
     if binary_size is not None:
         return _binary_tensor(binary_size, binary, dtype, shape, "data" in tensor)
@@ -183,7 +193,9 @@ def _json_tensor(data: Any, count: int, shape: list[int], dtype: np.dtype) -> np
     return array
 
 
-def _requested_outputs(outputs: Any, binary_default: bool) -> tuple[RequestedOutput, ...]:
+def requested_outputs(outputs: Any, binary_default: bool) -> tuple[RequestedOutput, ...]:
+    """The outputs asked for (objects with a `name` and optional `parameters.binary_data`),
+    each at most once; with none asked, all of them. Shared with gRPC."""
     if outputs is None:
         return tuple(RequestedOutput(name, binary_default) for name in OUTPUT_NAMES)
     if not isinstance(outputs, list) or not outputs:
@@ -209,20 +221,11 @@ def encode_infer_response(
 ) -> tuple[bytes, int | None]:
     """The answer's body, and the length of its JSON header when binary outputs follow it;
     `extra` outputs (an explanation's, v2_explain.py) follow the requested ones."""
-    tensors = {
-        PREDICT: ("INT64", np.argmax(probabilities, axis=1).astype("<i8")),
-        PREDICT_PROBA: ("FP64", np.ascontiguousarray(probabilities, dtype="<f8")),
-    }
     answer: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request.id is not None:
         answer["id"] = request.id
     outputs, blobs = [], []
-    wanted = [(output.name, output.binary) for output in request.outputs]
-    if extra:
-        tensors.update(extra)
-        wanted.extend((name, request.binary_default) for name in extra)
-    for name, binary in wanted:
-        datatype, values = tensors[name]
+    for name, binary, datatype, values in output_tensors(request, probabilities, extra):
         tensor: dict[str, Any] = {
             "name": name,
             "datatype": datatype,
@@ -240,6 +243,25 @@ def encode_infer_response(
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
+
+
+def output_tensors(
+    request: InferRequest,
+    probabilities: np.ndarray,
+    extra: dict[str, tuple[str, np.ndarray]] | None = None,
+) -> list[tuple[str, bool, str, np.ndarray]]:
+    """The answer's tensors in order, as (name, binary, datatype, little-endian values): the
+    requested outputs, then the `extra` ones (binary as the request's default). Shared with
+    gRPC, where `binary` means raw_output_contents."""
+    tensors = {
+        PREDICT: ("INT64", np.argmax(probabilities, axis=1).astype("<i8")),
+        PREDICT_PROBA: ("FP64", np.ascontiguousarray(probabilities, dtype="<f8")),
+    }
+    wanted = [(output.name, output.binary) for output in request.outputs]
+    if extra:
+        tensors.update(extra)
+        wanted.extend((name, request.binary_default) for name in extra)
+    return [(name, binary, *tensors[name]) for name, binary in wanted]
 
 
 def model_metadata(model_name: str, versions: list[str]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ def test_documented_example_runs(server: LocalServer, language: str, code: str) 
     env = {
         **os.environ,
         "IRIS_URL": server.url,
+        "IRIS_GRPC": f"127.0.0.1:{server.grpc_port()}",
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     command = (

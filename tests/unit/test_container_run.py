@@ -37,3 +37,9 @@ def test_container_run_passes_a_key_from_the_environment_on(
     monkeypatch.setenv("IRIS_API_KEY", "a-long-random-key-0123456789abcdef")
     assert containers.local_key_options() == ["--env", "IRIS_API_KEY"]  # never on the line
     assert "API key required" in capsys.readouterr().err
+
+
+def test_container_run_publishes_the_grpc_port_on_loopback_when_asked() -> None:
+    command = containers.run_command("podman", "iris_classifier:x", 3000, grpc_port=9001)
+    assert "127.0.0.1:9001:8001" in command and "127.0.0.1:3000:3000" in command
+    assert not any(":8001" in part for part in containers.run_command("podman", "x", 3000))

@@ -16,6 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from iris_service.settings import DEFAULT_GRPC_PORT
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s" / "base"
 # Oldest supported minor version we target, and the newest the package knows.
@@ -115,7 +117,10 @@ def test_probes_use_bentoml_health_routes_on_the_service_port() -> None:
         http_get = container[probe]["httpGet"]
         assert f'"{http_get["path"]}"' in routes, f"{probe}: BentoML serves no {http_get['path']}"
         assert resolve_port(container, http_get["port"]) == port, probe
-    assert [p["containerPort"] for p in container["ports"]] == [port]
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [
+        ("http", port),
+        ("grpc", DEFAULT_GRPC_PORT),
+    ]
 
 
 def test_probes_follow_the_runner_heartbeat() -> None:
@@ -140,8 +145,12 @@ def test_service_reaches_the_pods() -> None:
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    (port,) = service["spec"]["ports"]
-    assert resolve_port(the_container(), port["targetPort"]) == service_port()
+    http, grpc = service["spec"]["ports"]
+    assert resolve_port(the_container(), http["targetPort"]) == service_port()
+    # gRPC (docs/protocols.md): named `grpc`, appProtocol grpc, so that meshes and ingresses
+    # speak HTTP/2 to it.
+    assert grpc["name"] == "grpc" and grpc["appProtocol"] == "grpc"
+    assert resolve_port(the_container(), grpc["targetPort"]) == DEFAULT_GRPC_PORT
 
 
 def test_ingress_reaches_the_service_with_the_fronts_limits() -> None:
@@ -383,5 +392,5 @@ def test_a_network_policy_admits_only_the_ingress_controller_and_prometheus() ->
     assert namespaces == {"ingress-nginx", "monitoring"}
     ingress_controller = yaml.safe_load((K8S / "ingress-nginx-controller.yaml").read_text())
     assert ingress_controller["metadata"]["namespace"] in namespaces
-    (port,) = rule["ports"]
-    assert resolve_port(the_container(), port["port"]) == service_port()
+    ports = {resolve_port(the_container(), port["port"]) for port in rule["ports"]}
+    assert ports == {service_port(), DEFAULT_GRPC_PORT}
