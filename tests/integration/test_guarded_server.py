@@ -239,7 +239,7 @@ def test_healthy_after_hostile_input_and_no_traceback_flood(guarded: LocalServer
 OPEN_ROUTES = {"/livez", "/healthz", "/readyz", "/metrics", "/", "/docs.json", "/schema.json"}
 OPEN_ROUTES |= {"/v2/health/live", "/v2/health/ready", "/ping"}  # the protocols' health
 MLFLOW_ROUTES = {"/invocations", "/ping", "/version"}
-KNOWN_BODIES = {"/predict": SETOSA, "/predict_batch": {"flowers": [SETOSA]}}
+KNOWN_BODIES = {"/predict": SETOSA, "/explain": SETOSA, "/predict_batch": {"flowers": [SETOSA]}}
 
 
 def _operations(server: LocalServer) -> list[tuple[str, str]]:
