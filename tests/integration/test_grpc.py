@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from iris_service.settings import MAX_BATCH_FLOWERS, MAX_EXPLAIN_FLOWERS, MODEL_NAME
+from tests.grpc_requests import infer_request
 from tools.bench.payloads import rows as iris_rows
 from tools.local_server import HOST, LocalServer, ProjectState, bento_server
 
@@ -58,25 +59,6 @@ def channel(keyed_server: LocalServer) -> Iterator[grpc.Channel]:
 @pytest.fixture(scope="module")
 def stub(channel: grpc.Channel) -> pb_grpc.GRPCInferenceServiceStub:
     return pb_grpc.GRPCInferenceServiceStub(channel)
-
-
-def _request(
-    flowers: np.ndarray, datatype: str = "FP64", raw: bool = False, **fields: object
-) -> pb.ModelInferRequest:
-    """A ModelInferRequest of `flowers`: typed contents, or raw little-endian bytes."""
-    tensor = pb.ModelInferRequest.InferInputTensor(
-        name="input-0", datatype=datatype, shape=list(flowers.shape)
-    )
-    values = flowers.astype("<f8" if datatype == "FP64" else "<f4")
-    request = pb.ModelInferRequest(model_name=MODEL_NAME, **fields)
-    if raw:
-        request.raw_input_contents.append(values.tobytes())
-    elif datatype == "FP64":
-        tensor.contents.fp64_contents.extend(values.ravel().tolist())
-    else:
-        tensor.contents.fp32_contents.extend(values.ravel().tolist())
-    request.inputs.append(tensor)
-    return request
 
 
 def _outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
@@ -152,7 +134,7 @@ def test_infer_gives_rest_v2_probabilities(
     flowers = FLOWERS if datatype == "FP64" else FLOWERS.astype(np.float32).astype(np.float64)
     rest = _rest_v2(keyed_server, flowers)
     response, call = stub.ModelInfer.with_call(
-        _request(flowers, datatype, raw, id="grpc-7"), metadata=AUTH, timeout=TIMEOUT_S
+        infer_request(flowers, datatype, raw, id="grpc-7"), metadata=AUTH, timeout=TIMEOUT_S
     )
     assert response.model_name == MODEL_NAME and response.id == "grpc-7"
     assert bool(response.raw_output_contents) == raw  # raw in, raw out
@@ -167,7 +149,7 @@ def test_explain_parameter_answers_like_rest(
 ) -> None:
     flowers = FLOWERS[:5]
     rest = _rest_v2(keyed_server, flowers, explain=True)
-    request = _request(flowers)
+    request = infer_request(flowers)
     request.parameters["explain"].bool_param = True
     outputs = _outputs(stub.ModelInfer(request, metadata=AUTH, timeout=TIMEOUT_S))
     assert outputs["explanation"].shape == (5, 3, 4)
@@ -177,17 +159,17 @@ def test_explain_parameter_answers_like_rest(
 
 def _refusal_cases() -> dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode]]:
     one = FLOWERS[:1]
-    wrong_shape = _request(one)
+    wrong_shape = infer_request(one)
     wrong_shape.inputs[0].shape[:] = [1, 3]
-    short_raw = _request(one, raw=True)
+    short_raw = infer_request(one, raw=True)
     short_raw.raw_input_contents[0] = short_raw.raw_input_contents[0][:-8]
-    explain_many = _request(np.repeat(one, MAX_EXPLAIN_FLOWERS + 1, axis=0), raw=True)
+    explain_many = infer_request(np.repeat(one, MAX_EXPLAIN_FLOWERS + 1, axis=0), raw=True)
     explain_many.parameters["explain"].bool_param = True
-    unknown_model = _request(one)
+    unknown_model = infer_request(one)
     unknown_model.model_name = "no-such-model"
-    not_a_number = _request(np.array([[5.1, np.nan, 1.4, 0.2]]))
-    too_many = _request(np.repeat(one, MAX_BATCH_FLOWERS + 1, axis=0), raw=True)
-    too_large = _request(np.repeat(one, 20_000, axis=0), raw=True)  # 640 KB > 256 KiB
+    not_a_number = infer_request(np.array([[5.1, np.nan, 1.4, 0.2]]))
+    too_many = infer_request(np.repeat(one, MAX_BATCH_FLOWERS + 1, axis=0), raw=True)
+    too_large = infer_request(np.repeat(one, 20_000, axis=0), raw=True)  # 640 KB > 256 KiB
     invalid = grpc.StatusCode.INVALID_ARGUMENT
     return {
         "wrong shape": (wrong_shape, invalid),
@@ -211,7 +193,7 @@ def test_bad_requests_get_their_status_code(
 def test_the_api_key_guards_all_but_health(
     stub: pb_grpc.GRPCInferenceServiceStub, channel: grpc.Channel
 ) -> None:
-    request = _request(FLOWERS[:1])
+    request = infer_request(FLOWERS[:1])
     unauthenticated = grpc.StatusCode.UNAUTHENTICATED
     assert _code(lambda: stub.ModelInfer(request, timeout=TIMEOUT_S)) == unauthenticated
     wrong = (("authorization", "Bearer not-the-key-0123456789"),)
@@ -239,7 +221,9 @@ def test_calls_are_logged_and_measured_with_their_protocol(
     stub: pb_grpc.GRPCInferenceServiceStub, keyed_server: LocalServer
 ) -> None:
     metadata = (*AUTH, ("x-request-id", "grpc-probe-1"))
-    _, call = stub.ModelInfer.with_call(_request(FLOWERS[:1]), metadata=metadata, timeout=TIMEOUT_S)
+    _, call = stub.ModelInfer.with_call(
+        infer_request(FLOWERS[:1]), metadata=metadata, timeout=TIMEOUT_S
+    )
     assert dict(call.trailing_metadata())["x-request-id"] == "grpc-probe-1"
     metrics = requests.get(f"{keyed_server.url}/metrics", timeout=TIMEOUT_S).text
     assert f'iris_request_latency_ms_count{{endpoint="{INFER}",status="OK"}}' in metrics
@@ -267,7 +251,9 @@ def test_an_answered_inference_is_a_prediction_record(
     stub: pb_grpc.GRPCInferenceServiceStub, keyed_server: LocalServer
 ) -> None:
     metadata = (*AUTH, ("x-request-id", "grpc-record-1"))
-    answer = stub.ModelInfer(_request(FLOWERS[:2], raw=True), metadata=metadata, timeout=TIMEOUT_S)
+    answer = stub.ModelInfer(
+        infer_request(FLOWERS[:2], raw=True), metadata=metadata, timeout=TIMEOUT_S
+    )
     assert keyed_server.bentoml_home is not None
     store = keyed_server.bentoml_home / "records" / "records.db"
     deadline, found = time.monotonic() + 15, []

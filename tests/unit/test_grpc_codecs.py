@@ -17,6 +17,7 @@ import pytest
 from iris_service.protocols import grpc_v2, v2
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
 from iris_service.settings import MAX_BATCH_FLOWERS, MODEL_NAME
+from tests.grpc_requests import infer_request
 from tools import grpc_code
 
 FLOWERS = np.array([[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5], [5.9, 3.0, 4.2, 1.5]])
@@ -26,19 +27,7 @@ PROBABILITIES = np.array([[0.9, 0.08, 0.02], [0.01, 0.1, 0.89], [0.2, 0.7, 0.1]]
 def _request(
     flowers: np.ndarray = FLOWERS, datatype: str = "FP64", raw: bool = False
 ) -> pb.ModelInferRequest:
-    tensor = pb.ModelInferRequest.InferInputTensor(
-        name="input-0", datatype=datatype, shape=list(flowers.shape)
-    )
-    values = flowers.astype("<f8" if datatype == "FP64" else "<f4")
-    request = pb.ModelInferRequest(model_name=MODEL_NAME, id="r-1")
-    if raw:
-        request.raw_input_contents.append(values.tobytes())
-    elif datatype == "FP64":
-        tensor.contents.fp64_contents.extend(values.ravel().tolist())
-    else:
-        tensor.contents.fp32_contents.extend(values.ravel().tolist())
-    request.inputs.append(tensor)
-    return request
+    return infer_request(flowers, datatype, raw, id="r-1")
 
 
 @pytest.mark.parametrize("raw", [False, True], ids=["typed", "raw"])
