@@ -309,7 +309,8 @@ def build(
 # the local Debian base, Debian's pip, setuptools, wheel and venv (about 29 MB). The server's
 # environment (/app/.venv, first on PATH) never had pip: `pip` is the base's. Code no
 # server imports goes too: NumPy's own test suites (about 22 MB) and ONNX Runtime's
-# model-conversion tools (transformers, quantization, tools: about 10 MB).
+# model-conversion tools (transformers, quantization, tools: about 10 MB). The layer also
+# declares the V2 gRPC port (BentoML's Dockerfile exposes only its HTTP ports).
 RUNTIME_HOME = "/var/lib/bentoml"
 SITE_PACKAGES = "/app/.venv/lib/python3.11/site-packages"
 NEVER_IMPORTED = " ".join(
@@ -331,6 +332,7 @@ RUN rm -rf /root/.cache \\
     && chown -R root:root /home/bentoml /app \\
     && chmod -R u+rwX,go+rX,go-w /home/bentoml /app \\
     && mkdir -p {RUNTIME_HOME} && chown bentoml:bentoml {RUNTIME_HOME} && chmod 0750 {RUNTIME_HOME}
+EXPOSE {DEFAULT_GRPC_PORT}
 USER bentoml
 """
 

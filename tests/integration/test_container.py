@@ -14,6 +14,7 @@ the `uv pip install` layer: about 2 minutes here.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import requests
 
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.model_aliases import read_aliases
-from iris_service.settings import API_KEY_MIN_LENGTH, MODEL_NAME
+from iris_service.settings import API_KEY_MIN_LENGTH, DEFAULT_GRPC_PORT, MODEL_NAME
 from tests.integration.container_support import BUILD_TIMEOUT_S, running_container
 from tests.support import SETOSA
 from tools import containers
@@ -230,3 +231,25 @@ def test_the_build_only_installers_are_not_in_the_image(container):
         "python3 -c 'import importlib.util as u; print(u.find_spec(\"pip\") is not None)'",
     ).split()
     assert found == ["False"], found
+
+
+def test_the_image_declares_the_http_and_grpc_ports(image):
+    """Port 3000 (HTTP) from BentoML's Dockerfile, 8001 (V2 gRPC) from the read-only layer:
+    what `podman run -P` and orchestrators read from the image."""
+    backend, env, tag = image
+    exposed = subprocess.run(
+        [
+            containers.runner_cli(backend),
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.ExposedPorts}}",
+            tag,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert {"3000/tcp", f"{DEFAULT_GRPC_PORT}/tcp"} <= set(json.loads(exposed)), exposed
