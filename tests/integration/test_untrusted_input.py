@@ -243,6 +243,9 @@ def test_bodies_a_protocol_cannot_read_are_4xx_and_never_reach_the_store(
     records = ours(wait_for_records(store, complete))  # other workers write a little later
     endpoints = [record["endpoint"] for record in records]
     assert endpoints.count(INFER) == 2 and endpoints.count("/invocations") == 2, endpoints
-    v2_json, v2_binary = (r for r in records if r["endpoint"] == INFER)
+    # In the order they were answered: two workers write their records at their own pace.
+    v2_json, v2_binary = sorted(
+        (r for r in records if r["endpoint"] == INFER), key=lambda r: r["ts"]
+    )
     assert v2_json["inputs"]["id"] == "café"  # UTF-8 text survives as text
     assert base64.b64decode(v2_binary["inputs"]) == binary
