@@ -30,8 +30,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from iris_service.settings import MAX_BATCH_FLOWERS, MAX_EXPLAIN_FLOWERS, MODEL_NAME
-from tests.grpc_requests import infer_request
 from tools.bench.payloads import rows as iris_rows
+from tools.grpc_requests import infer_request
 from tools.local_server import HOST, LocalServer, ProjectState, bento_server
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]

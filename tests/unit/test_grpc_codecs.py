@@ -17,8 +17,8 @@ import pytest
 from iris_service.protocols import grpc_v2, v2
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
 from iris_service.settings import MAX_BATCH_FLOWERS, MODEL_NAME
-from tests.grpc_requests import infer_request
 from tools import grpc_code
+from tools.grpc_requests import infer_request
 
 FLOWERS = np.array([[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5], [5.9, 3.0, 4.2, 1.5]])
 PROBABILITIES = np.array([[0.9, 0.08, 0.02], [0.01, 0.1, 0.89], [0.2, 0.7, 0.1]])

@@ -32,10 +32,10 @@ import grpc
 import numpy as np
 
 from iris_pipeline.paths import REPORTS_DIR
-from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from iris_service.settings import MODEL_NAME
 from tools.bench.payloads import rows as iris_rows
+from tools.grpc_requests import infer_request
 from tools.local_server import HOST, bento_server, start_server
 
 SIZES = (1, 1000)
@@ -51,17 +51,9 @@ def _grpc_call(
 ) -> Call:
     """One ModelInfer of `flowers` (raw or typed FP64) asking for `output` (None: the
     server's default outputs; MLServer's scikit-learn runtime answers `predict`, INT64)."""
-    tensor = pb.ModelInferRequest.InferInputTensor(
-        name="input-0", datatype="FP64", shape=list(flowers.shape)
-    )
-    request = pb.ModelInferRequest(model_name=MODEL_NAME)
+    request = infer_request(flowers, "FP64", raw)
     if output is not None:
         request.outputs.add(name=output)
-    if raw:
-        request.raw_input_contents.append(flowers.astype("<f8").tobytes())
-    else:
-        tensor.contents.fp64_contents.extend(flowers.ravel().tolist())
-    request.inputs.append(tensor)
 
     async def call() -> np.ndarray:
         answer = await stub.ModelInfer(request, timeout=30)
@@ -142,6 +134,17 @@ async def _closed_loop(call: Call, concurrency: int, seconds: float) -> dict[str
     }
 
 
+async def _measured(
+    call: Call, variant: str, size: int, concurrency: int, warmup: float, duration: float
+) -> dict[str, Any]:
+    """One variant after its warm-up: the closed loop's figures, named and printed."""
+    await _closed_loop(call, concurrency, warmup)
+    run = await _closed_loop(call, concurrency, duration)
+    run["flowers_per_s"] = round(run["requests_per_s"] * size, 1)
+    print(f"{variant:20} {size:5} flowers: {run}", flush=True)
+    return {"variant": variant, "flowers": size, **run}
+
+
 async def measure(
     rest_url: str, grpc_address: str, duration: float, warmup: float, concurrency: int
 ) -> dict[str, Any]:
@@ -164,11 +167,9 @@ async def measure(
             reference = await calls["rest-json"]()
             for variant, call in calls.items():
                 np.testing.assert_allclose(await call(), reference, rtol=0, atol=1e-12)
-                await _closed_loop(call, concurrency, warmup)
-                run = await _closed_loop(call, concurrency, duration)
-                run["flowers_per_s"] = round(run["requests_per_s"] * size, 1)
-                results[f"{variant}/{size}"] = {"variant": variant, "flowers": size, **run}
-                print(f"{variant:12} {size:5} flowers: {run}", flush=True)
+                results[f"{variant}/{size}"] = await _measured(
+                    call, variant, size, concurrency, warmup, duration
+                )
     return results
 
 
@@ -190,11 +191,9 @@ async def measure_mlserver(
             for variant, raw in (("mlserver-grpc-raw", True), ("mlserver-grpc-typed", False)):
                 call = _grpc_call(stub, flowers, raw=raw, output=None)
                 np.testing.assert_array_equal(await call(), expected.argmax(axis=1))
-                await _closed_loop(call, concurrency, warmup)
-                run = await _closed_loop(call, concurrency, duration)
-                run["flowers_per_s"] = round(run["requests_per_s"] * size, 1)
-                results[f"{variant}/{size}"] = {"variant": variant, "flowers": size, **run}
-                print(f"{variant:20} {size:5} flowers: {run}", flush=True)
+                results[f"{variant}/{size}"] = await _measured(
+                    call, variant, size, concurrency, warmup, duration
+                )
     return results
 
 

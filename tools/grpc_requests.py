@@ -1,4 +1,4 @@
-"""V2 gRPC inference requests as a client builds them (the unit and integration tests)."""
+"""V2 gRPC inference requests as a client builds them (the gRPC bench and the tests)."""
 
 from __future__ import annotations
 
