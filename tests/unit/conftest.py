@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from iris_pipeline import training
 from iris_service.record_store import RecordStore, sqlite_url
 
 
@@ -17,3 +18,9 @@ def store(tmp_path: Path) -> Iterator[RecordStore]:
     opened.migrate()
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def data() -> training.Dataset:
+    """The Iris data split as the pipeline splits it (seed 0), loaded once."""
+    return training.load_dataset(seed=0)

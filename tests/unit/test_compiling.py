@@ -13,12 +13,7 @@ from sklearn.dummy import DummyClassifier
 from iris_pipeline import compiling, training
 from tests.onnx_graphs import FirstColumnsModel, first_columns_graph, tampered
 
-SEED = 0
-
-
-@pytest.fixture(scope="module")
-def data() -> training.Dataset:
-    return training.load_dataset(seed=SEED)
+SEED = 0  # the split of the `data` fixture (tests/unit/conftest.py) uses the same seed
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +142,7 @@ def test_a_candidate_records_its_equivalence_and_onnx_latency(data: training.Dat
 def test_a_failed_candidate_is_left_out_and_none_left_is_one_clear_error(
     data: training.Dataset,
 ) -> None:
+
     good = training.evaluate_candidate("logistic_regression", data, SEED, cv_folds=2)
     compiling.compile_candidate(good, data)
     unconvertible = DummyClassifier().fit(data.x_train.to_numpy(), data.y_train)

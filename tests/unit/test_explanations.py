@@ -19,12 +19,7 @@ from iris_pipeline.explanation_background import (
 from iris_service import explanations
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
 
-SEED = 0
-
-
-@pytest.fixture(scope="module")
-def data() -> training.Dataset:
-    return training.load_dataset(seed=SEED)
+SEED = 0  # the split of the `data` fixture (tests/unit/conftest.py) uses the same seed
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +144,7 @@ def _closed_form(pipeline, flowers: np.ndarray, background: np.ndarray) -> np.nd
 def test_logistic_regression_logit_values_are_its_closed_form(
     data: training.Dataset, background: np.ndarray, flowers: np.ndarray
 ) -> None:
+
     pipeline = _fitted("logistic_regression", data)
     assert np.abs(pipeline[-1].coef_.sum(axis=0)).max() < 1e-6
     expected = _closed_form(pipeline, flowers, background)
