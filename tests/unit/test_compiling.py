@@ -142,7 +142,6 @@ def test_a_candidate_records_its_equivalence_and_onnx_latency(data: training.Dat
 def test_a_failed_candidate_is_left_out_and_none_left_is_one_clear_error(
     data: training.Dataset,
 ) -> None:
-
     good = training.evaluate_candidate("logistic_regression", data, SEED, cv_folds=2)
     compiling.compile_candidate(good, data)
     unconvertible = DummyClassifier().fit(data.x_train.to_numpy(), data.y_train)

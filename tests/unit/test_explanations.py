@@ -144,7 +144,6 @@ def _closed_form(pipeline, flowers: np.ndarray, background: np.ndarray) -> np.nd
 def test_logistic_regression_logit_values_are_its_closed_form(
     data: training.Dataset, background: np.ndarray, flowers: np.ndarray
 ) -> None:
-
     pipeline = _fitted("logistic_regression", data)
     assert np.abs(pipeline[-1].coef_.sum(axis=0)).max() < 1e-6
     expected = _closed_form(pipeline, flowers, background)
