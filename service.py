@@ -3,7 +3,7 @@
 request -> middleware (prediction log; request id, measurements, error shape; API key;
            admission control: iris_service/*.py)
         -> IrisClassifier (this API service: validation, response shaping)
-        -> InferenceCore (iris_service/inference.py: the models in service, followed from the
+        -> InferenceCore (iris_service/inference/core.py: the models in service, followed from the
            serving aliases in this process; champion or challenger; drift)
              -> the compiled (ONNX) model, computed here in the API worker, or
              -> IrisModelRunner (bentoml.depends: own process, adaptive batching) for requests
@@ -13,8 +13,8 @@ so does V2 over gRPC, a grpc.aio server the first API worker starts in its event
 (port 8001, iris_service/protocols/grpc_server.py).
 
 POST /feedback takes the true class of earlier predictions and joins it with the prediction
-log (iris_service/feedback.py); GET /live_quality and the iris_live_* metrics show how right
-each model version is (iris_service/live_quality.py, docs/feedback.md).
+log (iris_service/records/feedback.py); GET /live_quality and the iris_live_* metrics show how right
+each model version is (iris_service/monitoring/live_quality.py, docs/feedback.md).
 """
 
 from __future__ import annotations
@@ -28,39 +28,21 @@ from bentoml._internal.context import server_context
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 
-from iris_service import answers, log_filters, runner_address, runner_client
-from iris_service.admission import AdmissionControlMiddleware, InFlight
-from iris_service.api_docs import SERVICE_DESCRIPTION, DescribedService
-from iris_service.auth import ApiKeyMiddleware
-from iris_service.bentoml_metrics import bound_bentoml_request_metrics, fixed_paths
-from iris_service.drift import drift_route
-from iris_service.errors import error_response
-from iris_service.explanation_answers import (
+from iris_service.http import answers, log_filters
+from iris_service.http.admission import AdmissionControlMiddleware, InFlight
+from iris_service.http.api_docs import SERVICE_DESCRIPTION, DescribedService
+from iris_service.http.auth import ApiKeyMiddleware
+from iris_service.http.errors import error_response
+from iris_service.http.explanation_answers import (
     ExplainFeatures,
     ExplanationAnswer,
     explanation_response,
 )
-from iris_service.feedback import (
-    START_WINDOWS,
-    FeedbackDesk,
-    FeedbackRefused,
-    LabelFollower,
-)
-from iris_service.inference import InferenceCore, NoExplanation
-from iris_service.live_quality import LiveQuality, live_quality_route
-from iris_service.middleware import RequestMonitoringMiddleware
-from iris_service.model_follower import CHAMPION, ModelFollower, start_following
-from iris_service.model_loading import checked_model_reference
-from iris_service.model_status import model_route
-from iris_service.prediction_records import PredictionRecordMiddleware
-from iris_service.protocols import grpc_server
-from iris_service.protocols.routes import protocol_app
-from iris_service.record_store import NewerSchema, StoreUnavailable, open_record_store
-from iris_service.record_writer import RecordWriter
-from iris_service.request_ids import api_key_id
-from iris_service.runner import IrisModelRunner
-from iris_service.runner_health import RunnerHeartbeat, runner_ping
-from iris_service.schemas import (
+from iris_service.http.middleware import RequestMonitoringMiddleware
+from iris_service.http.model_status import model_route
+from iris_service.http.prediction_records import PredictionRecordMiddleware
+from iris_service.http.request_ids import api_key_id
+from iris_service.http.schemas import (
     BatchPrediction,
     FeedbackAnswer,
     FeedbackRequest,
@@ -70,6 +52,25 @@ from iris_service.schemas import (
     Prediction,
     flower_rows,
 )
+from iris_service.inference import runner_address, runner_client
+from iris_service.inference.core import InferenceCore, NoExplanation
+from iris_service.inference.model_follower import CHAMPION, ModelFollower, start_following
+from iris_service.inference.model_loading import checked_model_reference
+from iris_service.inference.runner import IrisModelRunner
+from iris_service.inference.runner_health import RunnerHeartbeat, runner_ping
+from iris_service.monitoring.bentoml_metrics import bound_bentoml_request_metrics, fixed_paths
+from iris_service.monitoring.drift import drift_route
+from iris_service.monitoring.live_quality import LiveQuality, live_quality_route
+from iris_service.protocols import grpc_server
+from iris_service.protocols.routes import protocol_app
+from iris_service.records.feedback import (
+    START_WINDOWS,
+    FeedbackDesk,
+    FeedbackRefused,
+    LabelFollower,
+)
+from iris_service.records.store import NewerSchema, StoreUnavailable, open_record_store
+from iris_service.records.writer import RecordWriter
 from iris_service.settings import (
     API_KEYS,
     API_TIMEOUT_SECONDS,
@@ -106,7 +107,7 @@ def _core() -> InferenceCore:
 
 
 # Predictions (written by their middleware, below, through the writer) and labels, in the
-# prediction store (iris_service/record_store.py); None with IRIS_RECORD_STORE_URL=off.
+# prediction store (iris_service/records/store.py); None with IRIS_RECORD_STORE_URL=off.
 record_store = open_record_store(RECORD_STORE_URL)
 record_writer = RecordWriter(record_store) if record_store is not None else None
 # Prediction requests in flight in this worker, HTTP and gRPC together: one admission limit.
@@ -166,9 +167,9 @@ class IrisClassifier:
     def __init__(self) -> None:
         # Tiers (docs/deployment.md): the runner is another Deployment; runner-bound work is
         # refused with 503 while it does not answer, and its state never fails this pod's
-        # /livez or /readyz (iris_service/runner_address.py).
+        # /livez or /readyz (iris_service/inference/runner_address.py).
         self.runner_tier = runner_address.runner_is_remote()
-        # /livez answers from this heartbeat's record (iris_service/runner_health.py); the
+        # /livez answers from this heartbeat's record (iris_service/inference/runner_health.py); the
         # core sends no work to a runner it finds silent.
         self.heartbeat = RunnerHeartbeat(
             lambda: runner_ping(self.runner)(),
@@ -195,7 +196,7 @@ class IrisClassifier:
         self.grpc: grpc_server.GrpcServer | None = None
         self.feedback_desk: FeedbackDesk | None = None
         # Labels any worker or replica recorded reach this worker's live quality within a
-        # second (iris_service/feedback.py).
+        # second (iris_service/records/feedback.py).
         self.label_follower: LabelFollower | None = None
         if record_store is not None and record_writer is not None:
             self.feedback_desk = FeedbackDesk(

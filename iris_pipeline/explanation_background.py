@@ -2,11 +2,11 @@
 
 A fixed sample of at most BACKGROUND_ROWS training flowers (seeded, so the same training data
 always gives the same sample): the coalition values of the service's Shapley explanations
-(iris_service/explanations.py) are means over it, and its mean output is the base value of
+(iris_service/inference/explanations.py) are means over it, and its mean output is the base value of
 every explanation. Fifty rows keep one explanation at 16 * 50 = 800 model rows; the
 pipeline logs the sample in each candidate's MLflow run and the chosen run's sample goes
 into the BentoML model folder beside `model.onnx` (iris_pipeline/tracking.py), where the
-service reads it (iris_service/model_loading.py, BACKGROUND_FILE).
+service reads it (iris_service/inference/model_loading.py, BACKGROUND_FILE).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iris_service.model_loading import BACKGROUND_FILE
+from iris_service.inference.model_loading import BACKGROUND_FILE
 from iris_service.settings import FEATURE_NAMES
 
 BACKGROUND_ROWS = 50

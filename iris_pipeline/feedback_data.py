@@ -1,6 +1,6 @@
 """Labelled feedback as training and evaluation data for `make retrain` and the quality gate.
 
-The prediction store (iris_service/record_store.py: SQLite by default, PostgreSQL when the
+The prediction store (iris_service/records/store.py: SQLite by default, PostgreSQL when the
 service is scaled out; written by POST /feedback) holds every label with the flower's
 measurements. Labels are ordered by arrival; the newest HOLDOUT_SHARE of
 them are held out: `make retrain` trains on the older ones, and the quality gate (`make
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from iris_service.record_store import RecordStore, describe
+from iris_service.records.store import RecordStore, describe
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, RECORD_STORE_URL
 
 HOLDOUT_SHARE = 0.3

@@ -3,7 +3,7 @@
 A batch job must refuse exactly the flowers the service refuses, so nothing here is a copy:
 the feature names come from `iris_service.settings.FEATURE_NAMES` and each feature's range and
 its finiteness from the constraints Pydantic holds for that field of
-`iris_service.schemas.IrisFeatures` (`gt`, `ge`, `lt`, `le`, `allow_inf_nan`). Change a bound
+`iris_service.http.schemas.IrisFeatures` (`gt`, `ge`, `lt`, `le`, `allow_inf_nan`). Change a bound
 there and the job follows.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import annotated_types
 from pydantic.fields import FieldInfo
 
-from iris_service.schemas import IrisFeatures
+from iris_service.http.schemas import IrisFeatures
 from iris_service.settings import FEATURE_NAMES
 
 

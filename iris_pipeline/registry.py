@@ -11,7 +11,7 @@ last) keeps every promotion in order: a promotion appends, a rollback removes th
 rolling back twice goes back two champions. Each version carries the tag `bentoml_tag` (its
 model in the BentoML store) and `model_family`. After every change the aliases are mirrored,
 as BentoML tags, into the serving aliases file that the runner watches
-(iris_service.model_aliases).
+(iris_service.inference.model_aliases).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from iris_pipeline import tracking
-from iris_service.model_aliases import ServingAliases, write_aliases
+from iris_service.inference.model_aliases import ServingAliases, write_aliases
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

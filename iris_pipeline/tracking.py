@@ -342,7 +342,7 @@ def import_run_model(
     import bentoml
     import mlflow
 
-    from iris_service.model_loading import BACKGROUND_METADATA
+    from iris_service.inference.model_loading import BACKGROUND_METADATA
 
     from .compiling import ONNX_FILE
 

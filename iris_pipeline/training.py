@@ -278,9 +278,9 @@ def feature_statistics(features: pd.DataFrame) -> dict[str, dict[str, object]]:
 
 
 def drift_bins(column: np.ndarray) -> dict[str, list[float]]:
-    """Bins for drift monitoring (iris_service/drift.py): the distinct inner deciles as cut
-    points, bin i = (cut[i-1], cut[i]], and the exact share of training values in each bin
-    (measurements repeat, so a decile's own value can hold far more than 10 %)."""
+    """Bins for drift monitoring (iris_service/monitoring/drift.py): the distinct inner
+    deciles as cut points, bin i = (cut[i-1], cut[i]], and the exact share of training values
+    in each bin (measurements repeat, so a decile's own value can hold far more than 10 %)."""
     cut_points = np.unique(np.quantile(column, QUANTILE_LEVELS[1:-1]))
     bins = np.searchsorted(cut_points, column, side="left")
     shares = np.bincount(bins, minlength=cut_points.size + 1) / column.size

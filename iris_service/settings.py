@@ -11,9 +11,13 @@ from collections.abc import Callable, Iterable
 from fnmatch import translate
 from typing import TypeVar
 
+# Re-exported until every importer reads them from iris_service.names.
+from iris_service.names import CLASS_NAMES as CLASS_NAMES
+from iris_service.names import FEATURE_NAMES as FEATURE_NAMES
+from iris_service.names import MODEL_NAME as MODEL_NAME
+
 T = TypeVar("T")
 
-MODEL_NAME = "iris-classifier"
 # The routes that predict: measured, guarded, logged (health, metrics and docs are not).
 # A `*` stands for a path parameter: the Open Inference Protocol's
 # /v2/models/<name>[/versions/<version>]/infer. See RoutePatterns.
@@ -24,8 +28,6 @@ PREDICTION_PATHS: tuple[str, ...] = (
     "/invocations",
     "/v2/models/*/infer",
 )
-FEATURE_NAMES: tuple[str, ...] = ("sepal_length", "sepal_width", "petal_length", "petal_width")
-CLASS_NAMES: tuple[str, ...] = ("setosa", "versicolor", "virginica")
 
 
 class RoutePatterns:
@@ -118,7 +120,7 @@ MODEL_TAG = os.environ.get("IRIS_MODEL_TAG", f"{MODEL_NAME}:latest")
 # tools/containers.py); empty: none.
 CHALLENGER_TAG: str | None = os.environ.get("IRIS_CHALLENGER_TAG") or None
 # Every process that holds a model follows the serving aliases file
-# (iris_service/model_aliases.py): seconds between two looks at its modification time.
+# (iris_service/inference/model_aliases.py): seconds between two looks at its modification time.
 # Without the file it serves MODEL_TAG.
 ALIAS_POLL_SECONDS = _float_from_env("IRIS_ALIAS_POLL_SECONDS", 2.0, 0.05, 30.0)
 # What the challenger named by the aliases does (docs/serving-models.md):
@@ -131,10 +133,10 @@ CHALLENGER_MODE = _choice_from_env("IRIS_CHALLENGER_MODE", "none", CHALLENGER_MO
 CANARY_SHARE = _float_from_env("IRIS_CANARY_SHARE", 0.1, 0.0, 1.0)
 CANARY_SEED = _int_from_env("IRIS_CANARY_SEED", 1)
 # Shadow mode: flowers waiting for the challenger's batched shadow prediction in one API
-# worker (iris_service/inference.py); more are dropped (and counted), never queued, so a
+# worker (iris_service/inference/core.py); more are dropped (and counted), never queued, so a
 # slow challenger cannot grow memory or delay the answers.
 SHADOW_MAX_ROWS = _int_from_env("IRIS_SHADOW_MAX_ROWS", 4096)
-# Where an answer is computed (iris_service/inference.py): in the API worker, unless the
+# Where an answer is computed (iris_service/inference/core.py): in the API worker, unless the
 # request has at least RUNNER_MIN_ROWS rows; then the runner computes it, batched with other
 # large requests. Unset: the core works it out per model from the model's measured cost per
 # row and RUNNER_HOP_SECONDS, what one call to the runner costs the API worker
@@ -145,7 +147,7 @@ RUNNER_HOP_SECONDS = _float_from_env("IRIS_RUNNER_HOP_MS", 2.0, 0.0, 1000.0) / 1
 RUNNER_CALL_TIMEOUT_SECONDS = _float_from_env("IRIS_RUNNER_CALL_TIMEOUT_SECONDS", 5.0, 0.1, 12.0)
 # Each connection to the runner ends (Connection: close from the runner, between requests)
 # after this many requests or seconds, so that runner replicas a Kubernetes Service balances
-# by connection all get load (iris_service/connection_lifetime.py).
+# by connection all get load (iris_service/inference/connection_lifetime.py).
 RUNNER_CONNECTION_MAX_REQUESTS = _int_from_env("IRIS_RUNNER_CONNECTION_MAX_REQUESTS", 200)
 RUNNER_CONNECTION_MAX_AGE_SECONDS = _float_from_env(
     "IRIS_RUNNER_CONNECTION_MAX_AGE_SECONDS", 5.0, 0.1, 3600.0
@@ -158,8 +160,8 @@ MAX_BATCH_FLOWERS = _int_from_env("IRIS_MAX_BATCH_FLOWERS", 1000)
 MAX_BODY_BYTES = _int_from_env("IRIS_MAX_BODY_BYTES", 256 * 1024)
 # Seconds a client should wait before retrying a 503.
 RETRY_AFTER_SECONDS = _int_from_env("IRIS_RETRY_AFTER_SECONDS", 1)
-# Drift monitoring (iris_service/drift.py): flowers in each API worker's sliding window, and
-# the fewest flowers before a drift score is published.
+# Drift monitoring (iris_service/monitoring/drift.py): flowers in each API worker's sliding
+# window, and the fewest flowers before a drift score is published.
 DRIFT_WINDOW_FLOWERS = _int_from_env("IRIS_DRIFT_WINDOW_FLOWERS", 1000)
 DRIFT_MIN_FLOWERS = _int_from_env("IRIS_DRIFT_MIN_FLOWERS", 200)
 # Prediction requests one API worker handles at once; more are answered 429 at once.
@@ -170,21 +172,21 @@ MAX_CONCURRENT_REQUESTS = _int_from_env("IRIS_MAX_CONCURRENT_REQUESTS", 64)
 MAX_EXPLAIN_FLOWERS = _int_from_env("IRIS_MAX_EXPLAIN_FLOWERS", 100)
 EXPLAIN_ADMISSION_COST = _int_from_env("IRIS_EXPLAIN_ADMISSION_COST", 4)
 # With at least one key, every route requires `Authorization: Bearer <key>` except health,
-# metrics and (with IRIS_API_KEY_OPEN_DOCS=true) the docs: iris_service/auth.py.
+# metrics and (with IRIS_API_KEY_OPEN_DOCS=true) the docs: iris_service/http/auth.py.
 API_KEYS: tuple[str, ...] = _api_keys()
 API_KEY_OPEN_DOCS = _bool_from_env("IRIS_API_KEY_OPEN_DOCS", False)
 # true: the service refuses to start without a key (the image sets it; `make container-run`
 # turns it off explicitly). Every key must have at least API_KEY_MIN_LENGTH characters,
-# whether required or not (checked at start by iris_service/auth.py).
+# whether required or not (checked at start by iris_service/http/auth.py).
 API_KEYS_REQUIRED = _bool_from_env("IRIS_API_KEYS_REQUIRED", False)
 API_KEY_MIN_LENGTH = 16
 # X-Cpu-Time-Ms and X-Memory-Delta-Mb describe the worker process: in metrics and the request
-# log always, in answers only when this is true (iris_service/middleware.py).
+# log always, in answers only when this is true (iris_service/http/middleware.py).
 EXPOSE_MEASUREMENT_HEADERS = _bool_from_env("IRIS_EXPOSE_MEASUREMENT_HEADERS", False)
 # BentoML answers 504 in its own shape once a request of the API service has run this long
 # (`traffic.timeout`; configuration.yaml sets the same value, a unit test keeps them equal).
 API_TIMEOUT_SECONDS = 15
-# Runner heartbeat (iris_service/runner_health.py): each API worker pings the model runner
+# Runner heartbeat (iris_service/inference/runner_health.py): each API worker pings the model runner
 # every RUNNER_PING_PERIOD_SECONDS; while a ping is unanswered after
 # RUNNER_PING_TIMEOUT_SECONDS no work is sent to the runner (the API worker computes it); a
 # runner silent for longer than RUNNER_LIVENESS_GRACE_SECONDS (hung, e.g. stopped or
@@ -196,7 +198,7 @@ if RUNNER_LIVENESS_GRACE_SECONDS < RUNNER_PING_TIMEOUT_SECONDS:
     raise ValueError(
         "IRIS_RUNNER_LIVENESS_GRACE_SECONDS must be at least IRIS_RUNNER_PING_TIMEOUT_SECONDS"
     )
-# The prediction store (iris_service/record_store.py, docs/feedback.md): every successful
+# The prediction store (iris_service/records/store.py, docs/feedback.md): every successful
 # prediction and every label. Default: an SQLite file under BENTOML_HOME (always writable by
 # the service, also inside the container), shared by the pod's API workers; a
 # postgresql://user:password@host/db URL for one database shared by every replica; "off"
@@ -222,8 +224,8 @@ RECORD_RETENTION_DAYS = _float_from_env("IRIS_RECORD_RETENTION_DAYS", 30.0, 0.00
 RECORD_MAX_PREDICTIONS = _int_from_env("IRIS_RECORD_MAX_PREDICTIONS", 1_000_000)
 RECORD_MAX_LABELS = _int_from_env("IRIS_RECORD_MAX_LABELS", 1_000_000)
 RECORD_INPUTS = _bool_from_env("IRIS_RECORD_INPUTS", True)
-# Live quality (iris_service/live_quality.py): the last FEEDBACK_WINDOW labelled predictions
-# of each model version make its live accuracy, recall per class and label delay.
+# Live quality (iris_service/monitoring/live_quality.py): the last FEEDBACK_WINDOW labelled
+# predictions of each model version make its live accuracy, recall per class and label delay.
 FEEDBACK_WINDOW = _int_from_env("IRIS_FEEDBACK_WINDOW", 200)
 # Labels accepted in one POST /feedback ({"feedback": [...]}).
 MAX_FEEDBACK_LABELS = _int_from_env("IRIS_MAX_FEEDBACK_LABELS", 1000)

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from iris_service.record_store import RecordStore, describe
+from iris_service.records.store import RecordStore, describe
 from iris_service.settings import RECORD_STORE_URL
 
 BATCH = 5_000

@@ -25,7 +25,7 @@ import requests
 
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_pipeline.population import Population, draw
-from iris_service.record_store import sqlite_url
+from iris_service.records.store import sqlite_url
 from tools.local_server import ProjectState
 from tools.report import take_snapshot
 

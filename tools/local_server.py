@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iris_pipeline.paths import CONFIGURATION, PROJECT_ROOT, VENV_BIN
-from iris_service.model_aliases import ALIASES_DIR
+from iris_service.inference.model_aliases import ALIASES_DIR
 from tools.processes import stop_process_group
 
 HOST = "127.0.0.1"
@@ -219,7 +219,7 @@ def bentoml_serve_command(port: int, *serve_args: str) -> list[str]:
 
 def isolated_home(models: Path, parent: Path, port: int) -> Path:
     """A BENTOML_HOME of its own whose model store is `models` and whose serving aliases
-    (iris_service/model_aliases.py) are those beside it: `bentoml serve` wipes
+    (iris_service/inference/model_aliases.py) are those beside it: `bentoml serve` wipes
     `$BENTOML_HOME/prometheus_multiproc_dir` at start, so two servers sharing a home would
     erase each other's metrics."""
     home = parent / f"bentoml-home-{port}"

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from iris_service.middleware import RequestMonitoringMiddleware
-from iris_service.request_log import RequestLog
+from iris_service.http.middleware import RequestMonitoringMiddleware
+from iris_service.http.request_log import RequestLog
 
 BODY = b'{"sepal_length":5.1,"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}'
 SCOPE: dict[str, Any] = {

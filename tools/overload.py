@@ -3,7 +3,7 @@
 A flood is `flood_factor` x the admission limit of clients that retry at once (wrk: every
 connection sends its next request as soon as an answer, a 429 included, arrives). It is
 measured twice on one `bentoml serve`: clients straight to the service (refused by its own
-admission control, iris_service/admission.py, after BentoML's per-request work) and through
+admission control, iris_service/http/admission.py, after BentoML's per-request work) and through
 the shipped nginx front (deploy/nginx/nginx.conf, whose service-wide `limit_conn` refuses the
 excess in nginx before it reaches Python). Every run is bounded in time, on 127.0.0.1.
 

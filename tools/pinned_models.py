@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from iris_service.model_aliases import read_aliases
+from iris_service.inference.model_aliases import read_aliases
 from iris_service.settings import CHALLENGER_MODES, MODEL_NAME
 
 

@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from iris_service.record_store import RecordStore, describe, sqlite_url
-from iris_service.record_writer import RecordWriter
+from iris_service.records.store import RecordStore, describe, sqlite_url
+from iris_service.records.writer import RecordWriter
 
 INPUTS = json.dumps(
     {"sepal_length": 6.4, "sepal_width": 3.2, "petal_length": 4.5, "petal_width": 1.5}

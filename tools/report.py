@@ -322,7 +322,7 @@ def scratch_store_env(log_dir: Path) -> tuple[tuple[str, ...], dict[str, str]]:
     store under `log_dir`, never in a store shared through the environment."""
     import os
 
-    from iris_service.record_store import sqlite_url
+    from iris_service.records.store import sqlite_url
 
     unset = tuple(name for name in os.environ if SHARED_STORE_VARIABLE.fullmatch(name))
     return unset, {"IRIS_RECORD_STORE_URL": sqlite_url(log_dir / "service-records" / "records.db")}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iris_pipeline.paths import STATE_DIR, VENV_BIN
-from iris_service.runner_address import API_SERVICE, RUNNER_SERVICE
+from iris_service.inference.runner_address import API_SERVICE, RUNNER_SERVICE
 from tools.local_server import (
     API_SERVICE as API_IMPORT,
 )

@@ -26,12 +26,12 @@ from typing import Any
 
 import grpc
 
-from .. import metrics
-from ..admission import InFlight
-from ..auth import bearer_token, matching_key
-from ..middleware import ResidentMemory
-from ..request_ids import key_id, new_server_request_id, valid_client_id
-from ..request_log import RequestLog
+from iris_service.http.admission import InFlight
+from iris_service.http.auth import bearer_token, matching_key
+from iris_service.http.middleware import ResidentMemory
+from iris_service.http.request_ids import key_id, new_server_request_id, valid_client_id
+from iris_service.http.request_log import RequestLog
+from iris_service.monitoring import metrics
 
 logger = logging.getLogger("iris_service.api")
 

@@ -35,13 +35,13 @@ from bentoml.exceptions import BentoMLException
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..admission import InFlight
-from ..inference import InferenceCore
-from ..record_writer import RecordWriter
-from .grpc_generated import grpc_predict_v2_pb2 as pb
-from .grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from .grpc_guard import SERVICE, CallGuard
-from .grpc_servicer import InferenceServicer
+from iris_service.http.admission import InFlight
+from iris_service.inference.core import InferenceCore
+from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
+from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from iris_service.protocols.grpc_guard import SERVICE, CallGuard
+from iris_service.protocols.grpc_servicer import InferenceServicer
+from iris_service.records.writer import RecordWriter
 
 logger = logging.getLogger("iris_service.api")
 
@@ -211,7 +211,7 @@ async def start_configured(
 ) -> GrpcServer | None:
     """The gRPC server as the settings configure it (IRIS_GRPC_PORT and the limits HTTP
     uses), started in this worker if it is the one that serves gRPC; None otherwise."""
-    from ..settings import (
+    from iris_service.settings import (
         API_KEYS,
         API_TIMEOUT_SECONDS,
         GRPC_PORT,

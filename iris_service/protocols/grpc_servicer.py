@@ -11,16 +11,21 @@ from typing import Any
 
 import grpc
 
-from ..inference import InferenceCore, ModelNotServed, NoExplanation, TooManyToExplain
-from ..model_loading import ServedModel
-from ..prediction_records import as_json, prediction_record
-from ..record_writer import RecordWriter
-from ..settings import MODEL_NAME
-from . import grpc_v2, v2, v2_explain
-from .grpc_generated import grpc_predict_v2_pb2 as pb
-from .grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from .grpc_guard import CURRENT_CALL, INFER_METHOD, PROTOCOL
-from .routes import SERVER_NAME
+from iris_service.http.prediction_records import as_json, prediction_record
+from iris_service.inference.core import (
+    InferenceCore,
+    ModelNotServed,
+    NoExplanation,
+    TooManyToExplain,
+)
+from iris_service.inference.model_loading import ServedModel
+from iris_service.protocols import grpc_v2, v2, v2_explain
+from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
+from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
+from iris_service.protocols.grpc_guard import CURRENT_CALL, INFER_METHOD, PROTOCOL
+from iris_service.protocols.routes import SERVER_NAME
+from iris_service.records.writer import RecordWriter
+from iris_service.settings import MODEL_NAME
 
 logger = logging.getLogger("iris_service.api")
 
@@ -46,7 +51,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.core_of().ready())
 
     async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
-        from ..api_docs import API_VERSION
+        from iris_service.http.api_docs import API_VERSION
 
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=API_VERSION)
 

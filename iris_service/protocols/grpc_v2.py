@@ -23,10 +23,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from ..flower_arrays import InvalidFlowers, checked_flowers
-from . import v2
-from .grpc_generated import grpc_predict_v2_pb2 as pb
-from .v2_explain import ExplainFlagError, wants_explanation
+from iris_service.inference.flower_arrays import InvalidFlowers, checked_flowers
+from iris_service.protocols import v2
+from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
+from iris_service.protocols.v2_explain import ExplainFlagError, wants_explanation
 
 # The HTTP statuses of the REST answers and their gRPC codes (grpc's own mapping where one
 # exists; admission's 429 is RESOURCE_EXHAUSTED, as a quota is).

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..flower_arrays import InvalidFlowers, check_count, checked_flowers
-from ..settings import FEATURE_NAMES
-from .json_bodies import UnreadableJson, strict_json, utf8_text
+from iris_service.inference.flower_arrays import InvalidFlowers, check_count, checked_flowers
+from iris_service.protocols.json_bodies import UnreadableJson, strict_json, utf8_text
+from iris_service.settings import FEATURE_NAMES
 
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON_TYPE = "application/json"

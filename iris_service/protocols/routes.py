@@ -18,17 +18,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ..api_docs import API_VERSION
-from ..inference import (
+from iris_service.http.api_docs import API_VERSION
+from iris_service.inference.core import (
     InferenceCore,
     ModelNotServed,
     NoExplanation,
     RunnerUnavailable,
     TooManyToExplain,
 )
-from ..model_loading import ServedModel
-from ..settings import MODEL_NAME, RETRY_AFTER_SECONDS
-from . import mlflow_scoring, v2, v2_explain
+from iris_service.inference.model_loading import ServedModel
+from iris_service.protocols import mlflow_scoring, v2, v2_explain
+from iris_service.settings import MODEL_NAME, RETRY_AFTER_SECONDS
 
 logger = logging.getLogger("iris_service.api")
 SERVER_NAME = "IrisClassifier"

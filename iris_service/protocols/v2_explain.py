@@ -3,7 +3,7 @@ inference request.
 
 The answer then carries two more outputs beside `predict`/`predict_proba`:
 - `explanation`: FP32 [rows, classes, features], each feature's exact Shapley value of each
-  class's probability (iris_service/explanations.py);
+  class's probability (iris_service/inference/explanations.py);
 - `base_value`: FP32 [classes], the mean probability over the model's background sample. It
   is the same for every row (the background is fixed per model version), so it is sent once,
   not repeated per row: base_value[k] + explanation[r, k, :].sum() = predict_proba[r, k].
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..explanations import Explanation
+from iris_service.inference.explanations import Explanation
 
 EXPLAIN = "explain"
 EXPLANATION = "explanation"

@@ -1,7 +1,7 @@
 """Reading the service's prediction store from a test.
 
 Records reach the store from a writer thread behind the answers
-(iris_service/record_writer.py), so a test that wants the record of an answer it just had
+(iris_service/records/writer.py), so a test that wants the record of an answer it just had
 waits for it, within a bound. The store is the server's own SQLite file (`records_url`).
 """
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from iris_service.record_store import RecordStore, sqlite_url
+from iris_service.records.store import RecordStore, sqlite_url
 
 
 def records_url(folder: Path) -> str:

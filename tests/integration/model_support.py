@@ -14,7 +14,7 @@ from tools.local_server import ProjectState
 
 EXPECTED_SCRIPT = """
 import json, sys, bentoml
-from iris_service.model_loading import load_model
+from iris_service.inference.model_loading import load_model
 flowers = [[f[name] for name in json.loads(sys.argv[2])] for f in json.loads(sys.argv[1])]
 out = {}
 for stored in bentoml.models.list(sys.argv[3]):

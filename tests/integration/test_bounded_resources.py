@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from iris_service.record_store import RecordStore
+from iris_service.records.store import RecordStore
 from iris_service.settings import MODEL_NAME
 from tests.integration.log_support import records_url
 from tests.support import SETOSA

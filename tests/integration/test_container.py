@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from iris_pipeline.paths import PROJECT_ROOT
-from iris_service.model_aliases import read_aliases
+from iris_service.inference.model_aliases import read_aliases
 from iris_service.settings import API_KEY_MIN_LENGTH, DEFAULT_GRPC_PORT, MODEL_NAME
 from tests.integration.container_support import BUILD_TIMEOUT_S, running_container
 from tests.support import SETOSA

@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from iris_service.runner_address import API_SERVICE, RUNNER_SERVICE
+from iris_service.inference.runner_address import API_SERVICE, RUNNER_SERVICE
 from tests.integration.container_support import (
     BUILD_TIMEOUT_S,
     Image,

@@ -17,8 +17,8 @@ import pytest
 import requests
 import yaml
 
-from iris_service.model_loading import BACKGROUND_FILE, BACKGROUND_METADATA
-from iris_service.schemas import SETOSA_EXAMPLE, VERSICOLOR_EXAMPLE, VIRGINICA_EXAMPLE
+from iris_service.http.schemas import SETOSA_EXAMPLE, VERSICOLOR_EXAMPLE, VIRGINICA_EXAMPLE
+from iris_service.inference.model_loading import BACKGROUND_FILE, BACKGROUND_METADATA
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MAX_EXPLAIN_FLOWERS, MODEL_NAME
 from tools.bench.payloads import rows as iris_rows
 from tools.local_server import LocalServer, ProjectState, bento_server

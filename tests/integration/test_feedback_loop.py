@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_pipeline.population import draw
-from iris_service.record_store import RecordStore
+from iris_service.records.store import RecordStore
 from iris_service.settings import MODEL_NAME
 from tests.integration.model_support import train
 from tests.support import SETOSA, VERSICOLOR

@@ -30,7 +30,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from iris_service.request_ids import key_id
+from iris_service.http.request_ids import key_id
 from iris_service.settings import MAX_BATCH_FLOWERS, MAX_BODY_BYTES, MODEL_NAME
 from tests.integration.fuzzing import fuzz_operation
 from tests.integration.log_support import records_by_request_id, records_url, wait_for_records

@@ -18,7 +18,7 @@ import yaml
 from mlflow import MlflowClient
 
 from iris_pipeline.paths import PROJECT_ROOT
-from iris_service.model_aliases import read_aliases
+from iris_service.inference.model_aliases import read_aliases
 from iris_service.settings import MODEL_NAME
 from tools.local_server import ProjectState, bento_server, free_port
 

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.server
 FLOWERS = np.array(iris_rows(60), dtype=np.float64)
 PROBA_SCRIPT = """
 import json, sys, bentoml
-from iris_service.model_loading import load_model
+from iris_service.inference.model_loading import load_model
 model = load_model(bentoml.models.get(sys.argv[1]))
 print(json.dumps(model.predict_proba(json.loads(sys.argv[2])).tolist()))
 """

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from iris_service.feedback import START_WINDOWS
-from iris_service.record_store import RecordStore, sqlite_url
+from iris_service.records.feedback import START_WINDOWS
+from iris_service.records.store import RecordStore, sqlite_url
 from tools.local_server import ProjectState, bento_server
 from tools.report import take_snapshot
 

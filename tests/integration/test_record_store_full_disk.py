@@ -1,5 +1,5 @@
 """The prediction store (SQLite) on a real full file system: answers stay whole, the store
-stays whole, lost records are counted (iris_service/record_writer.py)."""
+stays whole, lost records are counted (iris_service/records/writer.py)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from contextlib import ExitStack
 import pytest
 import requests
 
-from iris_service.record_store import RecordStore
+from iris_service.records.store import RecordStore
 from tests.integration.postgres_support import PostgresServer, start_postgres
 from tests.integration.reliability_support import drive
 from tests.support import SETOSA, VERSICOLOR

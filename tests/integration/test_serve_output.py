@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from iris_service.model_aliases import read_aliases
+from iris_service.inference.model_aliases import read_aliases
 from iris_service.settings import MODEL_NAME
 from tools.local_server import ProjectState, free_port, isolated_home, start_server
 

@@ -20,7 +20,7 @@ import pytest
 import requests
 from sklearn.datasets import load_iris
 
-from iris_service.api_docs import API_VERSION, SERVICE_DESCRIPTION
+from iris_service.http.api_docs import API_VERSION, SERVICE_DESCRIPTION
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MAX_BATCH_FLOWERS
 from tests.documented_commands import (
     LOCAL_URL,

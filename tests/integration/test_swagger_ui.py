@@ -11,7 +11,7 @@ import json
 import pytest
 
 from iris_pipeline.paths import PROJECT_ROOT
-from iris_service.api_docs import API_VERSION, PAGE_TITLE
+from iris_service.http.api_docs import API_VERSION, PAGE_TITLE
 from iris_service.settings import CLASS_NAMES
 from tests.support import ensure_debian_packages
 from tools.local_server import LocalServer

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from iris_service.runner_address import API_SERVICE
+from iris_service.inference.runner_address import API_SERVICE
 from iris_service.settings import MODEL_NAME
 from tools.bench.payloads import batch_body
 from tools.local_server import HOST, ProjectState, free_port, server_env, start_server

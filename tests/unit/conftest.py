@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from iris_pipeline import training
-from iris_service.record_store import RecordStore, sqlite_url
+from iris_service.records.store import RecordStore, sqlite_url
 
 
 @pytest.fixture

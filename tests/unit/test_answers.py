@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from iris_service import answers
-from iris_service.model_loading import ServedModel
-from iris_service.schemas import BatchPrediction, Prediction
+from iris_service.http import answers
+from iris_service.http.schemas import BatchPrediction, Prediction
+from iris_service.inference.model_loading import ServedModel
 
 MODEL = ServedModel("iris-classifier:abc", ("setosa", "versicolor", "virginica"), {})
 

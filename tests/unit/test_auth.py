@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from iris_service import errors, settings
-from iris_service.auth import ApiKeyConfigError, ApiKeyMiddleware, check_api_keys, matching_key
-from iris_service.middleware import RequestMonitoringMiddleware
+from iris_service import settings
+from iris_service.http import errors
+from iris_service.http.auth import ApiKeyConfigError, ApiKeyMiddleware, check_api_keys, matching_key
+from iris_service.http.middleware import RequestMonitoringMiddleware
 
 KEYS = ("old-key-1", "new-key-2")
 OPEN = ("/livez", "/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ping")

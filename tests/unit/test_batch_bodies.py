@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from iris_service.batch_bodies import CheckedFlowers, fast_flowers
-from iris_service.schemas import (
+from iris_service.http.batch_bodies import CheckedFlowers, fast_flowers
+from iris_service.http.schemas import (
     SETOSA_EXAMPLE,
     VIRGINICA_EXAMPLE,
     IrisBatch,

@@ -20,7 +20,8 @@ from iris_pipeline.scoring_io import (
 )
 from iris_pipeline.scoring_model import parse_model
 from iris_pipeline.spark_session import parse_conf
-from iris_service.schemas import SETOSA_EXAMPLE, UPPER_BOUNDS_CM, IrisFeatures
+from iris_service.http.schemas import SETOSA_EXAMPLE, IrisFeatures
+from iris_service.names import UPPER_BOUNDS_CM
 from iris_service.settings import FEATURE_NAMES, MODEL_NAME
 
 PROBES = [-1.0, 0.0, 1e-9, 0.1, 5.0, 9.99, 10.0, 10.01, 15.0, 15.01, 20.0, 20.5, 1e300]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from iris_service.connection_lifetime import ConnectionLifetimeMiddleware
+from iris_service.inference.connection_lifetime import ConnectionLifetimeMiddleware
 
 
 class Clock:

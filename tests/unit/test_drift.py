@@ -1,4 +1,4 @@
-"""Drift scores of iris_service/drift.py against the statistics training really stores."""
+"""Drift scores (iris_service/monitoring/drift.py) against the statistics training stores."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from iris_pipeline import training
-from iris_service import drift
+from iris_service.monitoring import drift
 from iris_service.settings import FEATURE_NAMES
 
 

@@ -1,6 +1,6 @@
 import json
 
-from iris_service import errors
+from iris_service.http import errors
 
 
 def _body(code_and_body: tuple[str, bytes]) -> bytes:

@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from iris_service.admission import COSTS, AdmissionControlMiddleware, InFlight
-from iris_service.middleware import RequestMonitoringMiddleware
+from iris_service.http.admission import COSTS, AdmissionControlMiddleware, InFlight
+from iris_service.http.middleware import RequestMonitoringMiddleware
 from iris_service.settings import EXPLAIN_ADMISSION_COST, PREDICTION_PATHS
 
 RELEASE = asyncio.Event()

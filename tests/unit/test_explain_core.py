@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iris_service.explanation_answers import ExplanationAnswer, explanation_document
-from iris_service.inference import InferenceCore, NoExplanation, TooManyToExplain
-from iris_service.model_loading import CompiledModel
+from iris_service.http.explanation_answers import ExplanationAnswer, explanation_document
+from iris_service.inference.core import InferenceCore, NoExplanation, TooManyToExplain
+from iris_service.inference.model_loading import CompiledModel
 from iris_service.protocols import v2
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MAX_EXPLAIN_FLOWERS
 from tests.unit.test_inference import CHALLENGER, CHAMPION, _compiled, _follower, _rows
@@ -139,7 +139,7 @@ class _Stored:
 def _stored_with_background(tmp_path: Path, rows: list, sha256: str | None = None) -> _Stored:
     import hashlib
 
-    from iris_service.model_loading import BACKGROUND_FILE, BACKGROUND_METADATA
+    from iris_service.inference.model_loading import BACKGROUND_FILE, BACKGROUND_METADATA
 
     content = json.dumps({"feature_names": list(FEATURE_NAMES), "rows": rows}).encode()
     (tmp_path / BACKGROUND_FILE).write_bytes(content)
@@ -148,7 +148,7 @@ def _stored_with_background(tmp_path: Path, rows: list, sha256: str | None = Non
 
 
 def test_a_stored_background_is_read_checked_or_refused(tmp_path: Path) -> None:
-    from iris_service.model_loading import ModelUnavailableError, _background
+    from iris_service.inference.model_loading import ModelUnavailableError, _background
 
     assert _background(_Stored(tmp_path, {})) is None  # stored before explanations
     rows = _rows(5).tolist()

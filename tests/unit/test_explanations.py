@@ -1,4 +1,4 @@
-"""Exact Shapley explanations (iris_service/explanations.py): additivity on the compiled
+"""Exact Shapley explanations (iris_service/inference/explanations.py): additivity on the compiled
 (ONNX) model of every family and class, the symmetry and dummy axioms and the permutation
 definition on constructed functions, and the logistic regression's closed form in logit
 space; plus the pipeline's background sample."""
@@ -16,7 +16,7 @@ from iris_pipeline.explanation_background import (
     background_document,
     background_sample,
 )
-from iris_service import explanations
+from iris_service.inference import explanations
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
 
 SEED = 0  # the split of the `data` fixture (tests/unit/conftest.py) uses the same seed

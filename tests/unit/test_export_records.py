@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from iris_service.record_store import RecordStore, sqlite_url
+from iris_service.records.store import RecordStore, sqlite_url
 from tests.unit.test_record_store import label, prediction
 from tools import export_records
 

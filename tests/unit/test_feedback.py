@@ -13,19 +13,19 @@ from typing import Any
 
 import pytest
 
-from iris_service.feedback import (
+from iris_service.http.prediction_records import PredictionRecordMiddleware
+from iris_service.http.request_ids import key_id as id_of_key
+from iris_service.http.request_ids import set_api_key_id
+from iris_service.monitoring.live_quality import Label, LiveQuality, summarise
+from iris_service.records.feedback import (
     FeedbackDesk,
     FeedbackRefused,
     LabelFollower,
     join,
     parse_address,
 )
-from iris_service.live_quality import Label, LiveQuality, summarise
-from iris_service.prediction_records import PredictionRecordMiddleware
-from iris_service.record_store import RecordStore
-from iris_service.record_writer import RecordWriter
-from iris_service.request_ids import key_id as id_of_key
-from iris_service.request_ids import set_api_key_id
+from iris_service.records.store import RecordStore
+from iris_service.records.writer import RecordWriter
 from iris_service.settings import CLASS_NAMES
 from tests.support import SETOSA, VERSICOLOR, VIRGINICA
 

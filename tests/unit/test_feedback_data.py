@@ -10,7 +10,7 @@ import pytest
 
 from iris_pipeline import feedback_data, training
 from iris_pipeline.population import PETAL_WIDTH_BIAS_CM, draw
-from iris_service.record_store import RecordStore, sqlite_url
+from iris_service.records.store import RecordStore, sqlite_url
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
 from tests.support import SETOSA, VERSICOLOR
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from iris_pipeline.paths import PROJECT_ROOT
-from iris_service.errors import ERROR_CODES
+from iris_service.http.errors import ERROR_CODES
 from iris_service.settings import MAX_BODY_BYTES, MAX_CONCURRENT_REQUESTS, PREDICTION_PATHS
 from tools.front_proxy import NGINX_CONF, check, directive, nginx_size, render
 

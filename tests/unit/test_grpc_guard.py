@@ -16,11 +16,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from iris_service.admission import InFlight
+from iris_service.http.admission import InFlight
+from iris_service.http.request_log import RequestLog
 from iris_service.protocols import grpc_guard, grpc_server
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from iris_service.request_log import RequestLog
 
 KEY = "unit-test-key-0123456789"
 AUTH = (("authorization", f"Bearer {KEY}"),)

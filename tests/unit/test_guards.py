@@ -15,13 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from iris_service.admission import AdmissionControlMiddleware
-from iris_service.auth import ApiKeyMiddleware
-from iris_service.log_filters import ClientErrorTracebackFilter
-from iris_service.middleware import RequestMonitoringMiddleware
-from iris_service.prediction_records import PredictionRecordMiddleware
-from iris_service.record_store import RecordStore, sqlite_url
-from iris_service.record_writer import RecordWriter
+from iris_service.http.admission import AdmissionControlMiddleware
+from iris_service.http.auth import ApiKeyMiddleware
+from iris_service.http.log_filters import ClientErrorTracebackFilter
+from iris_service.http.middleware import RequestMonitoringMiddleware
+from iris_service.http.prediction_records import PredictionRecordMiddleware
+from iris_service.records.store import RecordStore, sqlite_url
+from iris_service.records.writer import RecordWriter
 
 RELEASE = asyncio.Event()
 
@@ -60,7 +60,7 @@ async def test_admission_refuses_over_the_limit_with_retry_after() -> None:
 async def test_a_request_holds_its_place_until_its_answer_is_sent_not_after() -> None:
     """Work an app does after the last byte of its answer (BentoML's, a background task) holds
     no admission place: a request in flight is one whose answer has not been sent."""
-    from iris_service.admission import InFlight
+    from iris_service.http.admission import InFlight
 
     after_answer = asyncio.Event()
     counted: list[int] = []
@@ -220,7 +220,7 @@ def _metadata(**extra: object) -> dict:
 
 def test_a_model_without_a_compiled_form_is_refused_clearly(tmp_path: Path) -> None:
     """The service loads ONNX only: a version stored without it gets one clear error."""
-    from iris_service.model_loading import ModelUnavailableError, load_model
+    from iris_service.inference.model_loading import ModelUnavailableError, load_model
 
     (tmp_path / "mlflow_model").mkdir()
     (tmp_path / "mlflow_model" / "model.pkl").write_bytes(b"never unpickled")
@@ -231,7 +231,7 @@ def test_a_model_without_a_compiled_form_is_refused_clearly(tmp_path: Path) -> N
 def test_an_altered_onnx_file_is_refused_before_it_is_loaded(tmp_path: Path) -> None:
     import hashlib
 
-    from iris_service.model_loading import ModelUnavailableError, load_model
+    from iris_service.inference.model_loading import ModelUnavailableError, load_model
 
     (tmp_path / "model.onnx").write_bytes(b"altered")
     recorded = hashlib.sha256(b"the file training wrote").hexdigest()

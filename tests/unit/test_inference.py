@@ -19,16 +19,16 @@ from aiohttp.client_reqrep import ConnectionKey
 from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from prometheus_client import REGISTRY
 
-from iris_service.inference import (
+from iris_service.inference.core import (
     API_WORKER,
     RUNNER,
     InferenceCore,
     ModelNotServed,
     runner_min_rows,
 )
-from iris_service.model_aliases import ServingAliases, write_aliases
-from iris_service.model_follower import ModelFollower
-from iris_service.model_loading import CompiledModel, ModelUnavailableError
+from iris_service.inference.model_aliases import ServingAliases, write_aliases
+from iris_service.inference.model_follower import ModelFollower
+from iris_service.inference.model_loading import CompiledModel, ModelUnavailableError
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
 
 NAME = "iris-classifier"

@@ -355,9 +355,14 @@ def test_the_ingress_paths_are_routes_of_the_service() -> None:
     """Each Exact path is a route the service declares (so a renamed route shows here)."""
     sources = "".join(
         (ROOT / name).read_text()
-        for name in ("service.py", "iris_service/protocols/routes.py", "iris_service/drift.py",
-                     "iris_service/live_quality.py", "iris_service/model_status.py")
-    )  # fmt: skip
+        for name in (
+            "service.py",
+            "iris_service/protocols/routes.py",
+            "iris_service/monitoring/drift.py",
+            "iris_service/monitoring/live_quality.py",
+            "iris_service/http/model_status.py",
+        )
+    )
     builtin = {"/", "/docs.json", "/schema.json"}  # BentoML's docs
     for path in ingress_paths():
         if path["pathType"] == "Exact" and path["path"] not in builtin:

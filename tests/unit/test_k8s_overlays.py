@@ -18,7 +18,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from iris_service.runner_address import API_SERVICE, RUNNER_SERVICE, check_depends, parse_depends
+from iris_service.inference.runner_address import (
+    API_SERVICE,
+    RUNNER_SERVICE,
+    check_depends,
+    parse_depends,
+)
 from tests.unit.test_k8s_manifests import K8S_VERSIONS, pod_spec, resolve_port
 from tools.serve_tiers import start_http_server_args
 

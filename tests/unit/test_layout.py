@@ -86,3 +86,70 @@ def test_the_bento_installs_the_locked_closure_of_the_serve_requirements() -> No
     python = yaml.safe_load((PROJECT_ROOT / "bentofile.yaml").read_text())["python"]
     assert python["requirements_txt"] == LOCK.name
     assert python.get("lock_packages") is False
+
+
+# The rooms of the served package and the rooms each may import (iris_service/*/__init__.py
+# say why; docs/architecture.md draws them). "base" is the package's own top-level modules
+# (settings, names, background). An import that points up is a design change: draw it there.
+ROOMS: dict[str, set[str]] = {
+    "base": set(),
+    "monitoring": {"base"},
+    "inference": {"base", "monitoring"},
+    "records": {"base", "monitoring"},
+    "http": {"base", "monitoring", "inference", "records"},
+    "protocols": {"base", "monitoring", "inference", "records", "http"},
+}
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ROOMS else "base"
+
+
+def _package_imports(path: Path) -> set[str]:
+    """Every iris_service module `path` imports, at the top or inside a function."""
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            raise AssertionError(f"{path}: relative import; the rooms are read from absolute ones")
+        if isinstance(node, ast.ImportFrom) and node.module == "iris_service":
+            modules.update(f"iris_service.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("iris_service."):
+            modules.add(node.module or "")
+        elif isinstance(node, ast.Import):
+            modules.update(a.name for a in node.names if a.name.startswith("iris_service."))
+    return modules
+
+
+def _upward_imports(root: Path) -> list[str]:
+    found = []
+    for path in sorted((root / "iris_service").rglob("*.py")):
+        if "grpc_generated" in path.parts:
+            continue
+        own = _room(".".join(path.relative_to(root).with_suffix("").parts))
+        for module in sorted(_package_imports(path)):
+            if _room(module) != own and _room(module) not in ROOMS[own]:
+                found.append(f"{path.relative_to(root)} ({own}) imports {module}")
+    return found
+
+
+def test_every_served_module_lives_in_a_room() -> None:
+    loose = {p.stem for p in (PROJECT_ROOT / "iris_service").glob("*.py")}
+    assert loose == {"__init__", "settings", "names", "background"}, loose
+    for room in ROOMS.keys() - {"base"}:
+        assert (PROJECT_ROOT / "iris_service" / room / "__init__.py").is_file(), room
+
+
+def test_imports_between_rooms_only_point_down() -> None:
+    assert _upward_imports(PROJECT_ROOT) == []
+
+
+def test_the_room_check_catches_an_upward_import(tmp_path: Path) -> None:
+    """Not vacuous: inference importing the HTTP layer, even inside a function, is found."""
+    (tmp_path / "iris_service" / "inference").mkdir(parents=True)
+    (tmp_path / "iris_service" / "inference" / "core.py").write_text(
+        "def f():\n    from iris_service.http import errors\n"
+    )
+    assert _upward_imports(tmp_path) == [
+        "iris_service/inference/core.py (inference) imports iris_service.http"
+    ]

@@ -7,7 +7,7 @@ import json
 import pytest
 from bentoml.exceptions import BentoMLException
 
-from iris_service.limits import check_batch_limits, largest_batch_body_bytes
+from iris_service.inference.limits import check_batch_limits, largest_batch_body_bytes
 from iris_service.settings import MAX_BATCH_FLOWERS, MAX_BODY_BYTES, RUNNER_MAX_BATCH_SIZE
 from tests.support import VIRGINICA
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from iris_service import log_filters
-from iris_service.request_log import RequestLog
+from iris_service.http import log_filters
+from iris_service.http.request_log import RequestLog
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from iris_service.middleware import RequestMonitoringMiddleware
+from iris_service.http.middleware import RequestMonitoringMiddleware
 
 
 async def predict(request: Request) -> JSONResponse:
@@ -153,7 +153,7 @@ async def test_one_json_log_line_per_request(capfd: pytest.CaptureFixture[str]) 
         response = await client.post("/predict", json={}, headers={"x-request-id": "line-1"})
         await client.get("/livez")
     # The line is written by the log's writer thread, at most WRITE_INTERVAL_S later.
-    from iris_service.request_log import WRITE_INTERVAL_S
+    from iris_service.http.request_log import WRITE_INTERVAL_S
 
     await asyncio.sleep(WRITE_INTERVAL_S * 4)
     lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from iris_service.model_aliases import (
+from iris_service.inference.model_aliases import (
     MAX_FILE_BYTES,
     InvalidAliases,
     ServingAliases,

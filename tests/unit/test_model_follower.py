@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from iris_service.model_aliases import ServingAliases, aliases_path, write_aliases
-from iris_service.model_follower import ModelFollower, publish_model_info
-from iris_service.model_loading import CompiledModel, ModelUnavailableError
+from iris_service.inference.model_aliases import ServingAliases, aliases_path, write_aliases
+from iris_service.inference.model_follower import ModelFollower, publish_model_info
+from iris_service.inference.model_loading import CompiledModel, ModelUnavailableError
 from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
 
 NAME = "iris-classifier"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from iris_service.model_aliases import ServingAliases, write_aliases
+from iris_service.inference.model_aliases import ServingAliases, write_aliases
 from tools.pinned_models import PinnedModels, pinned_models
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from iris_service.record_store import (
+from iris_service.records.store import (
     SCHEMA_VERSION,
     AlreadyLabelled,
     NewerSchema,

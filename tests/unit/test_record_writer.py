@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from iris_service.record_store import RecordStore, sqlite_url
-from iris_service.record_writer import RecordWriter
+from iris_service.records.store import RecordStore, sqlite_url
+from iris_service.records.writer import RecordWriter
 from tests.unit.test_record_store import prediction
 
 pytestmark = pytest.mark.timeout(60)

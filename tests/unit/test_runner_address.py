@@ -1,11 +1,11 @@
-"""The start-up checks of the API tier's --depends (iris_service/runner_address.py); the
+"""The start-up checks of the API tier's --depends (iris_service/inference/runner_address.py); the
 real start-http-server runs them in tests/integration/test_tier_start_checks.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from iris_service.runner_address import (
+from iris_service.inference.runner_address import (
     RunnerAddressError,
     check_depends,
     check_url,

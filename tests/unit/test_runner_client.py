@@ -10,7 +10,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from iris_service import runner_client
+from iris_service.inference import runner_client
 
 
 async def test_a_stale_connection_is_retried_once_and_only_once() -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from iris_service.runner_health import PingOutcome, RunnerHeartbeat, runner_ping
+from iris_service.inference.runner_health import PingOutcome, RunnerHeartbeat, runner_ping
 
 
 class Clock:

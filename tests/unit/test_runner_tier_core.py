@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from bentoml.exceptions import ServiceUnavailable
 
-from iris_service.inference import (
+from iris_service.inference.core import (
     API_WORKER,
     RUNNER,
     InferenceCore,
     ModelNotServed,
     RunnerUnavailable,
 )
-from iris_service.model_loading import CompiledModel
+from iris_service.inference.model_loading import CompiledModel
 from tests.unit.test_inference import (  # noqa: F401 - `models` is a fixture
     CHAMPION,
     RUNNER_FAILURES,

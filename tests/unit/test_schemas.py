@@ -3,7 +3,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from iris_service.schemas import IrisBatch, IrisFeatures, Prediction
+from iris_service.http.schemas import IrisBatch, IrisFeatures, Prediction
 from iris_service.settings import FEATURE_NAMES, MAX_BATCH_FLOWERS
 from tests.support import SETOSA
 

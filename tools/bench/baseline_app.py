@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, HTTPException
 
-from iris_service.schemas import IrisBatch, IrisFeatures, flower_rows
+from iris_service.http.schemas import IrisBatch, IrisFeatures, flower_rows
 from iris_service.settings import CLASS_NAMES, MODEL_NAME
 from tools.bench.sklearn_model import load_sklearn_estimator
 

@@ -26,7 +26,7 @@ import numpy as np
 from iris_pipeline import compiling, training
 from iris_pipeline.explanation_background import background_sample
 from iris_pipeline.paths import REPORTS_DIR
-from iris_service import explanations
+from iris_service.inference import explanations
 from iris_service.settings import MAX_EXPLAIN_FLOWERS
 
 SEED = 0

@@ -17,7 +17,7 @@ from typing import Any
 import bentoml
 import numpy as np
 
-from iris_service.schemas import IrisFeatures
+from iris_service.http.schemas import IrisFeatures
 from iris_service.settings import CLASS_NAMES
 from tools.bench.onnx_model import from_environment
 

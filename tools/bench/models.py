@@ -38,7 +38,8 @@ SHORT_NAMES: dict[str, str] = {
     "svm": "svm",
     "gradient_boosting": "gb",
 }
-# The compiled model at the root of every stored version's folder (iris_service/model_loading.py).
+# The compiled model at the root of every stored version's folder
+# (iris_service/inference/model_loading.py).
 ONNX_FILE = "model.onnx"
 
 

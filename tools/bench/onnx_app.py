@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI
 
-from iris_service.schemas import IrisFeatures
+from iris_service.http.schemas import IrisFeatures
 from iris_service.settings import CLASS_NAMES
 from tools.bench.onnx_model import from_environment
 
