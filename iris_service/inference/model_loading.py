@@ -25,8 +25,8 @@ from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
 
 ONNX_FILE = "model.onnx"
 # The explanations' background sample (iris_pipeline/explanation_background.py), beside
-# model.onnx; metadata `explanation_background` records its rows and SHA-256. Versions
-# stored before it existed have neither: they serve, and explaining them answers 409.
+# model.onnx; metadata `explanation_background` records its rows and SHA-256. A version
+# without them serves, and explaining it answers 409.
 BACKGROUND_FILE = "explanation_background.json"
 BACKGROUND_METADATA = "explanation_background"
 # A typical versicolor flower, in FEATURE_NAMES order: the smoke prediction of a loaded model.
@@ -226,8 +226,14 @@ def load_model(stored: Any) -> CompiledModel:
     info = model_version(stored)
     metadata = info.metadata
     session = _session(info.tag, _verified_onnx(stored))
-    input_name = str(metadata.get("onnx_input") or session.get_inputs()[0].name)
-    output_name = str(metadata.get("onnx_probabilities_output") or "probabilities")
+    # Training records the graph's input and probability output beside its SHA-256.
+    input_name = str(metadata.get("onnx_input"))
+    output_name = str(metadata.get("onnx_probabilities_output"))
+    if input_name not in {graph_input.name for graph_input in session.get_inputs()}:
+        raise ModelUnavailableError(
+            f"model {info.tag} has no ONNX input {input_name!r}; "
+            f"re-create it with {_how_to_create(info.tag)}"
+        )
     if output_name not in {output.name for output in session.get_outputs()}:
         raise ModelUnavailableError(
             f"model {info.tag} has no ONNX output {output_name!r}; "
