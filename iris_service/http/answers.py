@@ -35,8 +35,9 @@ def _rows_json(model: ModelVersion, probabilities: np.ndarray) -> list[str]:
 
     The numbers are written by msgspec in one call for all rows (the shortest text that reads
     back as the same float, as json.dumps writes them); each row then fills the template of
-    its class, whose constant parts are prepared once per answer. About a third of the cost
-    of json.dumps over 1,000 dicts, the same JSON values.
+    its class, whose constant parts are prepared once per answer: cheaper than json.dumps
+    over one dict per row, with the same JSON values (docs/performance.md, "Figures moved
+    from the code").
     """
     class_ids, rounded = _classified(model, probabilities)
     numbers = msgspec.json.encode(rounded).decode()[2:-2].split("],[")

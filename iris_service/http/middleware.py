@@ -66,9 +66,9 @@ class ResidentMemory:
     """Resident memory of this process in bytes, cheap enough to read twice per request.
 
     psutil.Process().memory_info() reads /proc/self/statm too, but opens and closes the file
-    on every call (29 µs here; about 7% of an API worker's CPU in a py-spy profile at
-    saturation). Here the file stays open and is re-read with pread (2 µs); psutil remains
-    the fallback where /proc does not exist.
+    on every call, a visible share of a busy worker's CPU. Here the file stays open and is
+    re-read with pread; psutil remains the fallback where /proc does not exist
+    (docs/performance.md, "Figures moved from the code").
     """
 
     def __init__(self) -> None:
