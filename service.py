@@ -26,13 +26,14 @@ import bentoml
 import numpy as np
 from bentoml._internal.context import server_context
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
+from iris_service.errors import Unavailable
 from iris_service.http import answers, log_filters
 from iris_service.http.admission import AdmissionControlMiddleware, InFlight
 from iris_service.http.api_docs import SERVICE_DESCRIPTION, DescribedService
 from iris_service.http.auth import ApiKeyMiddleware
-from iris_service.http.errors import error_response
+from iris_service.http.errors import refusals_answered
 from iris_service.http.explanation_answers import (
     ExplainFeatures,
     ExplanationAnswer,
@@ -53,7 +54,7 @@ from iris_service.http.schemas import (
     flower_rows,
 )
 from iris_service.inference import runner_address, runner_client
-from iris_service.inference.core import InferenceCore, NoExplanation
+from iris_service.inference.core import InferenceCore
 from iris_service.inference.model_follower import CHAMPION, ModelFollower, start_following
 from iris_service.inference.model_loading import checked_model_reference
 from iris_service.inference.runner import IrisModelRunner
@@ -63,12 +64,7 @@ from iris_service.monitoring.drift import drift_route
 from iris_service.monitoring.live_quality import LiveQuality, live_quality_route
 from iris_service.protocols import grpc_server
 from iris_service.protocols.routes import protocol_app
-from iris_service.records.feedback import (
-    START_WINDOWS,
-    FeedbackDesk,
-    FeedbackRefused,
-    LabelFollower,
-)
+from iris_service.records.feedback import START_WINDOWS, FeedbackDesk, LabelFollower
 from iris_service.records.store import NewerSchema, StoreUnavailable, open_record_store
 from iris_service.records.writer import RecordWriter
 from iris_service.settings import (
@@ -121,15 +117,6 @@ if (serve_host := grpc_server.serve_command_host()) is not None:
 def _one_flower(measurements: dict[str, float]) -> np.ndarray:
     """The rows [1, features] of one validated flower's measurements."""
     return np.array([[measurements[name] for name in FEATURE_NAMES]], dtype=float)
-
-
-def _refused(
-    ctx: bentoml.Context, status: int, detail: str, code: str | None = None
-) -> JSONResponse:
-    """An error answer of an API that takes the request context: BentoML answers with the
-    context's status, whatever the returned response says, so both carry it."""
-    ctx.response.status_code = status
-    return error_response(status, detail, code)
 
 
 # GET /drift, GET /model and GET /live_quality, beside the API's own routes.
@@ -262,29 +249,32 @@ class IrisClassifier:
         never for the runner: restarting API pods would not help the runner tier)."""
         return self.runner_tier or self.heartbeat.alive()
 
-    @bentoml.api(route="/predict", input_spec=IrisFeatures)
-    async def predict(self, **measurements: float) -> Prediction:
+    # The answers are JSON encoded once (iris_service/http/answers.py); `output_spec` names the
+    # documented response model (/docs.json), which the return annotation would otherwise.
+    @bentoml.api(route="/predict", input_spec=IrisFeatures, output_spec=Prediction)
+    @refusals_answered
+    async def predict(self, **measurements: float) -> Response:
         """Classify one flower."""
         answer = await self.core.infer(_one_flower(measurements))
-        return answers.prediction_response(answer.model, answer.probabilities)  # type: ignore[return-value]
+        return answers.prediction_response(answer.model, answer.probabilities)
 
-    @bentoml.api(route="/explain", input_spec=ExplainFeatures)
-    async def explain(self, ctx: bentoml.Context, **measurements: float) -> ExplanationAnswer:
+    @bentoml.api(route="/explain", input_spec=ExplainFeatures, output_spec=ExplanationAnswer)
+    @refusals_answered
+    async def explain(self, ctx: bentoml.Context, **measurements: float) -> Response:
         """Classify one flower and explain it: per class, each feature's exact Shapley value
         of the probability over the model's background sample (docs/explanations.md)."""
-        try:
-            explained = await self.core.explain(_one_flower(measurements))
-        except NoExplanation as exc:
-            return _refused(ctx, 409, str(exc), "explanation_unavailable")  # type: ignore[return-value]
-        return explanation_response(explained)  # type: ignore[return-value]
+        explained = await self.core.explain(_one_flower(measurements))
+        return explanation_response(explained)
 
-    @bentoml.api(route="/predict_batch", input_spec=IrisBatch)
-    async def predict_batch(self, flowers: list[IrisFlower]) -> BatchPrediction:
+    @bentoml.api(route="/predict_batch", input_spec=IrisBatch, output_spec=BatchPrediction)
+    @refusals_answered
+    async def predict_batch(self, flowers: list[IrisFlower]) -> Response:
         """Classify several flowers in one call; answers keep the order of the flowers."""
         answer = await self.core.infer(flower_rows(flowers))
-        return answers.batch_response(answer.model, answer.probabilities)  # type: ignore[return-value]
+        return answers.batch_response(answer.model, answer.probabilities)
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
+    @refusals_answered
     async def feedback(self, ctx: bentoml.Context, **body: object) -> FeedbackAnswer:
         """The true class of predicted flowers: {"request_id": <the answer's
         X-Server-Request-Id, or your X-Request-ID>, "class_name": ...}, or {"feedback": [...]};
@@ -292,16 +282,11 @@ class IrisClassifier:
         predictions only with the API key that made them. All labels of a request are
         recorded, or none (docs/feedback.md)."""
         if self.feedback_desk is None:
-            return _refused(  # type: ignore[return-value]
-                ctx, 503, "feedback needs the prediction store (IRIS_RECORD_STORE_URL is off)"
-            )
+            raise Unavailable("feedback needs the prediction store (IRIS_RECORD_STORE_URL is off)")
         labels = FeedbackRequest.model_validate(body).labels()
-        try:
-            records = await asyncio.to_thread(
-                self.feedback_desk.label, labels, api_key_id(ctx.request.scope)
-            )
-        except FeedbackRefused as refused:
-            return _refused(ctx, refused.status, refused.detail, refused.code)  # type: ignore[return-value]
+        records = await asyncio.to_thread(
+            self.feedback_desk.label, labels, api_key_id(ctx.request.scope)
+        )
         await self.follow_feedback()  # this worker's live quality counts them at once
         return FeedbackAnswer(
             accepted=len(records),

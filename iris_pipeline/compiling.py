@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from iris_service.errors import first_line
 from iris_service.settings import CLASS_NAMES
 
 if TYPE_CHECKING:
@@ -241,4 +242,4 @@ def _failed(rows: int, reason: str) -> Equivalence:
 
 
 def _line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0][:200]
+    return first_line(exc, 200)

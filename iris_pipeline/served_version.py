@@ -20,7 +20,7 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True)
-class ServedModels:
+class ServiceReport:
     """`answered`: the service answered /metrics; `tags`: BentoML tag -> role ("" if none)."""
 
     url: str
@@ -51,12 +51,12 @@ def parse_model_info(metrics_text: str, model_name: str) -> dict[str, str]:
     return tags
 
 
-def ask_service(url: str, model_name: str, timeout: float = 3.0) -> ServedModels:
+def ask_service(url: str, model_name: str, timeout: float = 3.0) -> ServiceReport:
     """GET <url>/metrics and read the models it names; never raises for a missing service."""
     url = url.rstrip("/")
     try:
         with urllib.request.urlopen(f"{url}/metrics", timeout=timeout) as response:
             text = response.read().decode("utf-8", errors="replace")
     except (OSError, urllib.error.URLError, ValueError):
-        return ServedModels(url, answered=False)
-    return ServedModels(url, answered=True, tags=parse_model_info(text, model_name))
+        return ServiceReport(url, answered=False)
+    return ServiceReport(url, answered=True, tags=parse_model_info(text, model_name))

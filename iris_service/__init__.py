@@ -1,6 +1,7 @@
 """The served code of the Iris model service, in rooms whose imports only point down.
 
-    settings, names, background   the base: one settings object, the problem's names, tasks
+    settings, names, background   the base: one settings object, the problem's names, tasks,
+    errors                        and the refusals every room may raise
     monitoring/                   metrics, drift, live quality
     inference/                    the inference core, stored models, the runner, explanations
     records/                      the prediction store, its writer, feedback

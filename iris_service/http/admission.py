@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.responses import JSONResponse
-
+from iris_service.errors import Overloaded
 from iris_service.settings import (
     EXPLAIN_ADMISSION_COST,
     MAX_CONCURRENT_REQUESTS,
@@ -71,16 +70,14 @@ class AdmissionControlMiddleware:
             return
         cost = self.costs.get(scope["path"], 1)
         if self.in_flight + cost > self.limit:
-            # The monitoring middleware rewrites this into the error shape with Retry-After.
+            # The monitoring middleware answers it in the error shape with Retry-After.
             detail = f"more than {self.limit} prediction requests in flight; retry shortly"
             if cost > 1:
                 detail = (
                     f"no room for a request that takes {cost} of the {self.limit} places for "
                     "prediction requests in flight; retry shortly"
                 )
-            refusal = JSONResponse({"detail": detail}, status_code=429)
-            await refusal(scope, receive, send)
-            return
+            raise Overloaded(detail)
         counter = self.counter
         counter.count += cost
         answered = False

@@ -27,8 +27,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bentoml.exceptions import BentoMLException
-from starlette.responses import JSONResponse
 
+from iris_service.errors import Unauthorized
 from iris_service.http.request_ids import key_id, set_api_key_id
 from iris_service.settings import API_KEY_MIN_LENGTH, API_KEY_OPEN_DOCS, API_KEYS, API_KEYS_REQUIRED
 
@@ -139,7 +139,5 @@ class ApiKeyMiddleware:
             await send({"type": "websocket.close", "code": 1008})
             return
         detail = "missing API key" if token is None else "invalid API key"
-        refusal = JSONResponse(
-            {"detail": f"{detail}: send Authorization: Bearer <key>"}, status_code=401
-        )
-        await refusal(scope, receive, send)
+        # The monitoring middleware answers it in the error shape (and the protocols' shapes).
+        raise Unauthorized(f"{detail}: send Authorization: Bearer <key>")

@@ -2,6 +2,9 @@
 
 Every error answer, whoever produced it (Pydantic validation in BentoML, our API code, the
 middleware itself), leaves the service in this shape, without stack traces or internals.
+A refusal (iris_service/errors.py) raised in an API method is answered by
+`refusals_answered`, one raised in a middleware by the monitoring middleware; both write
+`error_body`.
 
 The routes of the other protocols the service speaks answer in their protocol's shape
 instead, because their clients parse it: the Open Inference Protocol V2 (/v2...) as
@@ -11,13 +14,18 @@ instead, because their clients parse it: the Open Inference Protocol V2 (/v2...)
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
+from iris_service.errors import Refusal, first_line
 from iris_service.settings import RETRY_AFTER_SECONDS
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 ERROR_CODES: dict[int, str] = {
     400: "validation_error",
@@ -103,11 +111,29 @@ def error_headers(status: int, body: bytes, request_id: str) -> list[tuple[bytes
     return headers
 
 
-def error_response(status: int, detail: str, code: str | None = None) -> JSONResponse:
+def error_response(status: int, detail: str, code: str | None = None) -> Response:
     """An error answer made inside the API service; the middleware adds the request id."""
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status in RETRYABLE_STATUSES else None
-    content = {"error": code or error_code(status), "detail": detail, "request_id": ""}
-    return JSONResponse(content, status_code=status, headers=headers)
+    body = error_body(status, detail, "", code)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def refusals_answered(api: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | Response]]:
+    """An API method whose refusals are answered in the one shape. BentoML answers a method
+    that takes the request context (`ctx`) with the context's status, whatever the returned
+    response says, so both carry it."""
+
+    @functools.wraps(api)
+    async def answering(*args: P.args, **kwargs: P.kwargs) -> T | Response:
+        try:
+            return await api(*args, **kwargs)
+        except Refusal as refusal:
+            ctx: Any = kwargs.get("ctx")
+            if ctx is not None:
+                ctx.response.status_code = refusal.status
+            return error_response(refusal.status, refusal.detail, refusal.code)
+
+    return answering
 
 
 MAX_DESCRIBED_ERRORS = 10
@@ -172,5 +198,4 @@ def normalise(
 
 
 def _safe_text(text: str, limit: int = 300) -> str:
-    first_line = text.strip().splitlines()[0] if text.strip() else ""
-    return first_line[:limit]
+    return first_line(text, limit)

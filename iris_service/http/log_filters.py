@@ -32,10 +32,12 @@ def is_client_error(exc: BaseException | None) -> bool:
     from pydantic import ValidationError
     from starlette.requests import ClientDisconnect
 
-    from iris_service.http.middleware import RequestTooLarge
+    from iris_service.errors import Refusal
 
-    if isinstance(exc, ValidationError | RequestTooLarge | ClientDisconnect):
+    if isinstance(exc, ValidationError | ClientDisconnect):
         return True
+    if isinstance(exc, Refusal):
+        return exc.status < 500
     if isinstance(exc, BentoMLException):
         return 400 <= exc.error_code.value < 500
     return False

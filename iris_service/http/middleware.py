@@ -38,6 +38,7 @@ from typing import Any
 
 import psutil
 
+from iris_service.errors import Refusal, TooLarge
 from iris_service.http import errors
 from iris_service.http.request_ids import client_request_id, server_request_id
 from iris_service.http.request_log import REQUEST_LOGGER_NAME, RequestLog
@@ -65,9 +66,9 @@ class ResidentMemory:
     """Resident memory of this process in bytes, cheap enough to read twice per request.
 
     psutil.Process().memory_info() reads /proc/self/statm too, but opens and closes the file
-    on every call (29 µs here; about 7% of an API worker's CPU in a py-spy profile at
-    saturation). Here the file stays open and is re-read with pread (2 µs); psutil remains
-    the fallback where /proc does not exist.
+    on every call, a visible share of a busy worker's CPU. Here the file stays open and is
+    re-read with pread; psutil remains the fallback where /proc does not exist
+    (docs/performance.md, "Figures moved from the code").
     """
 
     def __init__(self) -> None:
@@ -84,7 +85,7 @@ class ResidentMemory:
         return int(os.pread(self._statm, 128, 0).split()[1]) * self._page_size
 
 
-class RequestTooLarge(Exception):
+class RequestTooLarge(TooLarge):
     """The body grew past the limit while it was being read."""
 
 
@@ -195,9 +196,9 @@ class _MonitoredRequest:
         else:
             try:
                 await self.owner.app(self.scope, self._receive, self._send)
-            except RequestTooLarge:
+            except Refusal as refusal:  # the request's body too large, or an inner middleware's
                 if not self.response_started:
-                    await self._send_error(413, self._too_large_detail())
+                    await self._send_error(refusal.status, refusal.detail, refusal.code)
             except Exception:
                 logger.exception("unhandled error in request %s", self.request_id)
                 if not self.response_started:
@@ -227,7 +228,7 @@ class _MonitoredRequest:
             self.body_bytes_read += len(message.get("body", b""))
             if self.body_bytes_read > self.owner.max_body_bytes:
                 self.body_too_large = True
-                raise RequestTooLarge
+                raise RequestTooLarge(self._too_large_detail())
         return message
 
     def _measure(self) -> tuple[float, float, float, int]:
@@ -276,17 +277,19 @@ class _MonitoredRequest:
             return
         await self.send_downstream(message)
 
-    async def _send_error(self, status: int, detail_or_body: str | bytes) -> None:
+    async def _send_error(
+        self, status: int, detail_or_body: str | bytes, code: str | None = None
+    ) -> None:
         if self.body_too_large:  # whatever the app made of the aborted read, the cause is size
-            status, detail_or_body = 413, self._too_large_detail()
+            status, detail_or_body, code = 413, self._too_large_detail(), None
         if isinstance(detail_or_body, bytes):
             code, body = errors.normalise(status, detail_or_body, self.request_id, self.protocol)
         elif self.protocol is not None:
             code = errors.error_code(status)
             body = errors.protocol_error_body(self.protocol, status, detail_or_body)
         else:
-            code = errors.error_code(status)
-            body = errors.error_body(status, detail_or_body, self.request_id)
+            code = code or errors.error_code(status)
+            body = errors.error_body(status, detail_or_body, self.request_id, code)
         self.status, self.error_code, self.response_started = status, code, True
         headers = errors.error_headers(status, body, self.request_id)
         headers.append((b"x-server-request-id", self.server_request_id.encode()))

@@ -33,10 +33,16 @@ from typing import Any
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
+from iris_service.errors import BadRequest, Conflict, Unavailable
 from iris_service.inference import explanations
 from iris_service.inference.explanations import Explanation
-from iris_service.inference.model_follower import CHALLENGER, CHAMPION, ModelFollower, ServingModels
-from iris_service.inference.model_loading import CompiledModel, ServedModel, served_model
+from iris_service.inference.model_follower import (
+    CHALLENGER,
+    CHAMPION,
+    ChampionAndChallenger,
+    ModelFollower,
+)
+from iris_service.inference.model_loading import CompiledModel, ModelVersion, model_version
 from iris_service.monitoring import metrics
 from iris_service.monitoring.drift import DriftMonitor, publish_to_prometheus
 from iris_service.settings import (
@@ -61,37 +67,39 @@ DRIFT_BATCH_ROWS = 64
 class Answer:
     """The class probabilities of some rows and the model version that computed them."""
 
-    model: ServedModel
+    model: ModelVersion
     role: str  # champion or challenger
     probabilities: np.ndarray  # float64, [rows, classes]
     computed_in: str  # api_worker or runner
 
 
-class ModelNotServed(LookupError):
-    """A version was asked for that this service does not serve now."""
+class ModelNotServed(Unavailable, LookupError):
+    """A version was asked for that this service does not serve now (503)."""
 
 
-class NoExplanation(LookupError):
-    """The model that would answer was stored without an explanation background."""
+class NoExplanation(Conflict, LookupError):
+    """The model that would answer was stored without an explanation background (409)."""
+
+    code = "explanation_unavailable"
 
 
-class TooManyToExplain(ValueError):
-    """More rows were sent to explain than one request may hold."""
+class TooManyToExplain(BadRequest, ValueError):
+    """More rows were sent to explain than one request may hold (400)."""
 
 
 @dataclass(frozen=True)
 class ExplainedAnswer:
     """The Shapley explanation of some rows and the model version that computed it."""
 
-    model: ServedModel
+    model: ModelVersion
     role: str  # champion or challenger
     explanation: Explanation
 
 
 class RunnerUnavailable(ModelNotServed, ServiceUnavailable):
     """Work that needs the runner tier while no runner replica answers (`runner_required`):
-    503 with Retry-After on every route (BentoML's routes map ServiceUnavailable to 503, the
-    protocol routes answer ModelNotServed with 503)."""
+    503 with Retry-After on every route. Also BentoML's ServiceUnavailable, so that BentoML
+    answers 503 too should it ever reach BentoML's own error handling."""
 
 
 def runner_min_rows(model: CompiledModel, hop_seconds: float, largest: int) -> int:
@@ -119,7 +127,9 @@ class ShadowComparer:
         self._waiting = 0
         self._scheduled = False
 
-    def add(self, rows: np.ndarray, champion_classes: np.ndarray, models: ServingModels) -> None:
+    def add(
+        self, rows: np.ndarray, champion_classes: np.ndarray, models: ChampionAndChallenger
+    ) -> None:
         if models.challenger is None:
             metrics.SHADOW_SKIPPED_TOTAL.labels("no_challenger").inc(len(rows))
             return
@@ -161,10 +171,10 @@ def count_shadow(champion_classes: np.ndarray, challenger_classes: np.ndarray) -
         )
 
 
-def _stored_model(tag: str) -> ServedModel:
+def _stored_model(tag: str) -> ModelVersion:
     import bentoml
 
-    return served_model(bentoml.models.get(tag))
+    return model_version(bentoml.models.get(tag))
 
 
 class _PendingRows:
@@ -203,7 +213,7 @@ class InferenceCore:
         runner_rows: int | None = None,
         largest_request_rows: int = 1000,
         shadow_max_rows: int = 4096,
-        stored: Callable[[str], ServedModel] | None = None,
+        stored: Callable[[str], ModelVersion] | None = None,
         max_explain_rows: int = MAX_EXPLAIN_FLOWERS,
         runner_required: bool = False,
     ) -> None:
@@ -219,7 +229,7 @@ class InferenceCore:
         self.shadow = ShadowComparer(shadow_max_rows)
         self._drift_monitors: dict[str, DriftMonitor] = {}
         self._drift_waiting: dict[str, _PendingRows] = {}
-        self._stored: dict[str, ServedModel] = {}
+        self._stored: dict[str, ModelVersion] = {}
         self._read_stored = stored or _stored_model
         self._drift = self._drift_monitor(follower.models.champion)
         self._runner_failed_at = -math.inf
@@ -229,7 +239,7 @@ class InferenceCore:
         self._runner_required = runner_required
 
     @property
-    def models(self) -> ServingModels:
+    def models(self) -> ChampionAndChallenger:
         return self.follower.models
 
     def ready(self) -> bool:
@@ -254,7 +264,9 @@ class InferenceCore:
             self.shadow.add(rows, np.argmax(answer.probabilities, axis=1), models)
         return answer
 
-    def _route(self, models: ServingModels, version: str | None) -> tuple[str, CompiledModel]:
+    def _route(
+        self, models: ChampionAndChallenger, version: str | None
+    ) -> tuple[str, CompiledModel]:
         """(role, model) that answers a request: the served `version` when one is named, else
         the champion, or in canary mode the challenger for a seeded share of requests."""
         if version is not None:
@@ -338,7 +350,7 @@ class InferenceCore:
             logger.warning("runner call failed (%s): %s", type(exc).__name__, then)
         self._runner_failed_at = now
 
-    def model(self, tag: str) -> ServedModel:
+    def model(self, tag: str) -> ModelVersion:
         """The version `tag`: a model in service, else read from the store (once)."""
         for loaded in self.follower.models.roles_models():
             if loaded is not None and loaded.tag == tag:
@@ -348,14 +360,14 @@ class InferenceCore:
             found = self._stored[tag] = self._read_stored(tag)
         return found
 
-    def versions(self) -> dict[str, ServedModel]:
+    def versions(self) -> dict[str, ModelVersion]:
         """Every stored version of the served model, by version (the store read again)."""
         import bentoml
 
         name = self.follower.model_name
-        return {str(m.tag.version): served_model(m) for m in bentoml.models.list(name)}
+        return {str(m.tag.version): model_version(m) for m in bentoml.models.list(name)}
 
-    def served(self, version: str, models: ServingModels | None = None) -> CompiledModel:
+    def served(self, version: str, models: ChampionAndChallenger | None = None) -> CompiledModel:
         """The model in service with this version (ModelNotServed: stored but not served)."""
         models = models or self.follower.models
         for model in models.roles_models():
@@ -386,13 +398,13 @@ class InferenceCore:
             waiting.flush_into(self._drift_monitors[tag])
         return self._drift
 
-    def _observe_drift(self, model: ServedModel, rows: np.ndarray) -> None:
+    def _observe_drift(self, model: ModelVersion, rows: np.ndarray) -> None:
         monitor = self._drift_monitor(model)
         waiting = self._drift_waiting.setdefault(model.tag, _PendingRows())
         if waiting.add(rows) >= DRIFT_BATCH_ROWS:
             waiting.flush_into(monitor)
 
-    def _drift_monitor(self, model: ServedModel) -> DriftMonitor:
+    def _drift_monitor(self, model: ModelVersion) -> DriftMonitor:
         """The drift monitor against `model`'s training statistics; it also becomes the one
         that GET /drift reports."""
         monitor = self._drift_monitors.get(model.tag)

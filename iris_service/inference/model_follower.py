@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iris_service.errors import first_line
 from iris_service.inference.model_aliases import ServingAliases, aliases_path, read_aliases
 from iris_service.inference.model_loading import CompiledModel, load_stored_model
 from iris_service.monitoring import metrics
@@ -39,8 +40,9 @@ CHALLENGER = "challenger"
 
 
 @dataclass(frozen=True)
-class ServingModels:
-    """The models one runner worker serves; replaced whole, never changed in place."""
+class ChampionAndChallenger:
+    """The model versions a process serves now: the champion and, in canary or shadow mode,
+    the challenger. Replaced whole, never changed in place."""
 
     champion: CompiledModel
     challenger: CompiledModel | None = None
@@ -57,7 +59,7 @@ class ServingModels:
 
 
 FileIdentity = tuple[int, int, int] | None  # (mtime_ns, inode, size); None: no file
-ModelsChanged = Callable[[ServingModels | None, ServingModels], None]
+ModelsChanged = Callable[[ChampionAndChallenger | None, ChampionAndChallenger], None]
 
 
 def _identity(path: Path) -> FileIdentity:
@@ -69,8 +71,7 @@ def _identity(path: Path) -> FileIdentity:
 
 
 def _reason(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0][:300]
-    return text or type(exc).__name__
+    return first_line(exc) or type(exc).__name__
 
 
 class ModelFollower:
@@ -100,11 +101,11 @@ class ModelFollower:
         self.refused: str | None = None  # the latest refusal, as logged
         # The same for GET /model: what was refused and why, without paths or exception text.
         self.refusal: str | None = None
-        self.models: ServingModels = self._first_models()
+        self.models: ChampionAndChallenger = self._first_models()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _first_models(self) -> ServingModels:
+    def _first_models(self) -> ChampionAndChallenger:
         """The models to start with: the aliases' when they load, else `default_tag`'s (whose
         failure to load is the runner's failure to start)."""
         self._seen = _identity(self.path)
@@ -113,7 +114,7 @@ class ModelFollower:
         if champion is None:
             champion = self._load(self.default_tag)
         challenger = self._try_load(challenger_tag, CHALLENGER, serving=None)
-        models = ServingModels(champion, challenger)
+        models = ChampionAndChallenger(champion, challenger)
         logger.info("serving %s", ", ".join(f"{t} as {r}" for r, t in models.roles().items()))
         if self._on_change:
             self._on_change(None, models)
@@ -180,7 +181,7 @@ class ModelFollower:
             challenger = current.challenger  # refused: the one in service keeps its role
         if champion is current.champion and challenger is current.challenger:
             return False
-        models = ServingModels(champion, challenger)
+        models = ChampionAndChallenger(champion, challenger)
         self.models = models  # the one switch: a batch reads `models` once
         logger.info(
             "switched to %s (was %s)",
@@ -230,7 +231,7 @@ class ModelFollower:
                 logger.error("could not follow the serving aliases: %s", _reason(exc))
 
 
-def publish_model_info(before: ServingModels | None, after: ServingModels) -> None:
+def publish_model_info(before: ChampionAndChallenger | None, after: ChampionAndChallenger) -> None:
     """iris_model_info: 1 for the (tag, role) pairs in service, 0 for those no longer."""
     previous = before.roles() if before else {}
     current = after.roles()

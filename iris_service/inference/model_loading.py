@@ -25,8 +25,8 @@ from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
 
 ONNX_FILE = "model.onnx"
 # The explanations' background sample (iris_pipeline/explanation_background.py), beside
-# model.onnx; metadata `explanation_background` records its rows and SHA-256. Versions
-# stored before it existed have neither: they serve, and explaining them answers 409.
+# model.onnx; metadata `explanation_background` records its rows and SHA-256. A version
+# without them serves, and explaining it answers 409.
 BACKGROUND_FILE = "explanation_background.json"
 BACKGROUND_METADATA = "explanation_background"
 # A typical versicolor flower, in FEATURE_NAMES order: the smoke prediction of a loaded model.
@@ -44,8 +44,9 @@ class ModelUnavailableError(BentoMLException, RuntimeError):
 
 
 @dataclass(frozen=True)
-class ServedModel:
-    """A stored model version as answers name it: its tag, classes and metadata."""
+class ModelVersion:
+    """A model version, from the store to the answer that names it: its tag, classes and
+    metadata (CompiledModel adds what it needs to predict)."""
 
     tag: str
     class_names: tuple[str, ...]
@@ -58,7 +59,7 @@ class ServedModel:
 
 
 @dataclass(frozen=True)
-class CompiledModel(ServedModel):
+class CompiledModel(ModelVersion):
     """A served model version with its ONNX Runtime session, ready to predict."""
 
     session: Any = field(default=None, compare=False, repr=False)
@@ -116,13 +117,13 @@ def check_schema(tag: str, metadata: dict[str, Any]) -> tuple[tuple[str, ...], .
     return CLASS_NAMES, FEATURE_NAMES
 
 
-def served_model(stored: Any) -> ServedModel:
+def model_version(stored: Any) -> ModelVersion:
     """The answer-side view of a stored version (no session: nothing is loaded)."""
     tag = str(stored.tag)
     metadata = dict(stored.info.metadata)
     class_names, _ = check_schema(tag, metadata)
     path = getattr(stored, "path", None)
-    return ServedModel(tag, class_names, metadata, str(path) if path is not None else None)
+    return ModelVersion(tag, class_names, metadata, str(path) if path is not None else None)
 
 
 def _verified_onnx(stored: Any) -> bytes:
@@ -222,11 +223,17 @@ def _checked(model: CompiledModel) -> CompiledModel:
 
 def load_model(stored: Any) -> CompiledModel:
     """The compiled model of a stored version, verified, loaded and test-predicted."""
-    info = served_model(stored)
+    info = model_version(stored)
     metadata = info.metadata
     session = _session(info.tag, _verified_onnx(stored))
-    input_name = str(metadata.get("onnx_input") or session.get_inputs()[0].name)
-    output_name = str(metadata.get("onnx_probabilities_output") or "probabilities")
+    # Training records the graph's input and probability output beside its SHA-256.
+    input_name = str(metadata.get("onnx_input"))
+    output_name = str(metadata.get("onnx_probabilities_output"))
+    if input_name not in {graph_input.name for graph_input in session.get_inputs()}:
+        raise ModelUnavailableError(
+            f"model {info.tag} has no ONNX input {input_name!r}; "
+            f"re-create it with {_how_to_create(info.tag)}"
+        )
     if output_name not in {output.name for output in session.get_outputs()}:
         raise ModelUnavailableError(
             f"model {info.tag} has no ONNX output {output_name!r}; "

@@ -66,10 +66,6 @@ class RunnerHeartbeat(BackgroundLoop):
     def alive(self) -> bool:
         return not self.silent() or self.clock() - self.last_answer_at <= self.grace_s
 
-    def silent_for_s(self) -> float:
-        """Seconds since the runner last answered a ping (any answer)."""
-        return self.clock() - self.last_answer_at
-
     def _overdue(self) -> bool:
         started = self.pinging_since
         return started is not None and self.clock() - started > self.timeout_s

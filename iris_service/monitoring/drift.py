@@ -9,8 +9,7 @@ most recent live flowers, against the training distribution stored with the mode
   training flowers in it, stored by training as `bin_cut_points` / `bin_shares`: Iris
   measurements repeat (0.1 cm steps), so a decile's own value can hold far more than 10 %
   (26 of 150 sepal widths are exactly 3.0 cm), and assuming 10 % per bin would report drift
-  (PSI ~0.12) for the training data itself. Models trained before those keys existed fall
-  back to the deciles: F(q) = the highest quantile level whose value is q.
+  (PSI ~0.12) for the training data itself.
 - Score: PSI = sum over bins of (actual - expected) * ln(actual / expected), both shares
   floored at 1e-4 so an empty bin gives a large but finite score. Rules of thumb:
   < 0.1 no drift, 0.1-0.25 moderate drift, >= 0.25 significant drift. With a window of n
@@ -34,7 +33,6 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -68,29 +66,11 @@ class FeatureBins:
 
     @classmethod
     def from_statistics(cls, name: str, statistics: Mapping[str, Any]) -> FeatureBins:
-        if "bin_cut_points" in statistics and "bin_shares" in statistics:
-            cuts = tuple(float(cut) for cut in statistics["bin_cut_points"])
-            shares = tuple(float(share) for share in statistics["bin_shares"])
-            if len(shares) != len(cuts) + 1 or list(cuts) != sorted(set(cuts)):
-                raise ValueError(f"{name}: bin_shares needs one more entry than bin_cut_points")
-            return cls(name, cuts, shares)
-        return cls.from_quantiles(name, statistics)
-
-    @classmethod
-    def from_quantiles(cls, name: str, statistics: Mapping[str, Any]) -> FeatureBins:
-        levels = [float(level) for level in statistics["quantile_levels"]]
-        values = [float(value) for value in statistics["quantiles"]]
-        if len(levels) != len(values) or not levels:
-            raise ValueError(f"{name}: quantile_levels and quantiles must have the same length")
-        # F(value) for each distinct inner quantile value: the highest level that reached it.
-        cumulative: dict[float, float] = {}
-        for level, value in zip(levels, values, strict=True):
-            if 0.0 < level < 1.0:
-                cumulative[value] = max(level, cumulative.get(value, 0.0))
-        cut_points = tuple(sorted(cumulative))
-        edges = [0.0, *(cumulative[cut] for cut in cut_points), 1.0]
-        expected = tuple(upper - lower for lower, upper in pairwise(edges))
-        return cls(name, cut_points, expected)
+        cuts = tuple(float(cut) for cut in statistics["bin_cut_points"])
+        shares = tuple(float(share) for share in statistics["bin_shares"])
+        if len(shares) != len(cuts) + 1 or list(cuts) != sorted(set(cuts)):
+            raise ValueError(f"{name}: bin_shares needs one more entry than bin_cut_points")
+        return cls(name, cuts, shares)
 
     def bin_of(self, value: float) -> int:
         return bisect_left(self.cut_points, value)

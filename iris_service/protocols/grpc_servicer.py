@@ -11,14 +11,10 @@ from typing import Any
 
 import grpc
 
+from iris_service.errors import Refusal
 from iris_service.http.prediction_records import as_json, prediction_record
-from iris_service.inference.core import (
-    InferenceCore,
-    ModelNotServed,
-    NoExplanation,
-    TooManyToExplain,
-)
-from iris_service.inference.model_loading import ServedModel
+from iris_service.inference.core import InferenceCore, ModelNotServed
+from iris_service.inference.model_loading import ModelVersion
 from iris_service.protocols import grpc_v2, v2, v2_explain
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -55,7 +51,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=API_VERSION)
 
-    async def _model(self, name: str, version: str, context: Any) -> ServedModel:
+    async def _model(self, name: str, version: str, context: Any) -> ModelVersion:
         """The model a request names: NOT_FOUND for another name or an unknown version."""
         core = self.core_of()
         if name != MODEL_NAME:
@@ -93,13 +89,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         """Inference; with `model_version`, that version answers when it is served (else
         UNAVAILABLE naming the served one); `parameters.explain` adds the explanation."""
         await self._model(request.model_name, request.model_version, context)
-        try:
-            parsed = grpc_v2.parse_infer_request(request)
-        except v2.V2Error as exc:
-            await context.abort(grpc_v2.status_code(exc.status), str(exc))
         version = request.model_version or None
         core = self.core_of()
         try:
+            parsed = grpc_v2.parse_infer_request(request)
             if parsed.explain:
                 explained = await core.explain(parsed.rows, version)
                 answered_by, probabilities = explained.model, explained.explanation.probabilities
@@ -107,12 +100,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             else:
                 answer = await core.infer(parsed.rows, version)
                 answered_by, probabilities, extra = answer.model, answer.probabilities, None
-        except ModelNotServed as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except TooManyToExplain as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except NoExplanation as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except Refusal as refusal:  # the REST answer's status, as a gRPC code
+            await context.abort(grpc_v2.status_code(refusal.status), refusal.detail)
         response = grpc_v2.encode_infer_response(
             parsed, MODEL_NAME, answered_by.version, probabilities, extra
         )
@@ -123,7 +112,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self,
         request: Any,
         parsed: v2.InferRequest,
-        model: ServedModel,
+        model: ModelVersion,
         probabilities: Any,
         extra: Any,
     ) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from iris_service.errors import BadRequest
 from iris_service.inference.flower_arrays import InvalidFlowers, check_count, checked_flowers
 from iris_service.protocols.json_bodies import UnreadableJson, strict_json, utf8_text
 from iris_service.settings import FEATURE_NAMES
@@ -45,12 +46,11 @@ UTF8_CHARSETS = ("utf-8", "utf8", "us-ascii")
 MAX_CSV_FIELD_CHARS = 256
 
 
-class ScoringError(ValueError):
+class ScoringError(BadRequest, ValueError):
     """A request MLflow's protocol refuses; `status` is the HTTP status of the answer."""
 
     def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status=status)
 
 
 def media_type(content_type: str | None) -> str:

@@ -4,13 +4,15 @@ service beside its own routes (same port, same middleware).
 Routes only glue the codecs (`v2`, `mlflow_scoring`) to the inference core: every inference
 goes through `InferenceCore.infer`, the path /predict takes, and health, readiness and model
 metadata are answered from the core's state (no call to the runner). `core_of()` gives the
-running service's core.
+running service's core. A refusal (iris_service/errors.py) raised in a route is answered in
+its protocol's error shape by `_answering`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -18,15 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from iris_service.errors import NotFound, Refusal, Unavailable
+from iris_service.http import errors
 from iris_service.http.api_docs import API_VERSION
-from iris_service.inference.core import (
-    InferenceCore,
-    ModelNotServed,
-    NoExplanation,
-    RunnerUnavailable,
-    TooManyToExplain,
-)
-from iris_service.inference.model_loading import ServedModel
+from iris_service.inference.core import InferenceCore
+from iris_service.inference.model_loading import ModelVersion
 from iris_service.protocols import mlflow_scoring, v2, v2_explain
 from iris_service.settings import MODEL_NAME, RETRY_AFTER_SECONDS
 
@@ -35,34 +33,50 @@ SERVER_NAME = "IrisClassifier"
 MODEL_PATHS = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
 
 
-def _v2_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _answering(protocol: str) -> Callable[[Handler], Handler]:
+    """A route whose refusals are answered in `protocol`'s error shape (errors.V2, MLFLOW)."""
+
+    def answering(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def answered(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Refusal as refusal:
+                status = refusal.status
+                headers = None
+                if status in errors.RETRYABLE_STATUSES:
+                    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+                return Response(
+                    errors.protocol_error_body(protocol, status, refusal.detail),
+                    status_code=status,
+                    media_type="application/json",
+                    headers=headers,
+                )
+
+        return answered
+
+    return answering
 
 
 def protocol_app(core_of: Callable[[], InferenceCore]) -> Starlette:
     """The V2 and MLflow scoring routes as one ASGI app, to mount at /."""
 
-    def resolve(request: Request) -> ServedModel | JSONResponse:
+    def resolve(request: Request) -> ModelVersion:
         """The model a /v2/models/... path names: 404 for another name or version."""
         name = request.path_params["name"]
         version = request.path_params.get("version")
         core = core_of()
         if name != MODEL_NAME:
-            return _v2_error(404, f"unknown model {name!r}; this server serves {MODEL_NAME!r}")
+            raise NotFound(f"unknown model {name!r}; this server serves {MODEL_NAME!r}")
         if version is None:
             return core.models.champion
         model = core.versions().get(version)
         if model is None:
-            return _v2_error(404, f"model {name!r} has no version {version!r}")
+            raise NotFound(f"model {name!r} has no version {version!r}")
         return model
-
-    def not_served(model: ServedModel) -> JSONResponse | None:
-        """503 naming the served version when `model` is stored but not served now."""
-        try:
-            core_of().served(model.version)
-        except ModelNotServed as exc:
-            return _v2_error(503, str(exc))
-        return None
 
     async def server_metadata(_: Request) -> JSONResponse:
         return JSONResponse(
@@ -75,12 +89,10 @@ def protocol_app(core_of: Callable[[], InferenceCore]) -> Starlette:
     async def server_ready(_: Request) -> JSONResponse:
         if core_of().ready():
             return JSONResponse({"ready": True})
-        return _v2_error(503, "no model is loaded yet")
+        raise Unavailable("no model is loaded yet")
 
     async def model_metadata(request: Request) -> JSONResponse:
         model = resolve(request)
-        if isinstance(model, JSONResponse):
-            return model
         versions = sorted(core_of().versions())
         metadata = v2.model_metadata(MODEL_NAME, versions)
         if "version" in request.path_params:
@@ -88,45 +100,30 @@ def protocol_app(core_of: Callable[[], InferenceCore]) -> Starlette:
         return JSONResponse(metadata)
 
     async def model_ready(request: Request) -> JSONResponse:
-        """Ready when a model is loaded; a version must also be one served now."""
+        """Ready when a model is loaded; a version must also be one served now (503 naming
+        the served version otherwise: ModelNotServed)."""
         model = resolve(request)
-        if isinstance(model, JSONResponse):
-            return model
         if not core_of().ready():
-            return _v2_error(503, "no model is loaded yet")
+            raise Unavailable("no model is loaded yet")
         if "version" in request.path_params:
-            refusal = not_served(model)
-            if refusal is not None:
-                return refusal
+            core_of().served(model.version)
         return JSONResponse({"name": MODEL_NAME, "ready": True})
 
     async def infer(request: Request) -> Response:
         """Inference; with a version, that version computes the answer when it is served
         (champion or challenger), else 503 naming the served version. With
         `parameters.explain`, the core's explanation of the rows (v2_explain.py)."""
-        model = resolve(request)
-        if isinstance(model, JSONResponse):
-            return model
+        resolve(request)
         body = await request.body()
-        try:
-            parsed = v2.parse_infer_request(body, request.headers.get(v2.HEADER_LENGTH))
-        except v2.V2Error as exc:
-            return _v2_error(exc.status, str(exc))
+        parsed = v2.parse_infer_request(body, request.headers.get(v2.HEADER_LENGTH))
         version = request.path_params.get("version")
-        try:
-            if parsed.explain:
-                explained = await core_of().explain(parsed.rows, version)
-                answered_by, probabilities = explained.model, explained.explanation.probabilities
-                extra = v2_explain.explanation_tensors(explained.explanation)
-            else:
-                answer = await core_of().infer(parsed.rows, version)
-                answered_by, probabilities, extra = answer.model, answer.probabilities, None
-        except ModelNotServed as exc:
-            return _v2_error(503, str(exc))
-        except TooManyToExplain as exc:
-            return _v2_error(400, str(exc))
-        except NoExplanation as exc:
-            return _v2_error(409, str(exc))
+        if parsed.explain:
+            explained = await core_of().explain(parsed.rows, version)
+            answered_by, probabilities = explained.model, explained.explanation.probabilities
+            extra = v2_explain.explanation_tensors(explained.explanation)
+        else:
+            answer = await core_of().infer(parsed.rows, version)
+            answered_by, probabilities, extra = answer.model, answer.probabilities, None
         content, header_length = v2.encode_infer_response(
             parsed, MODEL_NAME, answered_by.version, probabilities, extra
         )
@@ -137,18 +134,9 @@ def protocol_app(core_of: Callable[[], InferenceCore]) -> Starlette:
         return Response(content, media_type="application/octet-stream", headers=headers)
 
     async def invocations(request: Request) -> Response:
-        try:
-            kind = mlflow_scoring.media_type(request.headers.get("content-type"))
-            rows = mlflow_scoring.parse_scoring_request(await request.body(), kind)
-        except mlflow_scoring.ScoringError as exc:
-            body = {"error_code": "BAD_REQUEST", "message": str(exc)}
-            return JSONResponse(body, status_code=exc.status)
-        try:
-            answer = await core_of().infer(rows)
-        except RunnerUnavailable as exc:  # tiers: the runner tier does not answer
-            body = {"error_code": "TEMPORARILY_UNAVAILABLE", "message": str(exc)}
-            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-            return JSONResponse(body, status_code=503, headers=headers)
+        kind = mlflow_scoring.media_type(request.headers.get("content-type"))
+        rows = mlflow_scoring.parse_scoring_request(await request.body(), kind)
+        answer = await core_of().infer(rows)  # tiers: RunnerUnavailable when it does not answer
         answered_by = answer.model
         predict_fn, _ = _flavour(answered_by)
         return Response(
@@ -160,24 +148,22 @@ def protocol_app(core_of: Callable[[], InferenceCore]) -> Starlette:
     async def ping(_: Request) -> Response:
         if core_of().ready():
             return Response("\n", media_type="application/json")
-        return JSONResponse(
-            {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "no model is loaded yet"},
-            status_code=503,
-        )
+        raise Unavailable("no model is loaded yet")
 
     async def version(_: Request) -> Response:
         _, mlflow_version = _flavour(core_of().models.champion)
         return PlainTextResponse(mlflow_version, media_type="application/json")
 
+    in_v2, in_mlflow = _answering(errors.V2), _answering(errors.MLFLOW)
     routes = [
         Route("/v2", server_metadata, methods=["GET"]),
         Route("/v2/health/live", live, methods=["GET"]),
-        Route("/v2/health/ready", server_ready, methods=["GET"]),
-        *(Route(path, model_metadata, methods=["GET"]) for path in MODEL_PATHS),
-        *(Route(f"{path}/ready", model_ready, methods=["GET"]) for path in MODEL_PATHS),
-        *(Route(f"{path}/infer", infer, methods=["POST"]) for path in MODEL_PATHS),
-        Route("/invocations", invocations, methods=["POST"]),
-        Route("/ping", ping, methods=["GET"]),
+        Route("/v2/health/ready", in_v2(server_ready), methods=["GET"]),
+        *(Route(path, in_v2(model_metadata), methods=["GET"]) for path in MODEL_PATHS),
+        *(Route(f"{path}/ready", in_v2(model_ready), methods=["GET"]) for path in MODEL_PATHS),
+        *(Route(f"{path}/infer", in_v2(infer), methods=["POST"]) for path in MODEL_PATHS),
+        Route("/invocations", in_mlflow(invocations), methods=["POST"]),
+        Route("/ping", in_mlflow(ping), methods=["GET"]),
         Route("/version", version, methods=["GET"]),
     ]
     return Starlette(routes=routes)
@@ -186,7 +172,7 @@ def protocol_app(core_of: Callable[[], InferenceCore]) -> Starlette:
 _FLAVOURS: dict[str, tuple[str, str]] = {}
 
 
-def _flavour(model: ServedModel) -> tuple[str, str]:
+def _flavour(model: ModelVersion) -> tuple[str, str]:
     """The pyfunc predict function and MLflow version of a stored model (read once)."""
     found = _FLAVOURS.get(model.tag)
     if found is None:

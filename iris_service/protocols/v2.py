@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from iris_service.errors import BadRequest
 from iris_service.inference.flower_arrays import InvalidFlowers, check_count, checked_flowers
 from iris_service.protocols.json_bodies import UnreadableJson, strict_json
 from iris_service.protocols.v2_explain import ExplainFlagError, wants_explanation
@@ -38,12 +39,11 @@ OUTPUT_NAMES = (PREDICT, PREDICT_PROBA)
 _NUMBERS = frozenset({int, float})
 
 
-class V2Error(ValueError):
+class V2Error(BadRequest, ValueError):
     """A request the protocol refuses; `status` is the HTTP status of the answer."""
 
     def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status=status)
 
 
 @dataclass(frozen=True)

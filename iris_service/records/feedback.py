@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iris_service.background import BackgroundLoop
+from iris_service.errors import Refusal
 from iris_service.monitoring import metrics
 from iris_service.monitoring.live_quality import LiveQuality
 from iris_service.records.store import AlreadyLabelled, Record, RecordStore, StoreUnavailable
@@ -56,10 +57,11 @@ WARN_EVERY_S = 60.0
 LOOKBACK_IDS = 2_000
 
 
-class FeedbackRefused(Exception):
+class FeedbackRefused(Refusal):
+    """Labels refused, with the answer's status, error code and detail."""
+
     def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
+        super().__init__(detail, status=status, code=code)
 
 
 @dataclass(frozen=True)

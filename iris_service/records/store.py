@@ -39,6 +39,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from iris_service.errors import first_line
+
 logger = logging.getLogger("iris_service.records.store")
 
 SCHEMA_VERSION = 1
@@ -427,7 +429,7 @@ class _Unavailable:
             exc, sa.exc.IntegrityError
         )  # down, full, locked, not a database, tables gone: not a request's fault
         if unavailable:
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
+            reason = first_line(getattr(exc, "orig", exc), 200)
             raise StoreUnavailable(f"{describe(self.url)}: {reason}") from None
         return False
 

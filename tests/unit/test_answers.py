@@ -8,9 +8,9 @@ import numpy as np
 
 from iris_service.http import answers
 from iris_service.http.schemas import BatchPrediction, Prediction
-from iris_service.inference.model_loading import ServedModel
+from iris_service.inference.model_loading import ModelVersion
 
-MODEL = ServedModel("iris-classifier:abc", ("setosa", "versicolor", "virginica"), {})
+MODEL = ModelVersion("iris-classifier:abc", ("setosa", "versicolor", "virginica"), {})
 
 
 def test_batch_answer_is_the_json_of_the_predictions() -> None:
@@ -45,7 +45,7 @@ def test_single_prediction_has_the_prediction_shape() -> None:
 def test_edge_probabilities_and_a_tag_with_a_percent_sign_keep_their_values() -> None:
     """Numbers are written by msgspec and placed by %-templates: exact ones, zeros, tiny
     values written in exponent form and a `%` in the tag must all read back unchanged."""
-    model = ServedModel("iris-classifier:a%sb", MODEL.class_names, {})
+    model = ModelVersion("iris-classifier:a%sb", MODEL.class_names, {})
     probabilities = np.array([[1.0, 0.0, 0.0], [1e-06, 0.5, 0.499999], [2.5e-05, 1e-07, 0.999975]])
     body = json.loads(answers.batch_response(model, probabilities).body)
     assert body["model_tag"] == model.tag

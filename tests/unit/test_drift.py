@@ -82,13 +82,6 @@ def test_models_without_statistics_get_a_monitor_that_observes_nothing() -> None
     assert not monitor.enabled and monitor.report()["status"] == "unavailable"
 
 
-def test_older_models_fall_back_to_the_deciles(statistics: dict) -> None:
-    deciles_only = {key: statistics["petal_width"][key] for key in ("quantile_levels", "quantiles")}
-    bins = drift.FeatureBins.from_statistics("petal_width", deciles_only)
-    assert sum(bins.expected) == pytest.approx(1.0)
-    assert len(set(bins.cut_points)) == len(bins.cut_points)
-
-
 def test_psi_of_known_shares() -> None:
     assert drift.population_stability_index([5, 5], [0.5, 0.5]) == 0.0
     expected = (0.9 - 0.5) * np.log(0.9 / 0.5) + (0.1 - 0.5) * np.log(0.1 / 0.5)

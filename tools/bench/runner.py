@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from iris_service.errors import first_line
 from tools.local_server import HOST, ProjectState
 
 from . import payloads, servers
@@ -234,7 +235,7 @@ def _batch_record(
             options.threads,
         )
     except (RuntimeError, ValueError) as exc:
-        return entry | {"failed": str(exc).splitlines()[0]}
+        return entry | {"failed": first_line(exc, None)}
     if load.requests == 0:  # slower than the run: no throughput, no latency to report
         return entry | {"failed": f"no answer within the {load.duration_s:.1f} s run"}
     rows = load.requests * size
@@ -355,7 +356,6 @@ def _failed(
     options: Options,
     exc: Exception,
 ) -> dict[str, Any]:
-    first_line = str(exc).splitlines()[0] if str(exc) else ""
     return {
         "name": run_name(server, model, workers),
         "server": server,
@@ -363,7 +363,7 @@ def _failed(
         "workers": workers,
         "phase": phase,
         "connections": options.connections,
-        "failed": f"{type(exc).__name__}: {first_line}",
+        "failed": f"{type(exc).__name__}: {first_line(exc, None)}",
     }
 
 
