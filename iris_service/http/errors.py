@@ -73,12 +73,14 @@ def protocol_of(path: str) -> str | None:
 
 
 def protocol_error_body(protocol: str, status: int, detail: str) -> bytes:
-    """An error body in the shape of `protocol` (V2 or MLFLOW)."""
+    """An error body in the shape of `protocol` (V2 or MLFLOW), compact as Starlette's
+    JSONResponse writes it."""
     if protocol == V2:
-        return json.dumps({"error": detail}).encode()
-    fallback = "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
-    code = MLFLOW_ERROR_CODES.get(status, fallback)
-    return json.dumps({"error_code": code, "message": detail}).encode()
+        payload: dict[str, str] = {"error": detail}
+    else:
+        fallback = "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
+        payload = {"error_code": MLFLOW_ERROR_CODES.get(status, fallback), "message": detail}
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _in_protocol_shape(protocol: str, parsed: object) -> bool:
