@@ -17,7 +17,9 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from iris_service.settings import RETRY_AFTER_SECONDS
+from iris_service.settings import settings
+
+RETRY_AFTER_SECONDS = settings.retry_after_seconds  # read once: used per refusal
 
 ERROR_CODES: dict[int, str] = {
     400: "validation_error",
