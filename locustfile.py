@@ -31,7 +31,7 @@ import gevent
 from locust import FastHttpUser, between, constant, events, task
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
-from iris_service.settings import FEATURE_NAMES
+from iris_service.names import FEATURE_NAMES
 
 SCENARIOS = ("typical", "saturation")
 SCENARIO = os.environ.get("IRIS_LOAD_SCENARIO", "typical")

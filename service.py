@@ -62,36 +62,17 @@ from iris_service.inference.runner_health import RunnerHeartbeat, runner_ping
 from iris_service.monitoring.bentoml_metrics import bound_bentoml_request_metrics, fixed_paths
 from iris_service.monitoring.drift import drift_route
 from iris_service.monitoring.live_quality import LiveQuality, live_quality_route
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 from iris_service.protocols import grpc_server
 from iris_service.protocols.routes import protocol_app
 from iris_service.records.feedback import START_WINDOWS, FeedbackDesk, LabelFollower
 from iris_service.records.store import NewerSchema, StoreUnavailable, open_record_store
 from iris_service.records.writer import RecordWriter
-from iris_service.settings import (
-    API_KEYS,
-    API_TIMEOUT_SECONDS,
-    CANARY_SEED,
-    CANARY_SHARE,
-    CHALLENGER_MODE,
-    CHALLENGER_TAG,
-    CLASS_NAMES,
-    FEATURE_NAMES,
-    FEEDBACK_WINDOW,
-    GRPC_PORT,
-    GRPC_PORT_FILE,
-    MAX_BATCH_FLOWERS,
-    MODEL_TAG,
-    RECORD_STORE_URL,
-    RUNNER_CALL_TIMEOUT_SECONDS,
-    RUNNER_HOP_SECONDS,
-    RUNNER_LIVENESS_GRACE_SECONDS,
-    RUNNER_MIN_ROWS,
-    RUNNER_PING_PERIOD_SECONDS,
-    RUNNER_PING_TIMEOUT_SECONDS,
-    SHADOW_MAX_ROWS,
-)
+from iris_service.settings import API_TIMEOUT_SECONDS, RUNNER_PING_PERIOD_SECONDS, settings
 
 logger = logging.getLogger("iris_service.api")
+# Read once: the timeout of every runner call.
+RUNNER_CALL_TIMEOUT_SECONDS = settings.runner_call_timeout_seconds
 
 
 def _current() -> IrisClassifier:
@@ -104,14 +85,14 @@ def _core() -> InferenceCore:
 
 # Predictions (written by their middleware, below, through the writer) and labels, in the
 # prediction store (iris_service/records/store.py); None with IRIS_RECORD_STORE_URL=off.
-record_store = open_record_store(RECORD_STORE_URL)
+record_store = open_record_store(settings.record_store_url)
 record_writer = RecordWriter(record_store) if record_store is not None else None
 # Prediction requests in flight in this worker, HTTP and gRPC together: one admission limit.
 in_flight = InFlight()
 # `bentoml serve` stops at once, in one line, when the gRPC port is taken (no silent sharing).
 if (serve_host := grpc_server.serve_command_host()) is not None:
-    grpc_server.check_port_free(serve_host, GRPC_PORT)
-    grpc_server.forget_published_port(GRPC_PORT_FILE)  # a stale file must not name a port
+    grpc_server.check_port_free(serve_host, settings.grpc_port)
+    grpc_server.forget_published_port(settings.grpc_port_file)  # a stale file must not name a port
 
 
 def _one_flower(measurements: dict[str, float]) -> np.ndarray:
@@ -148,8 +129,10 @@ class IrisClassifier:
 
     runner = bentoml.depends(IrisModelRunner)
     # Packed into the Bento by `bentoml build` (the runner declares the same versions).
-    bento_model = checked_model_reference(MODEL_TAG)
-    challenger_model = checked_model_reference(CHALLENGER_TAG) if CHALLENGER_TAG else None
+    bento_model = checked_model_reference(settings.model_tag)
+    challenger_model = (
+        checked_model_reference(settings.challenger_tag) if settings.challenger_tag else None
+    )
 
     def __init__(self) -> None:
         # Tiers (docs/deployment.md): the runner is another Deployment; runner-bound work is
@@ -161,25 +144,27 @@ class IrisClassifier:
         self.heartbeat = RunnerHeartbeat(
             lambda: runner_ping(self.runner)(),
             period_s=RUNNER_PING_PERIOD_SECONDS,
-            timeout_s=RUNNER_PING_TIMEOUT_SECONDS,
-            grace_s=RUNNER_LIVENESS_GRACE_SECONDS,
+            timeout_s=settings.runner_ping_timeout_seconds,
+            grace_s=settings.runner_liveness_grace_seconds,
         )
         self.core = InferenceCore(
-            ModelFollower.for_service(self.bento_model, self.challenger_model, CHALLENGER_MODE),
-            mode=CHALLENGER_MODE,
-            canary_share=CANARY_SHARE,
-            seed=CANARY_SEED,
+            ModelFollower.for_service(
+                self.bento_model, self.challenger_model, settings.challenger_mode
+            ),
+            mode=settings.challenger_mode,
+            canary_share=settings.canary_share,
+            seed=settings.canary_seed,
             runner=self._call_runner,
             runner_usable=(
                 (lambda: not self.heartbeat.silent()) if self.runner_tier else self.heartbeat.ready
             ),
             runner_required=self.runner_tier,
-            runner_hop_seconds=RUNNER_HOP_SECONDS,
-            runner_rows=RUNNER_MIN_ROWS,
-            largest_request_rows=MAX_BATCH_FLOWERS,
-            shadow_max_rows=SHADOW_MAX_ROWS,
+            runner_hop_seconds=settings.runner_hop_seconds,
+            runner_rows=settings.runner_min_rows,
+            largest_request_rows=settings.max_batch_flowers,
+            shadow_max_rows=settings.shadow_max_rows,
         )
-        self.live_quality = LiveQuality(FEEDBACK_WINDOW, CLASS_NAMES)
+        self.live_quality = LiveQuality(settings.feedback_window, CLASS_NAMES)
         self.grpc: grpc_server.GrpcServer | None = None
         self.feedback_desk: FeedbackDesk | None = None
         # Labels any worker or replica recorded reach this worker's live quality within a
@@ -190,7 +175,7 @@ class IrisClassifier:
                 record_store, flush_predictions=lambda: record_writer.flush(timeout=0.5)
             )
             self.label_follower = LabelFollower(
-                record_store, self.live_quality, start_rows=FEEDBACK_WINDOW * START_WINDOWS
+                record_store, self.live_quality, start_rows=settings.feedback_window * START_WINDOWS
             )
 
     @bentoml.on_startup
@@ -324,7 +309,7 @@ runner_address.check_start_command(
 # admission control -> the API. See docs in each module.
 IrisClassifier.add_asgi_middleware(PredictionRecordMiddleware, writer=record_writer)
 IrisClassifier.add_asgi_middleware(RequestMonitoringMiddleware)
-IrisClassifier.add_asgi_middleware(ApiKeyMiddleware, api_keys=API_KEYS)
+IrisClassifier.add_asgi_middleware(ApiKeyMiddleware, api_keys=settings.api_keys)
 IrisClassifier.add_asgi_middleware(AdmissionControlMiddleware, counter=in_flight)
 log_filters.install()
 # BentoML's own request metrics name only the routes above, never a path a client made up.

@@ -27,7 +27,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from iris_pipeline.training import CANDIDATES
-from iris_service.settings import MODEL_NAME
+from iris_service.names import MODEL_NAME
 
 if TYPE_CHECKING:
     import numpy as np

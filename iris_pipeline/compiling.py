@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from iris_service.errors import first_line
-from iris_service.settings import CLASS_NAMES
+from iris_service.names import CLASS_NAMES
 
 if TYPE_CHECKING:
     import onnxruntime

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from iris_service.inference.model_loading import BACKGROUND_FILE
-from iris_service.settings import FEATURE_NAMES
+from iris_service.names import FEATURE_NAMES
 
 BACKGROUND_ROWS = 50
 BACKGROUND_SEED = 20261203

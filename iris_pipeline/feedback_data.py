@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 from iris_service.records.store import RecordStore, describe
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, RECORD_STORE_URL
+from iris_service.settings import settings
 
 HOLDOUT_SHARE = 0.3
 # Fewer held-out labels than this would move the gate on a handful of flowers (two labels
@@ -63,7 +64,7 @@ class FeedbackSet:
 def _labels(url: str | None) -> list[dict]:
     """Every label of the store at `url` (default: the service's; none when records are off
     or nothing was ever recorded)."""
-    url = url or RECORD_STORE_URL
+    url = url or settings.record_store_url
     if url is None:
         return []
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
@@ -86,7 +87,7 @@ def load_feedback(url: str | None = None) -> FeedbackSet:
     x = pd.DataFrame([r["features"] for r in usable], columns=list(FEATURE_NAMES), dtype=float)
     y = np.array([CLASS_NAMES.index(r["class_name"]) for r in usable], dtype=int)
     labelled_at = np.array([float(r["ts"]) for r in usable], dtype=float)
-    return FeedbackSet(x, y, labelled_at, _source(url or RECORD_STORE_URL or "off"))
+    return FeedbackSet(x, y, labelled_at, _source(url or settings.record_store_url or "off"))
 
 
 def _source(url: str) -> str:

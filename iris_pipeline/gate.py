@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from iris_service.settings import CLASS_NAMES
+from iris_service.names import CLASS_NAMES
 
 DEFAULT_RECALL_MARGIN = 0.05
 ROUND_DIGITS = 6

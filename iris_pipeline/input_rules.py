@@ -1,7 +1,7 @@
 """The service's input rules, read from the one place the served package defines them.
 
 A batch job must refuse exactly the flowers the service refuses, so nothing here is a copy:
-the feature names come from `iris_service.settings.FEATURE_NAMES` and each feature's range and
+the feature names come from `iris_service.names.FEATURE_NAMES` and each feature's range and
 its finiteness from the constraints Pydantic holds for that field of
 `iris_service.http.schemas.IrisFeatures` (`gt`, `ge`, `lt`, `le`, `allow_inf_nan`). Change a bound
 there and the job follows.
@@ -16,7 +16,7 @@ import annotated_types
 from pydantic.fields import FieldInfo
 
 from iris_service.http.schemas import IrisFeatures
-from iris_service.settings import FEATURE_NAMES
+from iris_service.names import FEATURE_NAMES
 
 
 @dataclass(frozen=True)

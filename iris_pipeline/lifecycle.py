@@ -20,7 +20,7 @@ from pathlib import Path
 from iris_pipeline import feedback_data, gate, registry
 from iris_pipeline.served_version import DEFAULT_SERVICE_URL, ask_service
 from iris_service.inference.model_aliases import aliases_path
-from iris_service.settings import MODEL_NAME
+from iris_service.names import MODEL_NAME
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 
 SHIFTED_CLASS = "versicolor"
 SHIFTED_FEATURE = "petal_width"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from iris_pipeline.input_rules import FeatureRule, feature_rules
 from iris_pipeline.scoring_io import InputFiles, ScoringError, csv_header
-from iris_service.settings import CLASS_NAMES
+from iris_service.names import CLASS_NAMES
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession

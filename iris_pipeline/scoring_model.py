@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from iris_pipeline import registry
 from iris_pipeline.scoring_io import ScoringError
-from iris_service.settings import CLASS_NAMES, MODEL_NAME
+from iris_service.names import CLASS_NAMES, MODEL_NAME
 
 DEFAULT_MODEL = f"models:/{MODEL_NAME}@{registry.CHAMPION}"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")

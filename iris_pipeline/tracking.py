@@ -20,7 +20,7 @@ from iris_pipeline.explanation_background import (
     background_sample,
 )
 from iris_pipeline.paths import DEFAULT_MLFLOW_DIR, DEFAULT_MLFLOW_URI
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
 
 if TYPE_CHECKING:
     import bentoml

@@ -14,7 +14,7 @@ from iris_pipeline.compiling import (
     TARGET_OPSET,
     CompiledModel,
 )
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 
 
 def tampered(compiled: CompiledModel, added: tuple[float, ...]) -> CompiledModel:

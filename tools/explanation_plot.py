@@ -18,7 +18,7 @@ import requests
 
 from iris_pipeline.paths import REPORTS_DIR
 from iris_service.http.schemas import SETOSA_EXAMPLE, VERSICOLOR_EXAMPLE, VIRGINICA_EXAMPLE
-from iris_service.settings import FEATURE_NAMES
+from iris_service.names import FEATURE_NAMES
 
 # A flower of each class and one between versicolor and virginica.
 FLOWERS: tuple[dict[str, float], ...] = (

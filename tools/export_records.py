@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from iris_service.records.store import RecordStore, describe
-from iris_service.settings import RECORD_STORE_URL
+from iris_service.settings import settings
 
 BATCH = 5_000
 JSON_COLUMNS = ("inputs", "outputs", "features")
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.export_records")
     parser.add_argument("--out", type=Path, required=True, help="folder to write into")
     parser.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
-    parser.add_argument("--store", default=RECORD_STORE_URL, help="the store's URL")
+    parser.add_argument("--store", default=settings.record_store_url, help="the store's URL")
     args = parser.parse_args(argv)
     if args.store is None:
         parser.error("records are off (IRIS_RECORD_STORE_URL=off): nothing to export")

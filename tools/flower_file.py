@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from iris_pipeline.input_rules import FeatureRule, feature_rules
-from iris_service.settings import FEATURE_NAMES
+from iris_service.names import FEATURE_NAMES
 
 # kind -> (feature, text written in the CSV)
 INVALID_KINDS: dict[str, tuple[str, str]] = {

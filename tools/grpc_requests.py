@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from iris_service.names import MODEL_NAME
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
-from iris_service.settings import MODEL_NAME
 
 
 def infer_request(

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from iris_pipeline.paths import CONFIGURATION, PROJECT_ROOT, VENV_BIN
 from iris_service.inference.model_aliases import ALIASES_DIR
+from iris_service.settings import bentoml_home as default_bentoml_home
 from tools.processes import stop_process_group
 
 HOST = "127.0.0.1"
@@ -249,7 +250,7 @@ def server_env(
         env.pop(name, None)
     env.setdefault("BENTOML_CONFIG", str(CONFIGURATION))
     if "BENTOML_HOME" not in extra_env:
-        models = Path(env.get("BENTOML_HOME", Path.home() / "bentoml")) / "models"
+        models = default_bentoml_home(env) / "models"
         extra_env = {**extra_env, "BENTOML_HOME": str(isolated_home(models, log_dir, port))}
     env.update(extra_env)
     return env

@@ -18,7 +18,8 @@ import os
 from dataclasses import dataclass
 
 from iris_service.inference.model_aliases import read_aliases
-from iris_service.settings import CHALLENGER_MODES, MODEL_NAME
+from iris_service.names import MODEL_NAME
+from iris_service.settings import CHALLENGER_MODES
 
 
 @dataclass(frozen=True)

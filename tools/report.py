@@ -36,7 +36,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from iris_pipeline.paths import PROJECT_ROOT, REPORTS_DIR
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 
 from .explanation_plot import render_from_service
 

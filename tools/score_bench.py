@@ -30,7 +30,7 @@ import numpy as np
 
 from iris_pipeline.input_rules import FeatureRule, feature_rules
 from iris_pipeline.paths import PROJECT_ROOT, REPORTS_DIR, VENV_BIN
-from iris_service.settings import FEATURE_NAMES
+from iris_service.names import FEATURE_NAMES
 from tools.flower_file import write_flower_csv
 from tools.spark_cluster import standalone_cluster
 

@@ -18,15 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from iris_service.errors import Overloaded
-from iris_service.settings import (
-    EXPLAIN_ADMISSION_COST,
-    MAX_CONCURRENT_REQUESTS,
-    PREDICTION_PATHS,
-    RoutePatterns,
-)
+from iris_service.names import PREDICTION_PATHS, RoutePatterns
+from iris_service.settings import settings
 
 # Places a request takes, by exact path (others: one).
-COSTS: dict[str, int] = {"/explain": EXPLAIN_ADMISSION_COST}
+COSTS: dict[str, int] = {"/explain": settings.explain_admission_cost}
 
 
 class InFlight:
@@ -46,7 +42,7 @@ class AdmissionControlMiddleware:
     def __init__(
         self,
         app: Any,
-        limit: int = MAX_CONCURRENT_REQUESTS,
+        limit: int = settings.max_concurrent_requests,
         paths: tuple[str, ...] = PREDICTION_PATHS,
         counter: InFlight | None = None,
         costs: dict[str, int] | None = None,

@@ -13,14 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from iris_service.http.schemas import SETOSA_EXAMPLE
-from iris_service.names import UPPER_BOUNDS_CM
-from iris_service.settings import (
-    CLASS_NAMES,
-    FEATURE_NAMES,
-    MAX_BATCH_FLOWERS,
-    MAX_EXPLAIN_FLOWERS,
-    MODEL_NAME,
-)
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME, UPPER_BOUNDS_CM
+from iris_service.settings import settings
 
 REF = "#/components/schemas/{}"
 TAG = "Service APIs"
@@ -135,7 +129,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "minItems": 2,
                     "maxItems": 2,
                     "description": f"[N, {len(FEATURE_NAMES)}]: N flowers (at most "
-                    f"{MAX_BATCH_FLOWERS}), measurements in the order "
+                    f"{settings.max_batch_flowers}), measurements in the order "
                     f"{', '.join(FEATURE_NAMES)}",
                 },
                 "datatype": {"type": "string", "enum": ["FP32", "FP64"]},
@@ -179,7 +173,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                             "type": "boolean",
                             "description": "Add the outputs `explanation` (FP32 [N, 3, 4], "
                             "Shapley values) and `base_value` (FP32 [3]); N at most "
-                            f"{MAX_EXPLAIN_FLOWERS}. See docs/explanations.md.",
+                            f"{settings.max_explain_flowers}. See docs/explanations.md.",
                         },
                     }
                 ),
@@ -218,7 +212,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "dataframe_records": {
                     "type": "array",
                     "minItems": 1,
-                    "maxItems": MAX_BATCH_FLOWERS,
+                    "maxItems": settings.max_batch_flowers,
                     "items": {
                         **_object(
                             {name: _MEASUREMENT for name in FEATURE_NAMES}, tuple(FEATURE_NAMES)

@@ -30,7 +30,7 @@ from bentoml.exceptions import BentoMLException
 
 from iris_service.errors import Unauthorized
 from iris_service.http.request_ids import key_id, set_api_key_id
-from iris_service.settings import API_KEY_MIN_LENGTH, API_KEY_OPEN_DOCS, API_KEYS, API_KEYS_REQUIRED
+from iris_service.settings import API_KEY_MIN_LENGTH, settings
 
 _BEARER = b"bearer "
 # Probes and the scraper reach these without a key: BentoML's health routes, /metrics, and the
@@ -71,7 +71,7 @@ def check_api_keys(
 
 
 # Checked once, when the service imports this module: a misconfigured service never starts.
-check_api_keys(API_KEYS, API_KEYS_REQUIRED)
+check_api_keys(settings.api_keys, settings.api_keys_required)
 
 
 def bearer_token(authorization: bytes) -> bytes | None:
@@ -113,8 +113,8 @@ class ApiKeyMiddleware:
     def __init__(
         self,
         app: Any,
-        api_keys: Iterable[str] = API_KEYS,
-        open_docs: bool = API_KEY_OPEN_DOCS,
+        api_keys: Iterable[str] = settings.api_keys,
+        open_docs: bool = settings.api_key_open_docs,
     ) -> None:
         self.app = app
         self.keys = tuple(key.encode() for key in api_keys if key)

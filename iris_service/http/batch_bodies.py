@@ -24,7 +24,7 @@ import msgspec
 import numpy as np
 
 from iris_service.inference.flower_arrays import InvalidFlowers, checked_flowers
-from iris_service.settings import FEATURE_NAMES
+from iris_service.names import FEATURE_NAMES
 
 _Flower = msgspec.defstruct(
     "_Flower",

@@ -22,7 +22,9 @@ from typing import Any, ParamSpec, TypeVar
 from starlette.responses import Response
 
 from iris_service.errors import Refusal, first_line
-from iris_service.settings import RETRY_AFTER_SECONDS
+from iris_service.settings import settings
+
+RETRY_AFTER_SECONDS = settings.retry_after_seconds  # read once: used per refusal
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from iris_service.http.schemas import VERSICOLOR_EXAMPLE, IrisFeatures
 from iris_service.inference.core import ExplainedAnswer
 from iris_service.inference.explanations import PROBABILITY
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 
 BACKGROUND_DESCRIPTION = (
     "a fixed sample of training flowers stored with the model version; every coalition value "

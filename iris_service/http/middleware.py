@@ -1,6 +1,6 @@
 """ASGI middleware that measures every prediction request and owns the error shape.
 
-For each request to a monitored path (settings.PREDICTION_PATHS: /predict, /predict_batch,
+For each request to a monitored path (names.PREDICTION_PATHS: /predict, /predict_batch,
 the V2 and MLflow inference routes) it:
 - assigns a request id (a valid incoming X-Request-ID is kept, else the server's own) and
   the server's own id (X-Server-Request-Id; iris_service/http/request_ids.py);
@@ -43,12 +43,8 @@ from iris_service.http import errors
 from iris_service.http.request_ids import client_request_id, server_request_id
 from iris_service.http.request_log import REQUEST_LOGGER_NAME, RequestLog
 from iris_service.monitoring import metrics
-from iris_service.settings import (
-    EXPOSE_MEASUREMENT_HEADERS,
-    MAX_BODY_BYTES,
-    PREDICTION_PATHS,
-    RoutePatterns,
-)
+from iris_service.names import PREDICTION_PATHS, RoutePatterns
+from iris_service.settings import settings
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -116,9 +112,9 @@ class RequestMonitoringMiddleware:
         self,
         app: Any,
         monitored_paths: tuple[str, ...] = PREDICTION_PATHS,
-        max_body_bytes: int = MAX_BODY_BYTES,
+        max_body_bytes: int = settings.max_body_bytes,
         request_log: RequestLog | None = None,
-        expose_measurements: bool = EXPOSE_MEASUREMENT_HEADERS,
+        expose_measurements: bool = settings.expose_measurement_headers,
     ) -> None:
         self.app = app
         self.expose_measurements = expose_measurements

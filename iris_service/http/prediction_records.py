@@ -1,6 +1,6 @@
 """The record of every successful prediction, handed to the prediction store's writer.
 
-One record per 200 answer of a prediction route (settings.PREDICTION_PATHS): the server's
+One record per 200 answer of a prediction route (names.PREDICTION_PATHS): the server's
 request id (iris_service/http/request_ids.py, also in the answer's X-Server-Request-Id), the
 client's X-Request-ID and the API key it came with, the time, route and protocol, the model
 version, the latency, the request body ("inputs"; left out with IRIS_RECORD_INPUTS=false)
@@ -22,8 +22,9 @@ from typing import Any
 
 from iris_service.http.errors import protocol_of
 from iris_service.http.request_ids import api_key_id, client_request_id, server_request_id
+from iris_service.names import PREDICTION_PATHS, RoutePatterns
 from iris_service.records.writer import RecordWriter
-from iris_service.settings import PREDICTION_PATHS, RECORD_INPUTS, RoutePatterns
+from iris_service.settings import settings
 
 SERVICE_PROTOCOL = "service"
 
@@ -36,7 +37,7 @@ class PredictionRecordMiddleware:
         app: Any,
         writer: RecordWriter | None,
         paths: tuple[str, ...] = PREDICTION_PATHS,
-        log_inputs: bool = RECORD_INPUTS,
+        log_inputs: bool = settings.record_inputs,
     ) -> None:
         self.app = app
         self.writer = writer

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from iris_service.names import CLASS_NAMES, FEATURE_NAMES, UPPER_BOUNDS_CM
-from iris_service.settings import MAX_BATCH_FLOWERS, MAX_FEEDBACK_LABELS
+from iris_service.settings import settings
 
 SETOSA_EXAMPLE = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 VERSICOLOR_EXAMPLE = {
@@ -112,8 +112,8 @@ class IrisBatch(BaseModel):
 
     flowers: list[IrisFlower] = Field(
         min_length=1,
-        max_length=MAX_BATCH_FLOWERS,
-        description=f"Between 1 and {MAX_BATCH_FLOWERS} flowers.",
+        max_length=settings.max_batch_flowers,
+        description=f"Between 1 and {settings.max_batch_flowers} flowers.",
     )
 
     @classmethod
@@ -200,8 +200,8 @@ class FeedbackRequest(BaseModel):
     feedback: list[FeedbackLabel] | None = Field(
         default=None,
         min_length=1,
-        max_length=MAX_FEEDBACK_LABELS,
-        description=f"Between 1 and {MAX_FEEDBACK_LABELS} labels.",
+        max_length=settings.max_feedback_labels,
+        description=f"Between 1 and {settings.max_feedback_labels} labels.",
     )
 
     @model_validator(mode="after")

@@ -45,13 +45,8 @@ from iris_service.inference.model_follower import (
 from iris_service.inference.model_loading import CompiledModel, ModelVersion, model_version
 from iris_service.monitoring import metrics
 from iris_service.monitoring.drift import DriftMonitor, publish_to_prometheus
-from iris_service.settings import (
-    CLASS_NAMES,
-    DRIFT_MIN_FLOWERS,
-    DRIFT_WINDOW_FLOWERS,
-    FEATURE_NAMES,
-    MAX_EXPLAIN_FLOWERS,
-)
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
+from iris_service.settings import settings
 
 logger = logging.getLogger("iris_service.inference.core")
 
@@ -214,7 +209,7 @@ class InferenceCore:
         largest_request_rows: int = 1000,
         shadow_max_rows: int = 4096,
         stored: Callable[[str], ModelVersion] | None = None,
-        max_explain_rows: int = MAX_EXPLAIN_FLOWERS,
+        max_explain_rows: int = settings.max_explain_flowers,
         runner_required: bool = False,
     ) -> None:
         self.follower = follower
@@ -412,8 +407,8 @@ class InferenceCore:
             monitor = DriftMonitor.from_model_metadata(
                 model.metadata,
                 FEATURE_NAMES,
-                window=DRIFT_WINDOW_FLOWERS,
-                min_flowers=DRIFT_MIN_FLOWERS,
+                window=settings.drift_window_flowers,
+                min_flowers=settings.drift_min_flowers,
                 publish=publish_to_prometheus,
             )
             self._drift_monitors[model.tag] = monitor

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from iris_service.names import UPPER_BOUNDS_CM
-from iris_service.settings import FEATURE_NAMES, MAX_BATCH_FLOWERS
+from iris_service.names import FEATURE_NAMES, UPPER_BOUNDS_CM
+from iris_service.settings import settings
+
+MAX_BATCH_FLOWERS = settings.max_batch_flowers  # read once: checked per request
 
 UPPER_BOUNDS = np.array([UPPER_BOUNDS_CM[name] for name in FEATURE_NAMES], dtype=np.float64)
 

@@ -11,7 +11,7 @@ as BentoML tags, into one small JSON file in the BentoML home that the runner wa
 
 The file is replaced atomically (written beside it, then renamed), so a reader sees the old or
 the new content, never a mix. With no file (a store from before aliases, or a container whose
-image pins its versions), the service serves `settings.MODEL_TAG`.
+image pins its versions), the service serves `settings.model_tag`.
 
 The file is input the service does not control (anyone who can write the BentoML home can
 write it), so `read_aliases` accepts only what the pipeline writes: a small JSON object whose
@@ -29,6 +29,8 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from iris_service.settings import bentoml_home
 
 ALIASES_DIR = "aliases"
 # What the pipeline writes is about 150 bytes; anything much larger is not ours.
@@ -51,10 +53,6 @@ class ServingAliases:
     champion: str | None
     challenger: str | None = None
     updated_at: str | None = None
-
-
-def bentoml_home() -> Path:
-    return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
 
 
 def aliases_path(model_name: str, home: Path | None = None) -> Path:

@@ -2,7 +2,7 @@
 
 The pipeline names the champion (and the challenger) in the aliases file (model_aliases.py).
 Each API worker and each runner worker looks at the file's
-identity (mtime, inode, size) every `settings.ALIAS_POLL_SECONDS` in a thread of its own; when
+identity (mtime, inode, size) every `settings.alias_poll_seconds` in a thread of its own; when
 it changed, it loads the newly named versions BESIDE the ones in service
 (model_loading.load_model: checksum, schema, a test prediction), then replaces one reference,
 `models`. A request reads that reference once, so each answer is computed by one model, which
@@ -11,8 +11,8 @@ the answer names. Loading runs in the follower's thread, never on the event loop
 A version that cannot be loaded (missing from the store, damaged) is refused with one log
 line and the model in service keeps its role; the file is tried again only once it changes
 again. Without the file (or with no champion in it) the process serves `default_tag`
-(settings.MODEL_TAG); when it uses a challenger and the file names none, `default_challenger`
-(settings.CHALLENGER_TAG): that is how an image serves the versions it packs. At start the
+(settings.model_tag); when it uses a challenger and the file names none, `default_challenger`
+(settings.challenger_tag): that is how an image serves the versions it packs. At start the
 file is read the same way, so a restarted process serves what the aliases say; a champion
 that cannot be loaded at start falls back to `default_tag`.
 """
@@ -31,7 +31,7 @@ from iris_service.errors import first_line
 from iris_service.inference.model_aliases import ServingAliases, aliases_path, read_aliases
 from iris_service.inference.model_loading import CompiledModel, load_stored_model
 from iris_service.monitoring import metrics
-from iris_service.settings import ALIAS_POLL_SECONDS
+from iris_service.settings import settings
 
 logger = logging.getLogger("iris_service.models")
 
@@ -243,5 +243,5 @@ def publish_model_info(before: ChampionAndChallenger | None, after: ChampionAndC
 
 
 def start_following(follower: ModelFollower) -> None:
-    """Poll the aliases every settings.ALIAS_POLL_SECONDS in the follower's own thread."""
-    follower.start(ALIAS_POLL_SECONDS)
+    """Poll the aliases every settings.alias_poll_seconds in the follower's own thread."""
+    follower.start(settings.alias_poll_seconds)

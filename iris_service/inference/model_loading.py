@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 import numpy as np
 from bentoml.exceptions import BentoMLException
 
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
+from iris_service.settings import bentoml_home
 
 ONNX_FILE = "model.onnx"
 # The explanations' background sample (iris_pipeline/explanation_background.py), beside
@@ -86,7 +86,7 @@ def _how_to_create(tag: str) -> str:
 
 
 def _missing(tag: str) -> str:
-    home = os.environ.get("BENTOML_HOME", "~/bentoml")
+    home = bentoml_home()
     return (
         f"model {tag} is not in the BentoML store (BENTOML_HOME={home}); "
         f"create it with {_how_to_create(tag)}"
@@ -105,7 +105,7 @@ def stored_model(tag: str) -> Any:
 
 def check_schema(tag: str, metadata: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
     """The model's class and feature names, which must be the ones the API's schema declares
-    (settings.CLASS_NAMES, settings.FEATURE_NAMES): a model trained on other columns or
+    (names.CLASS_NAMES, names.FEATURE_NAMES): a model trained on other columns or
     classes, or stored without them, would answer every request wrongly or not at all."""
     for key, expected in (("class_names", CLASS_NAMES), ("feature_names", FEATURE_NAMES)):
         found = tuple(metadata.get(key) or ())

@@ -23,23 +23,13 @@ import numpy as np
 
 from iris_service.inference.connection_lifetime import ConnectionLifetimeMiddleware
 from iris_service.inference.draining import postpone_sigterm_until_idle
-from iris_service.inference.limits import check_batch_limits
 from iris_service.inference.model_follower import ModelFollower, publish_model_info, start_following
 from iris_service.inference.model_loading import CompiledModel, checked_model_reference
-from iris_service.settings import (
-    CHALLENGER_MODE,
-    CHALLENGER_TAG,
-    MODEL_TAG,
-    RUNNER_CONNECTION_MAX_AGE_SECONDS,
-    RUNNER_CONNECTION_MAX_REQUESTS,
-)
+from iris_service.settings import settings
 
 RUNNER_MAX_LATENCY_MS = 5000
 # Requests (not rows) merged into one call at most: each is a batch of its own.
 RUNNER_MAX_REQUESTS_PER_CALL = 64
-# At import, which `bentoml serve` does before it starts any worker: contradicting limits
-# stop the server with one line (iris_service/inference/limits.py).
-check_batch_limits()
 ADAPTIVE_BATCHING = {
     "batchable": True,
     "batch_dim": 0,
@@ -66,13 +56,18 @@ class IrisModelRunner:
     """Holds the Iris models in service; follows the serving aliases while it runs."""
 
     # Packed into the Bento by `bentoml build`; served when no aliases file says otherwise.
-    bento_model = checked_model_reference(MODEL_TAG)
+    bento_model = checked_model_reference(settings.model_tag)
     # Packed too when named (an image that serves a challenger pins it: tools/containers.py).
-    challenger_model = checked_model_reference(CHALLENGER_TAG) if CHALLENGER_TAG else None
+    challenger_model = (
+        checked_model_reference(settings.challenger_tag) if settings.challenger_tag else None
+    )
 
     def __init__(self) -> None:
         self.follower = ModelFollower.for_service(
-            self.bento_model, self.challenger_model, CHALLENGER_MODE, on_change=publish_model_info
+            self.bento_model,
+            self.challenger_model,
+            settings.challenger_mode,
+            on_change=publish_model_info,
         )
         self.last_request = time.monotonic()
 
@@ -107,6 +102,6 @@ class IrisModelRunner:
 # Connections from the API end after a bounded count or age, so that new replicas get load.
 IrisModelRunner.add_asgi_middleware(
     ConnectionLifetimeMiddleware,
-    max_requests=RUNNER_CONNECTION_MAX_REQUESTS,
-    max_age_s=RUNNER_CONNECTION_MAX_AGE_SECONDS,
+    max_requests=settings.runner_connection_max_requests,
+    max_age_s=settings.runner_connection_max_age_seconds,
 )

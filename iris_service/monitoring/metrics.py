@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from iris_service.settings import CLASS_NAMES
+from iris_service.names import CLASS_NAMES
 
 # Fine where the service answers (a few ms to a few tens of ms inside the API worker), so
 # that p50/p95/p99 are not interpolated inside one wide bucket; 100 stays a bound (the

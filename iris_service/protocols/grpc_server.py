@@ -211,26 +211,20 @@ async def start_configured(
 ) -> GrpcServer | None:
     """The gRPC server as the settings configure it (IRIS_GRPC_PORT and the limits HTTP
     uses), started in this worker if it is the one that serves gRPC; None otherwise."""
-    from iris_service.settings import (
-        API_KEYS,
-        API_TIMEOUT_SECONDS,
-        GRPC_PORT,
-        GRPC_PORT_FILE,
-        MAX_BODY_BYTES,
-        MAX_CONCURRENT_REQUESTS,
-        RECORD_INPUTS,
-    )
+    from iris_service.settings import API_TIMEOUT_SECONDS, settings
 
-    if GRPC_PORT is None or not served_here(worker_index):
+    if settings.grpc_port is None or not served_here(worker_index):
         return None
-    guard = CallGuard(API_KEYS, MAX_CONCURRENT_REQUESTS, in_flight, API_TIMEOUT_SECONDS)
+    guard = CallGuard(
+        settings.api_keys, settings.max_concurrent_requests, in_flight, API_TIMEOUT_SECONDS
+    )
     return await start_grpc_server(
         core_of,
         http_host(),
-        GRPC_PORT,
+        settings.grpc_port,
         guard,
-        MAX_BODY_BYTES,
+        settings.max_body_bytes,
         writer,
-        RECORD_INPUTS,
-        GRPC_PORT_FILE,
+        settings.record_inputs,
+        settings.grpc_port_file,
     )

@@ -15,13 +15,13 @@ from iris_service.errors import Refusal
 from iris_service.http.prediction_records import as_json, prediction_record
 from iris_service.inference.core import InferenceCore, ModelNotServed
 from iris_service.inference.model_loading import ModelVersion
+from iris_service.names import MODEL_NAME
 from iris_service.protocols import grpc_v2, v2, v2_explain
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
 from iris_service.protocols.grpc_guard import CURRENT_CALL, INFER_METHOD, PROTOCOL
 from iris_service.protocols.routes import SERVER_NAME
 from iris_service.records.writer import RecordWriter
-from iris_service.settings import MODEL_NAME
 
 logger = logging.getLogger("iris_service.api")
 

@@ -34,8 +34,8 @@ import yaml
 
 from iris_service.errors import BadRequest
 from iris_service.inference.flower_arrays import InvalidFlowers, check_count, checked_flowers
+from iris_service.names import FEATURE_NAMES
 from iris_service.protocols.json_bodies import UnreadableJson, strict_json, utf8_text
-from iris_service.settings import FEATURE_NAMES
 
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON_TYPE = "application/json"

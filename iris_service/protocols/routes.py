@@ -25,8 +25,11 @@ from iris_service.http import errors
 from iris_service.http.api_docs import API_VERSION
 from iris_service.inference.core import InferenceCore
 from iris_service.inference.model_loading import ModelVersion
+from iris_service.names import MODEL_NAME
 from iris_service.protocols import mlflow_scoring, v2, v2_explain
-from iris_service.settings import MODEL_NAME, RETRY_AFTER_SECONDS
+from iris_service.settings import settings
+
+RETRY_AFTER_SECONDS = settings.retry_after_seconds  # read once: used per refusal
 
 logger = logging.getLogger("iris_service.api")
 SERVER_NAME = "IrisClassifier"

@@ -27,9 +27,9 @@ import numpy as np
 
 from iris_service.errors import BadRequest
 from iris_service.inference.flower_arrays import InvalidFlowers, check_count, checked_flowers
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 from iris_service.protocols.json_bodies import UnreadableJson, strict_json
 from iris_service.protocols.v2_explain import ExplainFlagError, wants_explanation
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
 
 HEADER_LENGTH = "inference-header-content-length"
 INPUT_DATATYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}

@@ -41,8 +41,8 @@ from iris_service.background import BackgroundLoop
 from iris_service.errors import Refusal
 from iris_service.monitoring import metrics
 from iris_service.monitoring.live_quality import LiveQuality
+from iris_service.names import FEATURE_NAMES
 from iris_service.records.store import AlreadyLabelled, Record, RecordStore, StoreUnavailable
-from iris_service.settings import FEATURE_NAMES
 
 logger = logging.getLogger("iris_service.records.feedback")
 

@@ -471,18 +471,14 @@ def _decoded_prediction(row: Mapping[str, Any]) -> Record:
 
 def open_record_store(url: str | None) -> RecordStore | None:
     """The store the settings name (None when records are off); nothing is connected yet."""
-    from iris_service.settings import (
-        RECORD_MAX_LABELS,
-        RECORD_MAX_PREDICTIONS,
-        RECORD_RETENTION_DAYS,
-    )
+    from iris_service.settings import settings
 
     if url is None:
         logger.info("prediction records and feedback disabled (IRIS_RECORD_STORE_URL=off)")
         return None
     return RecordStore(
         url,
-        retention_s=RECORD_RETENTION_DAYS * 86_400,
-        max_predictions=RECORD_MAX_PREDICTIONS,
-        max_labels=RECORD_MAX_LABELS,
+        retention_s=settings.record_retention_days * 86_400,
+        max_predictions=settings.record_max_predictions,
+        max_labels=settings.record_max_labels,
     )

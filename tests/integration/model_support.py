@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from iris_service.settings import FEATURE_NAMES, MODEL_NAME
+from iris_service.names import FEATURE_NAMES, MODEL_NAME
 from tools.local_server import ProjectState
 
 EXPECTED_SCRIPT = """

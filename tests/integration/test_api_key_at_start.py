@@ -1,6 +1,7 @@
 """A real `bentoml serve` refuses to start with keys that cannot protect it: none when keys
 are required (IRIS_API_KEYS_REQUIRED=true, the image's default), or one shorter than
-API_KEY_MIN_LENGTH. One clear line says why; no traceback; the key is never printed."""
+API_KEY_MIN_LENGTH; nor with a wrong setting. One clear line says why; no traceback; the key
+is never printed."""
 
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ def _refused_start(state: ProjectState, logs: Path, **env: str) -> str:
         ),
         ({"IRIS_API_KEYS_REQUIRED": "true"}, "API keys are required"),
         ({"IRIS_API_KEYS_REQUIRED": "true", "IRIS_API_KEYS": " , "}, "API keys are required"),
+        ({"IRIS_MAX_BATCH_FLOWERS": "1001"}, "IRIS_MAX_BATCH_FLOWERS=1001 is larger than"),
+        ({"IRIS_CANARY_SHARE": "2"}, "IRIS_CANARY_SHARE must be between 0.0 and 1.0, got 2.0"),
     ],
-    ids=["short", "one-short-of-two", "required-none", "required-blank"],
+    ids=["short", "one-short-of-two", "required-none", "required-blank", "limits", "setting"],
 )
 def test_the_server_refuses_to_start(
     trained_state: ProjectState, tmp_path: Path, env: dict[str, str], says: str

@@ -21,7 +21,7 @@ import requests
 from mlflow import MlflowClient
 
 from iris_pipeline.scoring_record import EXPERIMENT
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
 from tools.flower_file import ID_COLUMN, FlowerFile, expected_reason, write_flower_csv
 from tools.local_server import LocalServer, ProjectState
 from tools.spark_cluster import standalone_cluster

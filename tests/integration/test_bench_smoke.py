@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from iris_pipeline.paths import PROJECT_ROOT, STATE_DIR
-from iris_service.settings import CLASS_NAMES
+from iris_service.names import CLASS_NAMES
 from tests.support import ensure_debian_packages
 from tools.bench import capacity, mlserver, resources, servers
 from tools.bench.models import ensure_trained

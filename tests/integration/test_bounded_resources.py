@@ -21,8 +21,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from iris_service.names import MODEL_NAME
 from iris_service.records.store import RecordStore
-from iris_service.settings import MODEL_NAME
 from tests.integration.log_support import records_url
 from tests.support import SETOSA
 from tools.local_server import LocalServer, ProjectState, bento_server

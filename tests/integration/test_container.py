@@ -23,7 +23,8 @@ import requests
 
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.inference.model_aliases import read_aliases
-from iris_service.settings import API_KEY_MIN_LENGTH, DEFAULT_GRPC_PORT, MODEL_NAME
+from iris_service.names import MODEL_NAME
+from iris_service.settings import API_KEY_MIN_LENGTH, DEFAULT_GRPC_PORT
 from tests.integration.container_support import BUILD_TIMEOUT_S, running_container
 from tests.support import SETOSA
 from tools import containers

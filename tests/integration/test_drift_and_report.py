@@ -11,7 +11,7 @@ import requests
 from sklearn.datasets import load_iris
 
 from iris_pipeline.paths import PROJECT_ROOT
-from iris_service.settings import FEATURE_NAMES
+from iris_service.names import FEATURE_NAMES
 from tools import report
 from tools.local_server import LocalServer
 

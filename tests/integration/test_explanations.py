@@ -19,7 +19,8 @@ import yaml
 
 from iris_service.http.schemas import SETOSA_EXAMPLE, VERSICOLOR_EXAMPLE, VIRGINICA_EXAMPLE
 from iris_service.inference.model_loading import BACKGROUND_FILE, BACKGROUND_METADATA
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MAX_EXPLAIN_FLOWERS, MODEL_NAME
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
+from iris_service.settings import settings
 from tools.bench.payloads import rows as iris_rows
 from tools.local_server import LocalServer, ProjectState, bento_server
 
@@ -95,14 +96,14 @@ def test_bad_input_and_too_many_rows_are_refused(server: LocalServer) -> None:
         assert refused.status_code == 400, refused.text
         assert set(refused.json()) == {"error", "detail", "request_id"}
         assert refused.json()["error"] == "validation_error"
-    limit = [list(row) for row in iris_rows(MAX_EXPLAIN_FLOWERS + 1)]
+    limit = [list(row) for row in iris_rows(settings.max_explain_flowers + 1)]
     too_many = requests.post(
         f"{server.url}{V2_INFER}", json=_v2_request(limit, explain=True), timeout=30
     )
     assert too_many.status_code == 400
     assert too_many.json() == {
-        "error": f"at most {MAX_EXPLAIN_FLOWERS} flowers can be explained in one request, "
-        f"got {MAX_EXPLAIN_FLOWERS + 1}"
+        "error": f"at most {settings.max_explain_flowers} flowers can be explained in one request, "
+        f"got {settings.max_explain_flowers + 1}"
     }
     not_a_flag = requests.post(
         f"{server.url}{V2_INFER}", json=_v2_request(limit[:2], explain="yes"), timeout=10
@@ -113,7 +114,7 @@ def test_bad_input_and_too_many_rows_are_refused(server: LocalServer) -> None:
     )
     assert at_limit.status_code == 200
     outputs = {output["name"]: output for output in at_limit.json()["outputs"]}
-    assert outputs["explanation"]["shape"] == [MAX_EXPLAIN_FLOWERS, 3, 4]
+    assert outputs["explanation"]["shape"] == [settings.max_explain_flowers, 3, 4]
 
 
 def test_the_swagger_document_shows_explain_with_an_example(server: LocalServer) -> None:

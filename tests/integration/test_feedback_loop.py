@@ -25,8 +25,8 @@ from mlflow import MlflowClient
 
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_pipeline.population import draw
+from iris_service.names import MODEL_NAME
 from iris_service.records.store import RecordStore
-from iris_service.settings import MODEL_NAME
 from tests.integration.model_support import train
 from tests.support import SETOSA, VERSICOLOR
 from tools.feedback_loop import LoopClient, LoopRun, make_in, run_loop, service_env

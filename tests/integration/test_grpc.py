@@ -27,9 +27,10 @@ import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from iris_service.names import MODEL_NAME
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from iris_service.settings import MAX_BATCH_FLOWERS, MAX_EXPLAIN_FLOWERS, MODEL_NAME
+from iris_service.settings import settings
 from tools.bench.payloads import rows as iris_rows
 from tools.grpc_requests import infer_request
 from tools.local_server import HOST, LocalServer, ProjectState, bento_server
@@ -163,12 +164,12 @@ def _refusal_cases() -> dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode]]:
     wrong_shape.inputs[0].shape[:] = [1, 3]
     short_raw = infer_request(one, raw=True)
     short_raw.raw_input_contents[0] = short_raw.raw_input_contents[0][:-8]
-    explain_many = infer_request(np.repeat(one, MAX_EXPLAIN_FLOWERS + 1, axis=0), raw=True)
+    explain_many = infer_request(np.repeat(one, settings.max_explain_flowers + 1, axis=0), raw=True)
     explain_many.parameters["explain"].bool_param = True
     unknown_model = infer_request(one)
     unknown_model.model_name = "no-such-model"
     not_a_number = infer_request(np.array([[5.1, np.nan, 1.4, 0.2]]))
-    too_many = infer_request(np.repeat(one, MAX_BATCH_FLOWERS + 1, axis=0), raw=True)
+    too_many = infer_request(np.repeat(one, settings.max_batch_flowers + 1, axis=0), raw=True)
     too_large = infer_request(np.repeat(one, 20_000, axis=0), raw=True)  # 640 KB > 256 KiB
     invalid = grpc.StatusCode.INVALID_ARGUMENT
     return {

@@ -31,7 +31,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from iris_service.http.request_ids import key_id
-from iris_service.settings import MAX_BATCH_FLOWERS, MAX_BODY_BYTES, MODEL_NAME
+from iris_service.names import MODEL_NAME
+from iris_service.settings import settings
 from tests.integration.fuzzing import fuzz_operation
 from tests.integration.log_support import records_by_request_id, records_url, wait_for_records
 from tests.integration.reliability_support import (
@@ -176,11 +177,11 @@ HOSTILE_BODIES: dict[str, tuple[str, bytes, str | None, set[int]]] = {
     "wrong content type": (P, FLOWER.encode(), "text/plain", {415}),
     "form content type": (P, b"sepal_length=5.1", "application/x-www-form-urlencoded", {415}),
     "missing content type": (P, FLOWER.encode(), None, {415}),
-    "batch over the limit": (B, _batch([SETOSA] * (MAX_BATCH_FLOWERS + 1)), JSON, {400}),
+    "batch over the limit": (B, _batch([SETOSA] * (settings.max_batch_flowers + 1)), JSON, {400}),
     "empty batch": (B, _batch([]), JSON, {400}),
     "batch of nulls": (B, _batch([None, None]), JSON, {400}),
     "batch not a list": (B, _batch({"a": 1}), JSON, {400}),
-    "over the body limit": (B, b"[" + b" " * (MAX_BODY_BYTES + 10) + b"]", JSON, {413}),
+    "over the body limit": (B, b"[" + b" " * (settings.max_body_bytes + 10) + b"]", JSON, {413}),
 }
 
 

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.inference.model_aliases import read_aliases
-from iris_service.settings import MODEL_NAME
+from iris_service.names import MODEL_NAME
 from tools.local_server import ProjectState, bento_server, free_port
 
 pytestmark = pytest.mark.timeout(900)

@@ -169,7 +169,7 @@ def _send_traffic(server: LocalServer) -> dict[str, int]:
     assert session.post(f"{server.url}/feedback", json=unknown, timeout=10).status_code == 404
     from sklearn.datasets import load_iris
 
-    from iris_service.settings import FEATURE_NAMES
+    from iris_service.names import FEATURE_NAMES
 
     flowers = [dict(zip(FEATURE_NAMES, map(float, r), strict=True)) for r in load_iris().data]
     assert session.post(f"{server.url}/predict_batch", json={"flowers": flowers}, timeout=30).ok

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.generation.hypothesis.builder import add_examples
 
 from iris_service.names import FEATURE_NAMES
-from iris_service.settings import MAX_BATCH_FLOWERS, MAX_EXPLAIN_FLOWERS
+from iris_service.settings import settings as service_settings
 from tools.local_server import LocalServer
 
 pytestmark = pytest.mark.server
@@ -71,7 +71,7 @@ def _a_whole_v2_request(body: object) -> bool:
     if not (isinstance(shape, list) and len(shape) == 2 and isinstance(data, list)):
         return False
     explain = (body.get("parameters") or {}).get("explain") is True
-    limit = MAX_EXPLAIN_FLOWERS if explain else MAX_BATCH_FLOWERS
+    limit = service_settings.max_explain_flowers if explain else service_settings.max_batch_flowers
     if not (shape[1] == len(FEATURE_NAMES) and 1 <= shape[0] <= limit):
         return False
     if len(data) != shape[0] * shape[1]:

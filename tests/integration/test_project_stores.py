@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from iris_pipeline.paths import DEFAULT_BENTOML_HOME, DEFAULT_MLFLOW_URI, PROJECT_ROOT
 from iris_service.inference.model_aliases import read_aliases
-from iris_service.settings import MODEL_NAME
+from iris_service.names import MODEL_NAME
 from tools.local_server import ProjectState
 
 pytestmark = pytest.mark.timeout(600)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import requests
 
-from iris_service.settings import FEATURE_NAMES, MODEL_NAME
+from iris_service.names import FEATURE_NAMES, MODEL_NAME
 from tests.integration.log_support import records_by_request_id, records_url
 from tools.bench.payloads import rows as iris_rows
 from tools.local_server import LocalServer, ProjectState, bento_server

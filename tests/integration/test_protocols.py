@@ -23,7 +23,8 @@ import requests
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from iris_service.settings import FEATURE_NAMES, MAX_BATCH_FLOWERS, MODEL_NAME
+from iris_service.names import FEATURE_NAMES, MODEL_NAME
+from iris_service.settings import settings
 from tools.bench.models import BenchModel, describe
 from tools.bench.payloads import rows as iris_rows
 from tools.local_server import HOST, LocalServer, ProjectState, free_port, start_server
@@ -188,7 +189,9 @@ def test_v2_unknown_models_get_404_and_oversized_bodies_413(server: LocalServer)
     assert unknown.status_code == 404 and set(unknown.json()) == {"error"}
     huge = _v2_infer(server, b" " * 400_000)
     assert huge.status_code == 413 and set(huge.json()) == {"error"}
-    too_many = _tensor([MAX_BATCH_FLOWERS + 1, 4], "FP64", ONE * (MAX_BATCH_FLOWERS + 1))
+    too_many = _tensor(
+        [settings.max_batch_flowers + 1, 4], "FP64", ONE * (settings.max_batch_flowers + 1)
+    )
     assert _v2_infer(server, too_many).status_code in (400, 413)
 
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from iris_service.inference.model_aliases import read_aliases
-from iris_service.settings import MODEL_NAME
+from iris_service.names import MODEL_NAME
 from tools.local_server import ProjectState, free_port, isolated_home, start_server
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(240)]

@@ -21,7 +21,8 @@ import requests
 from sklearn.datasets import load_iris
 
 from iris_service.http.api_docs import API_VERSION, SERVICE_DESCRIPTION
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MAX_BATCH_FLOWERS
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
+from iris_service.settings import settings
 from tests.documented_commands import (
     LOCAL_URL,
     README,
@@ -120,7 +121,7 @@ def test_malformed_json_and_non_finite_literals_get_400(server: LocalServer) -> 
 
 
 def test_batch_over_the_limit_gets_400(server: LocalServer) -> None:
-    too_many = {"flowers": [SETOSA] * (MAX_BATCH_FLOWERS + 1)}
+    too_many = {"flowers": [SETOSA] * (settings.max_batch_flowers + 1)}
     body = _assert_error(_post(server, "/predict_batch", too_many), 400, "validation_error")
     assert "flowers" in body["detail"]
 

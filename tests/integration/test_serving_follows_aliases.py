@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from iris_service.inference.model_aliases import ServingAliases, write_aliases
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
 from tests.integration.model_support import model_file, probabilities_by_tag, train
 from tests.integration.reliability_support import Outcome, TrafficLog, drive
 from tests.support import VERSICOLOR

@@ -12,7 +12,7 @@ import pytest
 
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.http.api_docs import API_VERSION, PAGE_TITLE
-from iris_service.settings import CLASS_NAMES
+from iris_service.names import CLASS_NAMES
 from tests.support import ensure_debian_packages
 from tools.local_server import LocalServer
 

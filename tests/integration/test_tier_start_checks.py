@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from iris_service.inference.runner_address import API_SERVICE
-from iris_service.settings import MODEL_NAME
+from iris_service.names import MODEL_NAME
 from tools.bench.payloads import batch_body
 from tools.local_server import HOST, ProjectState, free_port, server_env, start_server
 from tools.serve_tiers import local_command, start_http_server_args

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from iris_pipeline import compiling, tracking, training
 from iris_pipeline.paths import PROJECT_ROOT
-from iris_service.settings import FEATURE_NAMES
+from iris_service.names import FEATURE_NAMES
 from tools.local_server import ProjectState
 
 

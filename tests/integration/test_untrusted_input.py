@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from iris_service.inference.model_aliases import aliases_path, read_aliases
-from iris_service.settings import FEATURE_NAMES, MODEL_NAME
+from iris_service.names import FEATURE_NAMES, MODEL_NAME
 from tests.integration.log_support import records_url, wait_for_records
 from tests.support import SETOSA
 from tools.local_server import LocalServer, ProjectState, bento_server

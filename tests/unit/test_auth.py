@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from iris_service import settings
 from iris_service.http import errors
 from iris_service.http.auth import ApiKeyConfigError, ApiKeyMiddleware, check_api_keys, matching_key
 from iris_service.http.middleware import RequestMonitoringMiddleware
+from iris_service.settings import API_KEY_MIN_LENGTH, SettingsError, load_settings
 
 KEYS = ("old-key-1", "new-key-2")
 OPEN = ("/livez", "/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ping")
@@ -90,26 +90,26 @@ def test_every_key_is_compared_and_only_exact_matches_count() -> None:
 def test_keys_come_from_iris_api_key_and_iris_api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IRIS_API_KEY", "single")
     monkeypatch.setenv("IRIS_API_KEYS", " a , b,,single ")
-    assert settings._api_keys() == ("single", "a", "b")
+    assert load_settings().api_keys == ("single", "a", "b")
     monkeypatch.delenv("IRIS_API_KEY")
     monkeypatch.setenv("IRIS_API_KEYS", " , ")
-    assert settings._api_keys() == ()
+    assert load_settings().api_keys == ()
 
 
 def test_boolean_settings_refuse_unclear_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("IRIS_X", "TRUE")
-    assert settings._bool_from_env("IRIS_X", False) is True
-    monkeypatch.setenv("IRIS_X", "off")
-    assert settings._bool_from_env("IRIS_X", True) is False
-    monkeypatch.setenv("IRIS_X", "maybe")
-    with pytest.raises(ValueError, match="IRIS_X must be true or false"):
-        settings._bool_from_env("IRIS_X", False)
+    monkeypatch.setenv("IRIS_API_KEY_OPEN_DOCS", "TRUE")
+    assert load_settings().api_key_open_docs is True
+    monkeypatch.setenv("IRIS_RECORD_INPUTS", "off")  # true by default
+    assert load_settings().record_inputs is False
+    monkeypatch.setenv("IRIS_API_KEY_OPEN_DOCS", "maybe")
+    with pytest.raises(SettingsError, match="IRIS_API_KEY_OPEN_DOCS must be true or false"):
+        load_settings()
 
 
 def test_keys_are_checked_at_start() -> None:
     """No key when required, or a short key: one ApiKeyConfigError (a BentoMLException, so
     `bentoml serve` prints one line), never naming the key; long keys pass."""
-    long_key = "k" * settings.API_KEY_MIN_LENGTH
+    long_key = "k" * API_KEY_MIN_LENGTH
     assert check_api_keys((), required=False) == ()
     assert check_api_keys((long_key,), required=True) == (long_key,)
     with pytest.raises(ApiKeyConfigError, match="API keys are required"):

@@ -16,7 +16,8 @@ from iris_service.http.schemas import (
     IrisFlower,
     flower_rows,
 )
-from iris_service.settings import FEATURE_NAMES, MAX_BATCH_FLOWERS
+from iris_service.names import FEATURE_NAMES
+from iris_service.settings import settings
 
 FLOWER = json.dumps(SETOSA_EXAMPLE)
 
@@ -67,7 +68,7 @@ EDGE_BODIES = [
     '{"flowers":[' + FLOWER + "]",
     '{"flowers":' + FLOWER + "}",
     '{"flowers":[[5.1,3.5,1.4,0.2]]}',
-    '{"flowers":[' + ",".join([FLOWER] * (MAX_BATCH_FLOWERS + 1)) + "]}",
+    '{"flowers":[' + ",".join([FLOWER] * (settings.max_batch_flowers + 1)) + "]}",
 ]
 
 
@@ -93,7 +94,7 @@ def test_every_edge_case_is_judged_by_at_least_one_path() -> None:
 
 def test_valid_batches_take_the_fast_path_with_exact_rows() -> None:
     rng = np.random.default_rng(11)
-    for count in (1, 7, MAX_BATCH_FLOWERS):
+    for count in (1, 7, settings.max_batch_flowers):
         rows = rng.uniform(0.1, 9.9, size=(count, 4)).round(rng.integers(0, 17))
         body = json.dumps(
             {"flowers": [dict(zip(FEATURE_NAMES, row, strict=True)) for row in rows.tolist()]}

@@ -21,8 +21,7 @@ from iris_pipeline.scoring_io import (
 from iris_pipeline.scoring_model import parse_model
 from iris_pipeline.spark_session import parse_conf
 from iris_service.http.schemas import SETOSA_EXAMPLE, IrisFeatures
-from iris_service.names import UPPER_BOUNDS_CM
-from iris_service.settings import FEATURE_NAMES, MODEL_NAME
+from iris_service.names import FEATURE_NAMES, MODEL_NAME, UPPER_BOUNDS_CM
 
 PROBES = [-1.0, 0.0, 1e-9, 0.1, 5.0, 9.99, 10.0, 10.01, 15.0, 15.01, 20.0, 20.5, 1e300]
 PROBES += [math.nan, math.inf, -math.inf]

@@ -6,7 +6,7 @@ import yaml
 from opentelemetry.util.http import ExcludeList, parse_excluded_urls
 
 from iris_pipeline.paths import PROJECT_ROOT
-from iris_service.settings import PREDICTION_PATHS
+from iris_service.names import PREDICTION_PATHS
 
 
 def _services() -> dict:

@@ -9,7 +9,7 @@ from sklearn.datasets import load_iris
 
 from iris_pipeline import training
 from iris_service.monitoring import drift
-from iris_service.settings import FEATURE_NAMES
+from iris_service.names import FEATURE_NAMES
 
 
 @pytest.fixture(scope="module")

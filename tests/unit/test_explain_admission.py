@@ -1,5 +1,5 @@
 """Admission control counts an explanation as the work it is: POST /explain takes
-EXPLAIN_ADMISSION_COST places of the limit, a prediction one."""
+settings.explain_admission_cost places of the limit, a prediction one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from starlette.routing import Route
 
 from iris_service.http.admission import COSTS, AdmissionControlMiddleware, InFlight
 from iris_service.http.middleware import RequestMonitoringMiddleware
-from iris_service.settings import EXPLAIN_ADMISSION_COST, PREDICTION_PATHS
+from iris_service.names import PREDICTION_PATHS
+from iris_service.settings import settings
 
 RELEASE = asyncio.Event()
 
@@ -36,17 +37,17 @@ def _client(limit: int, counter: InFlight) -> httpx.AsyncClient:
 
 def test_explain_is_a_prediction_route_that_costs_more_than_one_place() -> None:
     assert "/explain" in PREDICTION_PATHS
-    assert COSTS["/explain"] == EXPLAIN_ADMISSION_COST > 1
+    assert COSTS["/explain"] == settings.explain_admission_cost > 1
 
 
 async def test_an_explanation_takes_its_cost_in_places_and_gives_them_back() -> None:
     RELEASE.clear()
     counter = InFlight()
-    limit = EXPLAIN_ADMISSION_COST + 1
+    limit = settings.explain_admission_cost + 1
     async with _client(limit, counter) as client:
         held = asyncio.create_task(client.post("/explain", json={"wait": 1}))
         await asyncio.sleep(0.05)
-        assert counter.count == EXPLAIN_ADMISSION_COST
+        assert counter.count == settings.explain_admission_cost
         # One place is left: a prediction fits, a second explanation does not.
         second = await client.post("/explain", json={})
         predicted = await client.post("/predict", json={})
@@ -54,7 +55,9 @@ async def test_an_explanation_takes_its_cost_in_places_and_gives_them_back() -> 
         assert (await held).status_code == 200
         after = await client.post("/explain", json={})
     assert second.status_code == 429 and second.json()["error"] == "too_many_requests"
-    assert f"takes {EXPLAIN_ADMISSION_COST} of the {limit} places" in second.json()["detail"]
+    assert (
+        f"takes {settings.explain_admission_cost} of the {limit} places" in second.json()["detail"]
+    )
     assert second.headers["retry-after"] == "1"
     assert predicted.status_code == 200
     assert after.status_code == 200 and counter.count == 0

@@ -14,8 +14,9 @@ import pytest
 from iris_service.http.explanation_answers import ExplanationAnswer, explanation_document
 from iris_service.inference.core import InferenceCore, NoExplanation, TooManyToExplain
 from iris_service.inference.model_loading import CompiledModel
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 from iris_service.protocols import v2
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES, MAX_EXPLAIN_FLOWERS
+from iris_service.settings import settings
 from tests.unit.test_inference import CHALLENGER, CHAMPION, _compiled, _follower, _rows
 
 
@@ -51,7 +52,7 @@ async def test_a_model_without_background_and_too_many_rows_are_refused(
     with pytest.raises(TooManyToExplain, match="at most 5 flowers"):
         await core.explain(_rows(6))
     assert (await core.explain(_rows(5))).explanation.contributions.shape[0] == 5
-    assert MAX_EXPLAIN_FLOWERS == 100  # the documented default
+    assert settings.max_explain_flowers == 100  # the documented default
 
 
 async def test_the_explain_answer_document_matches_its_schema_and_adds_up(

@@ -17,7 +17,7 @@ from iris_pipeline.explanation_background import (
     background_sample,
 )
 from iris_service.inference import explanations
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 
 SEED = 0  # the split of the `data` fixture (tests/unit/conftest.py) uses the same seed
 

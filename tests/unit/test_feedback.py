@@ -17,6 +17,7 @@ from iris_service.http.prediction_records import PredictionRecordMiddleware
 from iris_service.http.request_ids import key_id as id_of_key
 from iris_service.http.request_ids import set_api_key_id
 from iris_service.monitoring.live_quality import Label, LiveQuality, summarise
+from iris_service.names import CLASS_NAMES
 from iris_service.records.feedback import (
     FeedbackDesk,
     FeedbackRefused,
@@ -26,7 +27,6 @@ from iris_service.records.feedback import (
 )
 from iris_service.records.store import RecordStore
 from iris_service.records.writer import RecordWriter
-from iris_service.settings import CLASS_NAMES
 from tests.support import SETOSA, VERSICOLOR, VIRGINICA
 
 pytestmark = pytest.mark.timeout(60)

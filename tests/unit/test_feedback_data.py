@@ -10,8 +10,8 @@ import pytest
 
 from iris_pipeline import feedback_data, training
 from iris_pipeline.population import PETAL_WIDTH_BIAS_CM, draw
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 from iris_service.records.store import RecordStore, sqlite_url
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
 from tests.support import SETOSA, VERSICOLOR
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,7 +12,8 @@ import yaml
 
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.http.errors import ERROR_CODES
-from iris_service.settings import MAX_BODY_BYTES, MAX_CONCURRENT_REQUESTS, PREDICTION_PATHS
+from iris_service.names import PREDICTION_PATHS
+from iris_service.settings import settings
 from tools.front_proxy import NGINX_CONF, check, directive, nginx_size, render
 
 UVICORN_KEEP_ALIVE_S = 5  # `bentoml serve --timeout-keep-alive` default
@@ -28,9 +29,9 @@ def _service_config() -> dict:
 
 
 def test_body_limit_is_the_services() -> None:
-    assert nginx_size(directive("client_max_body_size")) == MAX_BODY_BYTES
-    assert nginx_size(directive("client_body_buffer_size")) >= MAX_BODY_BYTES  # in memory
-    assert f"larger than {MAX_BODY_BYTES} bytes" in NGINX_CONF.read_text()
+    assert nginx_size(directive("client_max_body_size")) == settings.max_body_bytes
+    assert nginx_size(directive("client_body_buffer_size")) >= settings.max_body_bytes  # in memory
+    assert f"larger than {settings.max_body_bytes} bytes" in NGINX_CONF.read_text()
 
 
 def _api_workers() -> int:
@@ -45,7 +46,10 @@ def _api_workers() -> int:
 
 def test_service_wide_slots_are_the_admission_limit_of_every_worker() -> None:
     workers = _api_workers()
-    assert int(directive("limit_conn iris_service_slots")) == MAX_CONCURRENT_REQUESTS * workers
+    assert (
+        int(directive("limit_conn iris_service_slots"))
+        == settings.max_concurrent_requests * workers
+    )
     text = NGINX_CONF.read_text()
     limited = [
         (re.compile(pattern), body)

@@ -9,7 +9,7 @@ import pytest
 from sklearn.dummy import DummyClassifier
 
 from iris_pipeline import gate, training
-from iris_service.settings import CLASS_NAMES
+from iris_service.names import CLASS_NAMES
 
 
 def _figures(macro_f1: float, *recalls: float) -> dict[str, float]:

@@ -14,9 +14,10 @@ import grpc
 import numpy as np
 import pytest
 
+from iris_service.names import MODEL_NAME
 from iris_service.protocols import grpc_v2, v2
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2 as pb
-from iris_service.settings import MAX_BATCH_FLOWERS, MODEL_NAME
+from iris_service.settings import settings
 from tools import grpc_code
 from tools.grpc_requests import infer_request
 
@@ -52,7 +53,7 @@ def _broken(change: str) -> pb.ModelInferRequest:
     elif change == "three columns":
         tensor.shape[:] = [4, 3]
     elif change == "too many rows":
-        tensor.shape[:] = [MAX_BATCH_FLOWERS + 1, 4]
+        tensor.shape[:] = [settings.max_batch_flowers + 1, 4]
     elif change == "INT64 datatype":
         tensor.datatype = "INT64"
     elif change == "values short":

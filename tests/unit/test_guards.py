@@ -213,7 +213,7 @@ class _Stored:
 
 
 def _metadata(**extra: object) -> dict:
-    from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+    from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 
     return {"class_names": list(CLASS_NAMES), "feature_names": list(FEATURE_NAMES), **extra}
 

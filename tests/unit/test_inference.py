@@ -29,7 +29,7 @@ from iris_service.inference.core import (
 from iris_service.inference.model_aliases import ServingAliases, write_aliases
 from iris_service.inference.model_follower import ModelFollower
 from iris_service.inference.model_loading import CompiledModel, ModelUnavailableError
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 
 NAME = "iris-classifier"
 CHAMPION, CHALLENGER = f"{NAME}:champ", f"{NAME}:chall"

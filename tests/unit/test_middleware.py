@@ -168,7 +168,7 @@ async def test_one_json_log_line_per_request(capfd: pytest.CaptureFixture[str]) 
 
 
 def test_route_patterns_match_path_parameters_and_label_them_by_route() -> None:
-    from iris_service.settings import PREDICTION_PATHS, RoutePatterns
+    from iris_service.names import PREDICTION_PATHS, RoutePatterns
 
     routes = RoutePatterns(PREDICTION_PATHS)
     assert "/predict" in routes and "/invocations" in routes

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from iris_service.inference.model_aliases import ServingAliases, aliases_path, write_aliases
 from iris_service.inference.model_follower import ModelFollower, publish_model_info
 from iris_service.inference.model_loading import CompiledModel, ModelUnavailableError
-from iris_service.settings import CLASS_NAMES, FEATURE_NAMES
+from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 
 NAME = "iris-classifier"
 DEFAULT = f"{NAME}:latest"

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from iris_service.names import FEATURE_NAMES
 from iris_service.protocols import mlflow_scoring, v2
-from iris_service.settings import FEATURE_NAMES, MAX_BATCH_FLOWERS
+from iris_service.settings import settings
 
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]])
 
@@ -66,8 +67,8 @@ def test_binary_tensors(dtype: str) -> None:
             "NaN",
         ),
         (_request([-1.0, 3.5, 1.4, 0.2] * 2), None, "sepal_length must be"),
-        (_request([1.0], shape=(10**12, 4)), None, f"between 1 and {MAX_BATCH_FLOWERS}"),
-        (_request([1.0], shape=(0, 4)), None, f"between 1 and {MAX_BATCH_FLOWERS}"),
+        (_request([1.0], shape=(10**12, 4)), None, f"between 1 and {settings.max_batch_flowers}"),
+        (_request([1.0], shape=(0, 4)), None, f"between 1 and {settings.max_batch_flowers}"),
         (_request(ROWS.ravel().tolist(), outputs=[{"name": "x"}]), None, "unknown output"),
         (
             _request(ROWS.ravel().tolist(), outputs=[{"name": "predict"}] * 10_000),
@@ -178,7 +179,9 @@ def test_mlflow_csv_with_a_header_in_any_column_order() -> None:
             "JSON number",
         ),
         (
-            json.dumps({"dataframe_records": [RECORDS[0]] * (MAX_BATCH_FLOWERS + 1)}).encode(),
+            json.dumps(
+                {"dataframe_records": [RECORDS[0]] * (settings.max_batch_flowers + 1)}
+            ).encode(),
             "application/json",
             "between 1 and",
         ),

@@ -16,9 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iris_service.names import UPPER_BOUNDS_CM
+from iris_service.names import FEATURE_NAMES, UPPER_BOUNDS_CM
 from iris_service.protocols import mlflow_scoring, v2
-from iris_service.settings import FEATURE_NAMES
 
 SEEDED = settings(
     derandomize=True,

@@ -41,8 +41,8 @@ def test_a_runner_call_gives_up_before_bentomls_own_504() -> None:
     import yaml
 
     from iris_pipeline.paths import PROJECT_ROOT
-    from iris_service.settings import API_TIMEOUT_SECONDS, RUNNER_CALL_TIMEOUT_SECONDS
+    from iris_service.settings import API_TIMEOUT_SECONDS, settings
 
     services = yaml.safe_load((PROJECT_ROOT / "configuration.yaml").read_text())["services"]
     assert services["IrisClassifier"]["traffic"]["timeout"] == API_TIMEOUT_SECONDS
-    assert 0 < RUNNER_CALL_TIMEOUT_SECONDS <= API_TIMEOUT_SECONDS - 3
+    assert 0 < settings.runner_call_timeout_seconds <= API_TIMEOUT_SECONDS - 3

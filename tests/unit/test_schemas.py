@@ -4,7 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from iris_service.http.schemas import IrisBatch, IrisFeatures, Prediction
-from iris_service.settings import FEATURE_NAMES, MAX_BATCH_FLOWERS
+from iris_service.names import FEATURE_NAMES
+from iris_service.settings import settings
 from tests.support import SETOSA
 
 
@@ -49,9 +50,9 @@ def test_every_field_is_required(missing: str) -> None:
 
 
 def test_batch_size_is_bounded() -> None:
-    IrisBatch.model_validate({"flowers": [SETOSA] * MAX_BATCH_FLOWERS})
+    IrisBatch.model_validate({"flowers": [SETOSA] * settings.max_batch_flowers})
     with pytest.raises(ValidationError):
-        IrisBatch.model_validate({"flowers": [SETOSA] * (MAX_BATCH_FLOWERS + 1)})
+        IrisBatch.model_validate({"flowers": [SETOSA] * (settings.max_batch_flowers + 1)})
     with pytest.raises(ValidationError):
         IrisBatch.model_validate({"flowers": []})
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from iris_pipeline import training
-from iris_service.settings import FEATURE_NAMES
+from iris_service.names import FEATURE_NAMES
 
 
 def test_split_is_stratified_and_reproducible() -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException
 
 from iris_service.http.schemas import IrisBatch, IrisFeatures, flower_rows
-from iris_service.settings import CLASS_NAMES, MODEL_NAME
+from iris_service.names import CLASS_NAMES, MODEL_NAME
 from tools.bench.sklearn_model import load_sklearn_estimator
 
 MODEL_DIR_ENV = "IRIS_BASELINE_MODEL_DIR"

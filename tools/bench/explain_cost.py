@@ -6,7 +6,7 @@ run with ONNX Runtime on one thread, as a serving worker runs it; its background
 pipeline's sample of 50 training rows. Timed in this process, without HTTP: the median and
 p90 of `--repeats` calls of predict_proba for one flower, of the exact Shapley explanation of
 one flower (16 coalitions * 50 background rows = 800 model rows, plus the flower itself) and
-of the largest V2 explain request (MAX_EXPLAIN_FLOWERS flowers, fewer repeats).
+of the largest V2 explain request (IRIS_MAX_EXPLAIN_FLOWERS flowers, fewer repeats).
 Writes explain-cost.json and explain-cost.md into --out-dir; `make bench` runs it too.
 """
 
@@ -27,7 +27,7 @@ from iris_pipeline import compiling, training
 from iris_pipeline.explanation_background import background_sample
 from iris_pipeline.paths import REPORTS_DIR
 from iris_service.inference import explanations
-from iris_service.settings import MAX_EXPLAIN_FLOWERS
+from iris_service.settings import settings
 
 SEED = 0
 
@@ -60,7 +60,7 @@ def measure_family(family: str, data: training.Dataset, repeats: int) -> dict[st
     background = background_sample(data.x_train)
     flowers = data.x_test.to_numpy(dtype=np.float64)
     one = flowers[:1]
-    batch = np.resize(flowers, (MAX_EXPLAIN_FLOWERS, flowers.shape[1]))
+    batch = np.resize(flowers, (settings.max_explain_flowers, flowers.shape[1]))
     prediction = _timings_ms(lambda: predict(one), repeats)
     explanation = _timings_ms(lambda: explanations.explain(predict, one, background), repeats)
     largest = _timings_ms(
@@ -72,7 +72,7 @@ def measure_family(family: str, data: training.Dataset, repeats: int) -> dict[st
         "prediction": prediction,
         "explanation": explanation,
         "explanation_over_prediction": explanation["median_ms"] / prediction["median_ms"],
-        f"explanation_of_{MAX_EXPLAIN_FLOWERS}": largest,
+        f"explanation_of_{settings.max_explain_flowers}": largest,
     }
 
 
@@ -91,13 +91,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"In-process, ONNX Runtime on one thread, median (p90) of {result['repeats']} calls; "
         "background of 50 training rows.",
         "",
-        f"| family | prediction ms | explanation ms | ratio | {MAX_EXPLAIN_FLOWERS} "
+        f"| family | prediction ms | explanation ms | ratio | {settings.max_explain_flowers} "
         "flowers explained ms |",
         "|---|---|---|---|---|",
     ]
     for row in result["families"]:
         p, e = row["prediction"], row["explanation"]
-        large = row[f"explanation_of_{MAX_EXPLAIN_FLOWERS}"]
+        large = row[f"explanation_of_{settings.max_explain_flowers}"]
         lines.append(
             f"| {row['family']} | {p['median_ms']:.3f} ({p['p90_ms']:.3f}) | "
             f"{e['median_ms']:.3f} ({e['p90_ms']:.3f}) | "

@@ -32,8 +32,8 @@ import grpc
 import numpy as np
 
 from iris_pipeline.paths import REPORTS_DIR
+from iris_service.names import MODEL_NAME
 from iris_service.protocols.grpc_generated import grpc_predict_v2_pb2_grpc as pb_grpc
-from iris_service.settings import MODEL_NAME
 from tools.bench.payloads import rows as iris_rows
 from tools.grpc_requests import infer_request
 from tools.local_server import HOST, bento_server, start_server
@@ -202,14 +202,14 @@ def _mlserver(out_dir: Path) -> tuple[list[str], dict[str, str], int, int, Path]
     MLflow pickle: (command, env, HTTP port, gRPC port, log path)."""
     import bentoml
 
-    from iris_service.settings import MODEL_TAG
+    from iris_service.settings import settings
     from tools.bench import mlserver
     from tools.local_server import free_port
 
     executable = mlserver.ensure_venv()
     port = free_port()
     folder = out_dir / "grpc-bench-mlserver"
-    model_dir = Path(bentoml.models.get(MODEL_TAG).path) / "mlflow_model"
+    model_dir = Path(bentoml.models.get(settings.model_tag).path) / "mlflow_model"
     mlserver.write_config(folder, model_dir, port, mlserver.Batching())
     grpc_port = json.loads((folder / "settings.json").read_text())["grpc_port"]
     env = {**os.environ, "PATH": f"{executable.parent}:/usr/local/bin:/usr/bin:/bin"}

@@ -18,7 +18,7 @@ import bentoml
 import numpy as np
 
 from iris_service.http.schemas import IrisFeatures
-from iris_service.settings import CLASS_NAMES
+from iris_service.names import CLASS_NAMES
 from tools.bench.onnx_model import from_environment
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iris_pipeline.paths import STATE_DIR, TOOLS_DIR
-from iris_service.settings import FEATURE_NAMES, MODEL_NAME
+from iris_service.names import FEATURE_NAMES, MODEL_NAME
 from tools.local_server import HOST, free_port
 
 REQUIREMENTS = TOOLS_DIR / "bench" / "mlserver-requirements.txt"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iris_pipeline.paths import DEFAULT_BENTOML_HOME, VENV_BIN
-from iris_service.settings import MODEL_NAME
+from iris_service.names import MODEL_NAME
 from tools.local_server import ProjectState
 
 SHIPPED = "shipped"

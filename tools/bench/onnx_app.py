@@ -14,7 +14,7 @@ import numpy as np
 from fastapi import FastAPI
 
 from iris_service.http.schemas import IrisFeatures
-from iris_service.settings import CLASS_NAMES
+from iris_service.names import CLASS_NAMES
 from tools.bench.onnx_model import from_environment
 
 app = FastAPI(title="Iris peer (FastAPI + ONNX Runtime)")

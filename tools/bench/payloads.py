@@ -21,7 +21,7 @@ from functools import cache
 
 import numpy as np
 
-from iris_service.settings import FEATURE_NAMES
+from iris_service.names import FEATURE_NAMES
 
 from .mlserver import INPUT_NAME
 

@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from iris_pipeline.paths import CONFIGURATION, VENV_BIN
-from iris_service.settings import MODEL_NAME
+from iris_service.names import MODEL_NAME
 from tools.local_server import (
     HOST,
     READY_TIMEOUT_S,
