@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import bentoml
 import numpy as np
@@ -66,9 +67,12 @@ from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 from iris_service.protocols import grpc_server
 from iris_service.protocols.routes import protocol_app
 from iris_service.records.feedback import START_WINDOWS, FeedbackDesk, LabelFollower
-from iris_service.records.store import NewerSchema, StoreUnavailable, open_record_store
+from iris_service.records.store_errors import NewerSchema, StoreUnavailable
 from iris_service.records.writer import RecordWriter
 from iris_service.settings import API_TIMEOUT_SECONDS, RUNNER_PING_PERIOD_SECONDS, settings
+
+if TYPE_CHECKING:
+    from iris_service.records.store import RecordStore
 
 logger = logging.getLogger("iris_service.api")
 # Read once: the timeout of every runner call.
@@ -83,10 +87,18 @@ def _core() -> InferenceCore:
     return _current().core
 
 
-# Predictions (written by their middleware, below, through the writer) and labels, in the
-# prediction store (iris_service/records/store.py); None with IRIS_RECORD_STORE_URL=off.
-record_store = open_record_store(settings.record_store_url)
-record_writer = RecordWriter(record_store) if record_store is not None else None
+def _open_record_store() -> RecordStore:
+    """The prediction store (iris_service/records/store.py), opened where it is first used:
+    in an API worker. The `bentoml serve` supervisor and the runner import this module too,
+    and never import the database layer (SQLAlchemy)."""
+    from iris_service.records.store import open_record_store
+
+    return open_record_store(str(settings.record_store_url))
+
+
+# Predictions (written by their middleware, below, through the writer) and labels; no writer
+# with IRIS_RECORD_STORE_URL=off.
+record_writer = RecordWriter(_open_record_store) if settings.record_store_url is not None else None
 # Prediction requests in flight in this worker, HTTP and gRPC together: one admission limit.
 in_flight = InFlight()
 # `bentoml serve` stops at once, in one line, when the gRPC port is taken (no silent sharing).
@@ -170,12 +182,18 @@ class IrisClassifier:
         # Labels any worker or replica recorded reach this worker's live quality within a
         # second (iris_service/records/feedback.py).
         self.label_follower: LabelFollower | None = None
-        if record_store is not None and record_writer is not None:
+        self.record_store: RecordStore | None = None
+        if record_writer is None:
+            logger.info("prediction records and feedback disabled (IRIS_RECORD_STORE_URL=off)")
+        else:
+            self.record_store = record_writer.store
             self.feedback_desk = FeedbackDesk(
-                record_store, flush_predictions=lambda: record_writer.flush(timeout=0.5)
+                self.record_store, flush_predictions=lambda: record_writer.flush(timeout=0.5)
             )
             self.label_follower = LabelFollower(
-                record_store, self.live_quality, start_rows=settings.feedback_window * START_WINDOWS
+                self.record_store,
+                self.live_quality,
+                start_rows=settings.feedback_window * START_WINDOWS,
             )
 
     @bentoml.on_startup
@@ -188,10 +206,10 @@ class IrisClassifier:
         """Create or check the store's schema, then follow its labels. A store written by a
         newer version stops the start; an unreachable one does not (records are counted lost
         and /feedback answers 503 until it is back)."""
-        if record_store is None or self.label_follower is None:
+        if self.record_store is None or self.label_follower is None:
             return
         try:
-            await asyncio.to_thread(record_store.migrate)
+            await asyncio.to_thread(self.record_store.migrate)
         except NewerSchema:
             raise
         except StoreUnavailable as exc:

@@ -35,14 +35,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iris_service.background import BackgroundLoop
 from iris_service.errors import Refusal
 from iris_service.monitoring import metrics
 from iris_service.monitoring.live_quality import LiveQuality
 from iris_service.names import FEATURE_NAMES
-from iris_service.records.store import AlreadyLabelled, Record, RecordStore, StoreUnavailable
+from iris_service.records.store_errors import AlreadyLabelled, Record, StoreUnavailable
+
+if TYPE_CHECKING:
+    from iris_service.records.store import RecordStore
 
 logger = logging.getLogger("iris_service.records.feedback")
 

@@ -40,11 +40,22 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from iris_service.errors import first_line
+from iris_service.records.store_errors import (  # the store's users may import them from here
+    AlreadyLabelled as AlreadyLabelled,
+)
+from iris_service.records.store_errors import (
+    NewerSchema as NewerSchema,
+)
+from iris_service.records.store_errors import (
+    Record as Record,
+)
+from iris_service.records.store_errors import (
+    StoreUnavailable as StoreUnavailable,
+)
 
 logger = logging.getLogger("iris_service.records.store")
 
 SCHEMA_VERSION = 1
-Record = dict[str, Any]
 
 metadata = sa.MetaData()
 
@@ -106,22 +117,6 @@ LABEL_FIELDS = (
     "endpoint",
     "features",
 )
-
-
-class StoreUnavailable(Exception):
-    """The database cannot be reached or written now (down, full, locked too long)."""
-
-
-class AlreadyLabelled(Exception):
-    """Keys that already have a label (in the store, or twice in one request)."""
-
-    def __init__(self, keys: list[str]) -> None:
-        super().__init__(keys)
-        self.keys = keys
-
-
-class NewerSchema(RuntimeError):
-    """The store was written by a newer version of the service."""
 
 
 def engine_url(url: str) -> str:
@@ -469,13 +464,10 @@ def _decoded_prediction(row: Mapping[str, Any]) -> Record:
     return record
 
 
-def open_record_store(url: str | None) -> RecordStore | None:
-    """The store the settings name (None when records are off); nothing is connected yet."""
+def open_record_store(url: str) -> RecordStore:
+    """The store at `url` with the settings' retention; nothing is connected yet."""
     from iris_service.settings import settings
 
-    if url is None:
-        logger.info("prediction records and feedback disabled (IRIS_RECORD_STORE_URL=off)")
-        return None
     return RecordStore(
         url,
         retention_s=settings.record_retention_days * 86_400,

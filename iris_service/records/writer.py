@@ -31,10 +31,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iris_service.monitoring import metrics
-from iris_service.records.store import RecordStore, StoreUnavailable
+from iris_service.records.store_errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from iris_service.records.store import RecordStore
 
 logger = logging.getLogger("iris_service.records.writer")
 WARN_EVERY_S = 60.0
@@ -43,13 +46,15 @@ WARN_EVERY_S = 60.0
 class RecordWriter:
     def __init__(
         self,
-        store: RecordStore,
+        store: RecordStore | Callable[[], RecordStore],
         max_waiting: int = 10_000,
         interval_s: float = 0.05,
         retention_every_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        self._store = store if not callable(store) else None
+        self._open_store = store if callable(store) else None
+        self._opening = threading.Lock()
         self.max_waiting = max_waiting
         self.interval_s = interval_s
         self.retention_every_s = retention_every_s
@@ -64,7 +69,21 @@ class RecordWriter:
         self._last_warning = -WARN_EVERY_S
         self._last_retention = clock()
         self._written_since_retention = 0
-        self._retention_rows = max(1, store.max_predictions // 10)
+
+    @property
+    def store(self) -> RecordStore:
+        """The store; a writer given what opens it opens it here, on first use (in its thread,
+        unless flush or a test asks first), so that a process that records nothing never
+        imports the database layer."""
+        if self._store is None:
+            with self._opening:
+                if self._store is None and self._open_store is not None:
+                    self._store = self._open_store()
+        return self._store  # type: ignore[return-value]  # one of the two is always set
+
+    @property
+    def _retention_rows(self) -> int:
+        return max(1, self.store.max_predictions // 10)
 
     # ------------------------------------------------------------ request path (no I/O)
 
