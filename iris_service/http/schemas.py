@@ -169,15 +169,16 @@ RequestIdText = Annotated[
 ]
 
 
+LABEL_EXAMPLE = {"request_id": "4f0c9d1e2b3a4c5d", "class_name": "versicolor"}
+
+
 class FeedbackLabel(BaseModel):
     """The true class of one predicted flower."""
 
     model_config = ConfigDict(
         extra="forbid",
         title="FeedbackLabel",
-        json_schema_extra={
-            "example": {"request_id": "4f0c9d1e2b3a4c5d", "class_name": "versicolor"}
-        },
+        json_schema_extra={"example": LABEL_EXAMPLE},
     )
 
     request_id: RequestIdText
@@ -190,9 +191,7 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         title="FeedbackRequest",
-        json_schema_extra={
-            "example": {"request_id": "4f0c9d1e2b3a4c5d", "class_name": "versicolor"}
-        },
+        json_schema_extra={"example": LABEL_EXAMPLE},
     )
 
     request_id: RequestIdText | None = None
