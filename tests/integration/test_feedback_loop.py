@@ -225,32 +225,56 @@ def test_unknown_already_labelled_and_ambiguous_ids_are_refused(loop: Loop) -> N
 # --- AUTO_PROMOTE -----------------------------------------------------------------------------
 
 
-def test_auto_promote_promotes_exactly_when_the_gate_passes(loop: Loop) -> None:
-    """`make retrain AUTO_PROMOTE=1` on the feedback the loop left: the verdict printed by the
-    gate decides, and the registry and the running service agree with it."""
+def _gate_lines(output: str) -> list[str]:
+    """The gate's check lines (macro-F1 and three recalls), each ending in ok or FAILED."""
+    return [line for line in output.splitlines() if line.strip().endswith(("ok", "FAILED"))]
+
+
+def test_auto_promote_refuses_a_worse_challenger(loop: Loop) -> None:
+    """`make retrain AUTO_PROMOTE=1` whose challenger learnt from labels that are 90 % wrong:
+    the gate must refuse it (exit 3 through make, `Error 3`), the champion stays."""
     client = MlflowClient(loop.state.mlflow_uri)
     champion_before = client.get_model_version_by_alias(MODEL_NAME, "champion").version
-    result = make_in(loop.state, loop.env)(
-        "retrain", "AUTO_PROMOTE=1", f"RETRAIN_ARGS={RETRAIN_ARGS}"
-    )
+    noisy = "--candidates logistic_regression --cv-folds 2 --label-noise 0.9"
+    result = make_in(loop.state, loop.env)("retrain", "AUTO_PROMOTE=1", f"RETRAIN_ARGS={noisy}")
     output = result.stdout + result.stderr
-    checks = [line for line in output.splitlines() if line.strip().endswith(("ok", "FAILED"))]
+    checks = _gate_lines(output)
     assert len(checks) == 4, output  # macro-F1 and three recalls, printed once (promote)
+    assert any(line.strip().endswith("FAILED") for line in checks), output
+    assert result.returncode == 2 and "Error 3" in output, output
+    challenger = client.get_model_version_by_alias(MODEL_NAME, "challenger").version
+    assert int(challenger) > int(champion_before)
+    assert f"Refused: version {challenger}" in output
+    assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == champion_before
+
+
+def test_auto_promote_promotes_a_better_challenger_and_the_service_follows(loop: Loop) -> None:
+    """A champion that learnt from 90 % wrong labels (made champion with FORCE=1), then
+    `make retrain AUTO_PROMOTE=1` on the real labels: the gate must pass, the challenger is
+    champion, and the running service follows."""
+    client = MlflowClient(loop.state.mlflow_uri)
+    make = make_in(loop.state, loop.env)
+    noisy = "--candidates logistic_regression --cv-folds 2 --label-noise 0.9"
+    trained = make("retrain", f"RETRAIN_ARGS={noisy}")  # gate only, no promotion
+    worse = client.get_model_version_by_alias(MODEL_NAME, "challenger").version
+    forced = make("promote", f"VERSION={worse}", "FORCE=1")
+    assert forced.returncode == 0, trained.stdout + trained.stderr + forced.stdout + forced.stderr
+    assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == worse
+
+    result = make("retrain", "AUTO_PROMOTE=1", f"RETRAIN_ARGS={RETRAIN_ARGS}")
+    output = result.stdout + result.stderr
+    checks = _gate_lines(output)
+    assert len(checks) == 4 and all(line.strip().endswith("ok") for line in checks), output
+    assert result.returncode == 0, output
+    assert "is now the champion (gate: passed)" in output
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion").version
-    print("AUTO_PROMOTE gate:", *checks, sep="\n")
-    if all(line.strip().endswith("ok") for line in checks):
-        assert result.returncode == 0, output
-        assert "is now the champion (gate: passed)" in output
-        assert int(champion) == int(champion_before) + 1
-        tag = client.get_model_version(MODEL_NAME, champion).tags["bentoml_tag"]
-        client_ = LoopClient(loop.server.url, AUTH)
-        deadline = time.monotonic() + 60
-        while client_.champion() != tag:
-            assert time.monotonic() < deadline, "the service did not follow the promotion"
-            time.sleep(0.2)
-    else:
-        assert result.returncode == 3, output
-        assert "Refused: version" in output and champion == champion_before
+    assert int(champion) == int(worse) + 1
+    tag = client.get_model_version(MODEL_NAME, champion).tags["bentoml_tag"]
+    client_ = LoopClient(loop.server.url, AUTH)
+    deadline = time.monotonic() + 60
+    while client_.champion() != tag:
+        assert time.monotonic() < deadline, "the service did not follow the promotion"
+        time.sleep(0.2)
 
 
 # --- a restart, with two API workers ---------------------------------------------------------
