@@ -126,7 +126,7 @@ serve-tiers: $(INSTALLED) ## API tier on $(HOST):$(PORT) + RUNNER_REPLICAS runne
 
 # Everything the tests need, installed before they run, never inside a test: Debian's tools,
 # MLServer's own venv, the container tools and base image (tools/test_setup.py; no-ops when done).
-test-setup: $(INSTALLED)
+test-setup: $(INSTALLED) ## What the tests need, installed before they run (Debian tools, MLServer venv, container tools and base image)
 	tools/ensure-debian-packages.sh prometheus chromium nginx-light libnginx-mod-stream wrk openjdk-17-jre-headless postgresql curl
 	$(PY) -m tools.test_setup
 
