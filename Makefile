@@ -29,7 +29,7 @@ endif
 export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: help venv train serve test lint audit lock clean finops container container-run \
+.PHONY: help venv train serve test test-setup test-fast test-random lint audit lock clean finops container container-run \
 	k8s-manifests report loadtest bench bench-explain bench-grpc grpc-code overload models promote \
 	rollback retrain score export-records serve-tiers bench-tiers
 
@@ -124,13 +124,31 @@ serve-tiers: $(INSTALLED) ## API tier on $(HOST):$(PORT) + RUNNER_REPLICAS runne
 	$(PY) train.py --if-missing
 	$(PY) -m tools.serve_tiers --replicas $(RUNNER_REPLICAS) --port $(PORT)
 
-test: $(INSTALLED) ## Run the whole test suite (installs what the tests need)
-	tools/ensure-debian-packages.sh prometheus chromium nginx-light libnginx-mod-stream wrk openjdk-17-jre-headless postgresql
-	$(BIN)/ruff check .
-	$(PY) -m tools.audit_dependencies
-	$(BIN)/pytest
+# Everything the tests need, installed before they run, never inside a test: Debian's tools,
+# MLServer's own venv, the container tools and base image (tools/test_setup.py; no-ops when done).
+test-setup: $(INSTALLED) ## What the tests need, installed before they run (Debian tools, MLServer venv, container tools and base image)
+	tools/ensure-debian-packages.sh prometheus chromium nginx-light libnginx-mod-stream wrk openjdk-17-jre-headless postgresql curl
+	$(PY) -m tools.test_setup
 
-audit: $(INSTALLED) ## Vulnerability audit of the pinned dependencies (fails on fixable ones)
+# Unit tests run first (pyproject's testpaths), then the integration tests; the dependency
+# audit runs after the tests and reports an unreachable vulnerability database as such
+# without failing the run (`make audit` alone fails on it).
+test: test-setup ## Run the whole test suite, unit tests first (installs what the tests need), then the dependency audit
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+	$(PY) -m tools.audit_dependencies --unreachable-ok
+
+test-fast: $(INSTALLED) ## ruff and the unit tests only (no server, no network; ~1.5 min)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+# pytest-randomly is installed but off by default (pyproject's addopts); this turns it on:
+# modules, then the tests in each module, in a random order (RANDOM_SEED=n repeats one).
+RANDOM_SEED ?= random
+test-random: test-setup ## The whole suite in random module and test order (pytest-randomly; RANDOM_SEED=n repeats an order)
+	$(BIN)/pytest -p randomly --randomly-seed=$(RANDOM_SEED) $(PYTEST_ARGS)
+
+audit: $(INSTALLED) ## Vulnerability audit of the pinned dependencies (fails on fixable ones, and when no database can be reached)
 	$(PY) -m tools.audit_dependencies
 
 lint: $(INSTALLED) ## ruff
@@ -156,6 +174,7 @@ bench: $(INSTALLED) ## Benchmark vs FastAPI, MLServer, minimal BentoML, FastAPI+
 	$(PY) -m tools.bench.explain_cost --out-dir reports
 	$(PY) train.py --if-missing
 	$(PY) -m tools.bench.grpc_bench --out-dir reports
+	$(PY) -m tools.overload --out-dir reports $(OVERLOAD_ARGS)
 
 bench-grpc: $(INSTALLED) ## V2 over gRPC beside V2 over REST, 1 and 1,000 flowers per request (~1.5 min): reports/grpc-bench.{json,md}
 	$(PY) train.py --if-missing

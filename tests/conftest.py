@@ -1,13 +1,26 @@
-"""Session fixtures: one trained model in an isolated store, one real server."""
+"""Session fixtures: one trained model in an isolated store, one real server. And the
+Hypothesis profile every property test runs under."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tools.local_server import LocalServer, ProjectState, bento_server
+
+# Property tests are seeded: the same examples on every run and machine (derandomize), no
+# example database carried between runs, no deadline on a shared 2-core machine, so a run
+# fails or passes for the code alone. HYPOTHESIS_PROFILE=explore draws new random examples
+# (more of them) to look for new failures by hand.
+settings.register_profile("seeded", derandomize=True, database=None, deadline=None)
+settings.register_profile(
+    "explore", derandomize=False, database=None, deadline=None, max_examples=1000
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "seeded"))
 
 
 @pytest.fixture(scope="session")

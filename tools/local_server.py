@@ -30,9 +30,24 @@ API_SERVICE = "service:IrisClassifier"
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
+    """A port on 127.0.0.1 that stays reserved until a server binds it.
+
+    A port that is merely found free (bind to 0, close) can be handed to someone else before
+    the server we start binds it. Here a connection to the port is accepted and closed from
+    the listening side first, which leaves it in TIME_WAIT for about a minute: the kernel then
+    hands it out to no other bind(0) or outgoing connection, and no socket without
+    SO_REUSEADDR can bind it, while a server (which sets SO_REUSEADDR: uvicorn, BentoML's
+    circus sockets, nginx, Prometheus, PostgreSQL, the JVM) binds it at once."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((HOST, 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        with socket.create_connection((HOST, port), timeout=5) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # the listening side closes first: its end goes to TIME_WAIT
+            client.recv(1)  # the close has reached the client before it closes its end
+    return port
 
 
 def http_status(port: int, method: str, path: str, body: str | None = None) -> int | None:

@@ -59,6 +59,7 @@ def _fuzz_mode(
         max_examples=examples,
         deadline=None,
         database=None,
+        derandomize=True,  # the same cases every run (it runs in a worker process of its own)
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )

@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from iris_service.names import FEATURE_NAMES, MODEL_NAME
 from tools.local_server import ProjectState
+
+# The `trained_copy` fixture (tests/integration/conftest.py): a copy of a trained BentoML
+# store, as (its state, the tag of each version, in training order).
+TrainedCopy = Callable[..., tuple[ProjectState, tuple[str, ...]]]
 
 EXPECTED_SCRIPT = """
 import json, sys, bentoml

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from iris_pipeline.paths import PROJECT_ROOT, STATE_DIR
+from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.names import CLASS_NAMES
 from tests.support import ensure_debian_packages
 from tools.bench import capacity, mlserver, resources, servers
@@ -40,17 +40,28 @@ def _measured_or_why(target: dict) -> bool:
     return "within" in evidence or "make container" in evidence or "unavailable" in evidence
 
 
-@pytest.mark.timeout(900)  # the first run creates MLServer's venv (pip install)
-def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def bench_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The benchmark's state for this module: its logistic regression is trained once (by the
+    quick bench or the first peer test, whichever runs first; `--if-missing` after that)."""
+    return tmp_path_factory.mktemp("bench-state")
+
+
+# MLServer's venv is made by `make test`'s set-up (tools/test_setup.py), not by this test;
+# when it is missing (a file run alone on a new clone) the bench still makes it, hence 900 s.
+@pytest.mark.timeout(900)
+def test_quick_bench_writes_well_formed_reports(tmp_path: Path, bench_state: Path) -> None:
     """Every server kind and code path in few starts: baselines at start/end, ratios, batches,
-    the V2 peers (MLServer's own venv created on first use), the minimal BentoML service and
-    FastAPI + ONNX Runtime, the sweep, the capacities and issue 21's targets."""
+    the V2 peers (MLServer from its own venv), the minimal BentoML service and FastAPI + ONNX
+    Runtime, the sweep, the capacities and issue 21's targets. One small matrix: one model,
+    batches of 1 and 1,000 flowers (sizes a server refuses are the unit tests'), 1 and 2
+    connections in the sweep; every run and every batch must answer."""
     ensure_debian_packages("wrk")
-    out_dir, state_dir = tmp_path / "reports", tmp_path / "state"
+    out_dir, state_dir = tmp_path / "reports", bench_state
     command = [sys.executable, "-m", "tools.bench", "--quick", "--out-dir", str(out_dir)]
     command += ["--state-dir", str(state_dir), "--connections", "10"]
     command += ["--servers", *SERVERS, "--models", "logistic_regression"]
-    command += ["--batch-sizes", "1", "1000", "10000"]
+    command += ["--batch-sizes", "1", "1000"]
     command += ["--baseline-servers", "fastapi", "--sweep-connections", "1", "2"]
     result = subprocess.run(
         command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900, check=False
@@ -91,23 +102,17 @@ def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
             assert run["errors"] == 0, run  # 429 included, 10 connections
     # Batches in every format a server takes (our service's all in its bentoml run).
     batch_servers = [r["server"] for r in runs if r["phase"] == "main"]
-    sizes = (1, 1000, 10000)
+    sizes = (1, 1000)
     assert sorted((b["server"], b["format"], b["batch_size"]) for b in bench["batch"]) == sorted(
         (server, name, size)
         for server in batch_servers
         for name in servers.ENDPOINTS[server].batch_formats
         for size in sizes
     )
-    for entry in bench["batch"]:
+    for entry in bench["batch"]:  # every size within every server's limits: all answered
         assert entry["path"] == servers.BATCH_PATHS[entry["format"]]
-        if entry["batch_size"] <= 1000:
-            assert entry["rows_per_s"] > 0 and entry["errors"] == 0, entry
-        elif entry["server"] == "bentoml":  # over the service's limits: refused, not loaded
-            assert entry["refused"].startswith(("HTTP 400", "HTTP 413")), entry
-        elif (entry["server"], entry["format"]) == ("fastapi", "service"):
-            assert entry["refused"].startswith("HTTP 422"), entry  # the service's schema
-        else:  # measured, unless slower than a 1 s quick run
-            assert entry.get("rows_per_s", 0) > 0 or "no answer within" in entry["failed"]
+        assert "failed" not in entry and "refused" not in entry, entry
+        assert entry["rows_per_s"] > 0 and entry["errors"] == 0, entry
 
     # The sweep: one curve per server measured in the main phase except the V2 route.
     by_name = {r["name"]: r for r in runs if r["phase"] == "main"}
@@ -176,12 +181,12 @@ def test_quick_bench_writes_well_formed_reports(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("server", ["minimal-bentoml", "fastapi-onnx"])
 def test_compiled_model_peers_answer_the_models_own_probabilities(
-    server: str, tmp_path: Path
+    server: str, tmp_path: Path, bench_state: Path
 ) -> None:
     """A real `bentoml serve tools.bench.minimal_bentoml:MinimalIris` (and the FastAPI + ONNX
     Runtime peer) with our worker count: the model.onnx's own probabilities for a flower,
     the same flat JSON body as ours, and a 4xx for a flower the schema refuses."""
-    state = ProjectState(STATE_DIR / "bench")
+    state = ProjectState(bench_state)
     model = ensure_trained(state, "logistic_regression")
     workers = servers.shipped_api_workers()
     running = servers.start(server, model, workers, state, tmp_path / "logs")

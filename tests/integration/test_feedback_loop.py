@@ -27,6 +27,7 @@ from iris_pipeline.paths import PROJECT_ROOT
 from iris_pipeline.population import draw
 from iris_service.names import MODEL_NAME
 from iris_service.records.store import RecordStore
+from tests.integration.log_support import records_by_request_id
 from tests.integration.model_support import train
 from tests.support import SETOSA, VERSICOLOR
 from tools.feedback_loop import LoopClient, LoopRun, make_in, run_loop, service_env
@@ -225,32 +226,58 @@ def test_unknown_already_labelled_and_ambiguous_ids_are_refused(loop: Loop) -> N
 # --- AUTO_PROMOTE -----------------------------------------------------------------------------
 
 
-def test_auto_promote_promotes_exactly_when_the_gate_passes(loop: Loop) -> None:
-    """`make retrain AUTO_PROMOTE=1` on the feedback the loop left: the verdict printed by the
-    gate decides, and the registry and the running service agree with it."""
+def _gate_lines(output: str) -> list[str]:
+    """The gate's check lines (macro-F1 and three recalls), each ending in ok or FAILED."""
+    return [line for line in output.splitlines() if line.strip().endswith(("ok", "FAILED"))]
+
+
+def test_auto_promote_refuses_a_worse_challenger(loop: Loop) -> None:
+    """`make retrain AUTO_PROMOTE=1` whose challenger learnt from labels that are 90 % wrong:
+    the gate must refuse it (exit 3 through make, `Error 3`), the champion stays."""
     client = MlflowClient(loop.state.mlflow_uri)
     champion_before = client.get_model_version_by_alias(MODEL_NAME, "champion").version
-    result = make_in(loop.state, loop.env)(
-        "retrain", "AUTO_PROMOTE=1", f"RETRAIN_ARGS={RETRAIN_ARGS}"
-    )
+    noisy = "--candidates logistic_regression --cv-folds 2 --label-noise 0.9"
+    result = make_in(loop.state, loop.env)("retrain", "AUTO_PROMOTE=1", f"RETRAIN_ARGS={noisy}")
     output = result.stdout + result.stderr
-    checks = [line for line in output.splitlines() if line.strip().endswith(("ok", "FAILED"))]
+    checks = _gate_lines(output)
     assert len(checks) == 4, output  # macro-F1 and three recalls, printed once (promote)
+    assert any(line.strip().endswith("FAILED") for line in checks), output
+    assert result.returncode == 2 and "Error 3" in output, output
+    challenger = client.get_model_version_by_alias(MODEL_NAME, "challenger").version
+    assert int(challenger) > int(champion_before)
+    assert f"Refused: version {challenger}" in output
+    assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == champion_before
+
+
+def test_auto_promote_promotes_a_better_challenger_and_the_service_follows(loop: Loop) -> None:
+    """A champion that learnt from 90 % wrong labels (made champion with FORCE=1), then
+    `make retrain AUTO_PROMOTE=1` on the real labels: the gate must pass, the challenger is
+    champion, and the running service follows."""
+    client = MlflowClient(loop.state.mlflow_uri)
+    make = make_in(loop.state, loop.env)
+    noisy = "--candidates logistic_regression --cv-folds 2 --label-noise 0.9"
+    trained = make("retrain", f"RETRAIN_ARGS={noisy}")  # gate only, no promotion
+    worse = client.get_model_version_by_alias(MODEL_NAME, "challenger").version
+    forced = make("promote", f"VERSION={worse}", "FORCE=1")
+    assert forced.returncode == 0, trained.stdout + trained.stderr + forced.stdout + forced.stderr
+    assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == worse
+
+    # One candidate is enough to beat it (the loop's own retrain compares three).
+    real = "--candidates logistic_regression --cv-folds 2"
+    result = make("retrain", "AUTO_PROMOTE=1", f"RETRAIN_ARGS={real}")
+    output = result.stdout + result.stderr
+    checks = _gate_lines(output)
+    assert len(checks) == 4 and all(line.strip().endswith("ok") for line in checks), output
+    assert result.returncode == 0, output
+    assert "is now the champion (gate: passed)" in output
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion").version
-    print("AUTO_PROMOTE gate:", *checks, sep="\n")
-    if all(line.strip().endswith("ok") for line in checks):
-        assert result.returncode == 0, output
-        assert "is now the champion (gate: passed)" in output
-        assert int(champion) == int(champion_before) + 1
-        tag = client.get_model_version(MODEL_NAME, champion).tags["bentoml_tag"]
-        client_ = LoopClient(loop.server.url, AUTH)
-        deadline = time.monotonic() + 60
-        while client_.champion() != tag:
-            assert time.monotonic() < deadline, "the service did not follow the promotion"
-            time.sleep(0.2)
-    else:
-        assert result.returncode == 3, output
-        assert "Refused: version" in output and champion == champion_before
+    assert int(champion) == int(worse) + 1
+    tag = client.get_model_version(MODEL_NAME, champion).tags["bentoml_tag"]
+    client_ = LoopClient(loop.server.url, AUTH)
+    deadline = time.monotonic() + 60
+    while client_.champion() != tag:
+        assert time.monotonic() < deadline, "the service did not follow the promotion"
+        time.sleep(0.2)
 
 
 # --- a restart, with two API workers ---------------------------------------------------------
@@ -273,10 +300,16 @@ def test_labels_survive_a_restart_and_two_workers_count_each_once(
     loop: Loop, tmp_path: Path
 ) -> None:
     before = loop.labels()
-    unlabelled = _predict(loop.server, "/predict", VERSICOLOR).headers["x-request-id"]
+    unlabelled_answer = _predict(loop.server, "/predict", VERSICOLOR)
+    unlabelled = unlabelled_answer.headers["x-request-id"]
     population = draw(20, seed=99, shifted=True)
     batch = _predict(loop.server, "/predict_batch", {"flowers": population.flowers})
-    loop.server.stop()
+    # Both answers are on disk (records are written after the answer) before a new server
+    # process, with nothing in memory from this one, reads the same stores: a restart as the
+    # store sees it, while the module's server keeps serving the other tests, in any order.
+    server_ids = [r.headers["x-server-request-id"] for r in (unlabelled_answer, batch)]
+    stored = records_by_request_id(loop.env["IRIS_RECORD_STORE_URL"], *server_ids)
+    assert set(stored) == set(server_ids), "the answers' records were not written"
     two_workers = json.dumps({"services": {"IrisClassifier": {"workers": 2}}})
     with bento_server(
         loop.state, tmp_path, BENTOML_CONFIG_OVERRIDES=two_workers, **loop.env

@@ -104,16 +104,27 @@ def _request_log_ids(server_log: str) -> set[str]:
 
 
 async def _traffic_with_sigterm(server: LocalServer, duration_s: float) -> tuple[TrafficLog, float]:
-    """Load on `server`; SIGTERM to `bentoml serve` alone (as Kubernetes does) midway."""
+    """Load on `server`; SIGTERM to `bentoml serve` alone (as Kubernetes does) once 200
+    requests were answered; the load goes on until the server has exited and 50 requests were
+    refused at the connection (bounded by `duration_s`), then stops."""
+    stop, log = asyncio.Event(), TrafficLog()
     traffic = asyncio.create_task(
-        drive(f"{server.url}/predict", 16, duration_s, fresh_connections=True)
+        drive(f"{server.url}/predict", 16, duration_s, fresh_connections=True, stop=stop, log=log)
     )
-    await asyncio.sleep(duration_s / 3)
-    os.kill(server.process.pid, signal.SIGTERM)
-    signalled = time.monotonic()
-    exited = await asyncio.to_thread(server.process.wait, GRACE_PERIOD_S + 20)
-    assert exited is not None
-    return await traffic, time.monotonic() - signalled
+    try:
+        while len(log.with_status(200)) < 200:
+            assert not traffic.done(), "the load ended before SIGTERM"
+            await asyncio.sleep(0.05)
+        os.kill(server.process.pid, signal.SIGTERM)
+        signalled = time.monotonic()
+        exited = await asyncio.to_thread(server.process.wait, GRACE_PERIOD_S + 20)
+        assert exited is not None
+        shutdown_s = time.monotonic() - signalled
+        while log.statuses()[REFUSED] < 50 and not traffic.done():
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+    return await traffic, shutdown_s
 
 
 @pytest.mark.timeout(240)
@@ -125,7 +136,7 @@ def test_graceful_restart_under_load_loses_no_prediction(
     with bento_server(
         trained_state, tmp_path, serve_args=grace, IRIS_RECORD_STORE_URL=store
     ) as first:
-        before, shutdown_s = asyncio.run(_traffic_with_sigterm(first, 6.0))
+        before, shutdown_s = asyncio.run(_traffic_with_sigterm(first, 60.0))
     first_log = first.log()
     with bento_server(  # the restarted server keeps the inputs out of its records
         trained_state,
@@ -134,7 +145,7 @@ def test_graceful_restart_under_load_loses_no_prediction(
         IRIS_RECORD_STORE_URL=store,
         IRIS_RECORD_INPUTS="false",
     ) as second:
-        after = asyncio.run(drive(f"{second.url}/predict", 16, 4.0))
+        after = asyncio.run(drive(f"{second.url}/predict", 16, 30.0, max_requests=500))
 
     statuses = before.statuses()
     # In flight at SIGTERM: completed (200). New ones: refused at the connection, before

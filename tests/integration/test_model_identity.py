@@ -1,7 +1,8 @@
 """The model an answer names is the model that computed it.
 
-A server runs model A; `train.py` imports model B (another family, so its probabilities
-differ) while it serves, and B is made champion in the serving aliases; the runner is killed
+A server runs model A; model B (another family, so its probabilities differ; trained by the
+real train.py before, once per session) arrives in the BentoML store while it serves, moved in
+whole as an import leaves it, and B is made champion in the serving aliases; the runner is killed
 too, and restarts. Every process follows the aliases on its own, so for a moment the API
 workers and the runner may serve different versions. Under continuous traffic (one flower,
 and batches the runner computes), every answer's `model_tag` must name the model whose
@@ -22,7 +23,7 @@ import requests
 
 from iris_service.inference.model_aliases import ServingAliases, write_aliases
 from iris_service.names import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
-from tests.integration.model_support import probabilities_by_tag, train
+from tests.integration.model_support import TrainedCopy, probabilities_by_tag
 from tests.integration.reliability_support import TrafficLog, drive
 from tests.support import VERSICOLOR
 from tools.local_server import LocalServer, ProjectState, bento_server
@@ -38,9 +39,17 @@ def _probabilities_by_tag(state: ProjectState) -> dict[str, list[float]]:
 
 
 @pytest.mark.timeout(480)
-def test_every_answer_names_the_model_that_computed_it(tmp_path: Path) -> None:
-    state = ProjectState(tmp_path / "state")
-    train(state, "logistic_regression")
+def test_every_answer_names_the_model_that_computed_it(
+    trained_copy: TrainedCopy, tmp_path: Path
+) -> None:
+    state, (model_a, model_b) = trained_copy("logistic_regression", "random_forest")
+    store = state.bentoml_home / "models" / MODEL_NAME
+    held_back = tmp_path / "import" / model_b.split(":")[1]
+    held_back.parent.mkdir()
+    # Until the scenario "imports" it, B is outside the store and A is the latest and champion.
+    (store / model_b.split(":")[1]).rename(held_back)
+    (store / "latest").write_text(model_a.split(":")[1])
+    write_aliases(MODEL_NAME, ServingAliases(model_a), state.bentoml_home)
     with bento_server(state, tmp_path / "logs") as server:
         old_runner = server.worker_pid()
 
@@ -50,20 +59,27 @@ def test_every_answer_names_the_model_that_computed_it(tmp_path: Path) -> None:
             traffic = asyncio.create_task(
                 drive(f"{server.url}/predict", 4, 240.0, stop=stop, log=traffic_log)
             )
-            await asyncio.sleep(2.0)
-            model_b = await asyncio.to_thread(train, state, "random_forest")
+            while len(traffic_log.outcomes) < 50:  # answers by A before B arrives
+                assert not traffic.done(), "the traffic ended before B arrived"
+                await asyncio.sleep(0.05)
+            # B arrives whole (one rename, as BentoML's import moves a finished model in).
+            held_back.rename(store / held_back.name)
+            (store / "latest").write_text(held_back.name)
             write_aliases(MODEL_NAME, ServingAliases(model_b), state.bentoml_home)
             os.kill(old_runner, signal.SIGKILL)
             # Traffic goes on until the restarted runner has answered for a while (bounded).
             assert await asyncio.to_thread(_restarted, server, old_runner)
             await asyncio.to_thread(server.wait_ready, 90)
-            # Until answers by B come (every worker follows within a poll), then 5 s more.
+            # Until 200 answers by B have come (every worker follows within a poll; bounded).
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not any(
-                o.status == 200 and o.body["model_tag"] == model_b for o in traffic_log.outcomes
+            while (
+                time.monotonic() < deadline
+                and sum(
+                    o.status == 200 and o.body["model_tag"] == model_b for o in traffic_log.outcomes
+                )
+                < 200
             ):
-                await asyncio.sleep(0.5)
-            await asyncio.sleep(5.0)
+                await asyncio.sleep(0.1)
             stop.set()
             return await traffic
 

@@ -22,7 +22,7 @@ import requests
 
 from iris_service.records.store import RecordStore
 from tests.integration.postgres_support import PostgresServer, start_postgres
-from tests.integration.reliability_support import drive
+from tests.integration.reliability_support import TrafficLog, drive
 from tests.support import SETOSA, VERSICOLOR
 from tests.unit.test_record_store import label, prediction
 from tools.local_server import LocalServer, ProjectState, bento_server
@@ -169,14 +169,28 @@ def test_postgresql_down_costs_records_and_labels_never_answers(
     a, _ = replicas
     lost_before = _lost(a)
 
-    async def traffic_while_postgres_stops() -> object:
-        load = asyncio.create_task(drive(f"{a.url}/predict", 8, 8.0, max_requests=4_000))
-        await asyncio.sleep(2.0)
-        await asyncio.to_thread(postgres.stop)
+    async def traffic_while_postgres_stops() -> TrafficLog:
+        """Answers before the stop, then traffic until the service counts records lost and
+        100 more answers have come (bounded by the clock, not a fixed window)."""
+        stop, log = asyncio.Event(), TrafficLog()
+        load = asyncio.create_task(drive(f"{a.url}/predict", 8, 60.0, stop=stop, log=log))
+        try:
+            while len(log.outcomes) < 200:
+                assert not load.done(), "the traffic ended before PostgreSQL stopped"
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(postgres.stop)
+            while await asyncio.to_thread(_lost, a) == lost_before:
+                assert not load.done(), "no record was counted lost while PostgreSQL was down"
+                await asyncio.sleep(0.2)
+            count = len(log.outcomes)
+            while len(log.outcomes) < count + 100 and not load.done():
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
         return await load
 
     traffic = asyncio.run(traffic_while_postgres_stops())
-    assert set(traffic.statuses()) == {200}, traffic.statuses()  # type: ignore[attr-defined]
+    assert set(traffic.statuses()) == {200}, traffic.statuses()
     server_id = _predict(a, SETOSA).headers["x-server-request-id"]
     refused = _label(a, server_id, "setosa")
     assert refused.status_code == 503 and refused.json()["error"] == "store_unavailable"

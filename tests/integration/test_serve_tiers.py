@@ -65,9 +65,14 @@ def test_both_replicas_answer_under_load(tiers: Tiers) -> None:
 def test_a_replica_killed_under_load_costs_no_request(tiers: Tiers) -> None:
     readyz: list[int | None] = []
     outcome: dict[str, LoadResult] = {}
+    calls_before = runner_calls(tiers.runners[0])
     loader = threading.Thread(target=lambda: outcome.setdefault("load", load(tiers, 10)))
     loader.start()
-    time.sleep(3)
+    # The replica is killed while it serves the load: once its own count has grown (bounded).
+    deadline = time.monotonic() + 8
+    while runner_calls(tiers.runners[0]) <= calls_before:
+        assert time.monotonic() < deadline and loader.is_alive(), "replica 0 got no call"
+        time.sleep(0.1)
     tiers.kill_runner(0)
     assert http_status(tiers.runners[0].port, "GET", "/readyz") is None  # it is gone
     while loader.is_alive():
@@ -78,8 +83,10 @@ def test_a_replica_killed_under_load_costs_no_request(tiers: Tiers) -> None:
     assert readyz and set(readyz) == {200}, readyz
 
     tiers.restart_runner(0)
-    time.sleep(2)  # the balancer's fail_timeout passes
     before = runner_calls(tiers.runners[0])
-    result = load(tiers, 6)
-    assert_no_failure(result)
-    assert runner_calls(tiers.runners[0]) > before
+    # Load in short runs until the restarted replica has calls again (the balancer tries it
+    # once its fail_timeout has passed; connections live 1 s): bounded, no failure meanwhile.
+    deadline = time.monotonic() + 30
+    while runner_calls(tiers.runners[0]) <= before:
+        assert time.monotonic() < deadline, "the restarted replica got no call in 30 s"
+        assert_no_failure(load(tiers, 3))

