@@ -313,7 +313,8 @@ class _MonitoredRequest:
             if remaining <= 0:
                 return
             try:
-                message = await asyncio.wait_for(self.receive_downstream(), remaining)
+                async with asyncio.timeout(remaining):  # passes cancellation on, unlike wait_for
+                    message = await self.receive_downstream()
             except TimeoutError:
                 return
             if message["type"] != "http.request":

@@ -74,7 +74,10 @@ class RunnerHeartbeat(BackgroundLoop):
         """One ping, bounded by `timeout_s`; its outcome is recorded."""
         self.pinging_since = self.clock()
         try:
-            answered_ready = await asyncio.wait_for(self.ping(), self.timeout_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+            # arrives as the ping completes, and the heartbeat would outlive stop().
+            async with asyncio.timeout(self.timeout_s):
+                answered_ready = await self.ping()
         except TimeoutError:
             outcome = PingOutcome.SILENT
         except Exception as exc:  # noqa: BLE001 - a refused or broken connection is an answer
