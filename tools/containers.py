@@ -34,7 +34,7 @@ from pathlib import Path
 
 from iris_pipeline.paths import PROJECT_ROOT, STATE_DIR, TOOLS_DIR
 from iris_service.settings import DEFAULT_GRPC_PORT
-from tools.stripped_libraries import strip_out_of_image
+from tools.stripped_libraries import check_loads, strip_out_of_image
 
 ROOT = PROJECT_ROOT
 SCRIPTS = TOOLS_DIR / "container"
@@ -356,13 +356,15 @@ def harden(backend: str, tag: str, env: dict[str, str]) -> None:
     else:
         cmd = ["podman", "build", "--pull=never", "--squash-all", "-t", tag, "-f", "-", "."]
     with tempfile.TemporaryDirectory() as context:
-        saved = 0  # docker keeps the layers: a copy laid over would only add to the image
+        stripped = []  # docker keeps the layers: a copy laid over would only add to the image
         if backend != "docker":
-            saved = strip_out_of_image(cli, tag, env, Path(context) / "stripped")
-            log(f"image {tag}: shared libraries {saved / 1e6:.0f} MB smaller without symbols")
-        overlay = "COPY stripped/ /\n" if saved else ""
+            stripped = strip_out_of_image(cli, tag, env, Path(context) / "stripped")
+            log(f"image {tag}: {len(stripped)} shared libraries stripped of their symbols")
+        overlay = "COPY stripped/ /\n" if stripped else ""
         containerfile = HARDENING.format(image=tag, overlay=overlay)
         subprocess.run(cmd, cwd=context, env=env, input=containerfile, text=True, check=True)
+    if stripped:
+        check_loads(cli, tag, env, stripped)
     if backend != "docker":  # the squashed image does not need it; its build cache stays
         subprocess.run([cli, "rmi", before], env=env, capture_output=True)
 
