@@ -34,6 +34,7 @@ from pathlib import Path
 
 from iris_pipeline.paths import PROJECT_ROOT, STATE_DIR, TOOLS_DIR
 from iris_service.settings import DEFAULT_GRPC_PORT
+from tools.stripped_libraries import check_loads, strip_out_of_image
 
 ROOT = PROJECT_ROOT
 SCRIPTS = TOOLS_DIR / "container"
@@ -309,7 +310,8 @@ def build(
 # the local Debian base, Debian's pip, setuptools, wheel and venv (about 29 MB). The server's
 # environment (/app/.venv, first on PATH) never had pip: `pip` is the base's. Code no
 # server imports goes too: NumPy's own test suites (about 22 MB) and ONNX Runtime's
-# model-conversion tools (transformers, quantization, tools: about 10 MB). The layer also
+# model-conversion tools (transformers, quantization, tools: about 10 MB), and the symbol
+# tables of the compiled extensions (tools/stripped_libraries.py). The layer also
 # declares the V2 gRPC port (BentoML's Dockerfile exposes only its HTTP ports).
 RUNTIME_HOME = "/var/lib/bentoml"
 SITE_PACKAGES = "/app/.venv/lib/python3.11/site-packages"
@@ -323,7 +325,7 @@ BUILD_ONLY_DEBIAN_PACKAGES = (
 HARDENING = f"""FROM {{image}}
 USER root
 ENV BENTOML_HOME={RUNTIME_HOME}
-RUN rm -rf /root/.cache \\
+{{overlay}}RUN rm -rf /root/.cache \\
     && pip uninstall --yes --quiet uv \\
     && if dpkg -s python3-pip >/dev/null 2>&1; then \\
          dpkg --purge {BUILD_ONLY_DEBIAN_PACKAGES} >/dev/null; fi \\
@@ -338,9 +340,9 @@ USER bentoml
 
 
 def harden(backend: str, tag: str, env: dict[str, str]) -> None:
-    """Rebuild `tag` with the HARDENING layer (same tag). On podman all layers are squashed
-    into one, so that the change of owner does not store the environment twice."""
-    containerfile = HARDENING.format(image=tag)
+    """Rebuild `tag` with the HARDENING layer (same tag), its shared libraries without symbol
+    tables (tools/stripped_libraries.py). On podman all layers are squashed into one, so
+    that the change of owner and the stripped copies do not store the environment twice."""
     cli = runner_cli(backend)
     before = subprocess.run(
         [cli, "image", "inspect", "--format", "{{.Id}}", tag],
@@ -354,7 +356,15 @@ def harden(backend: str, tag: str, env: dict[str, str]) -> None:
     else:
         cmd = ["podman", "build", "--pull=never", "--squash-all", "-t", tag, "-f", "-", "."]
     with tempfile.TemporaryDirectory() as context:
+        stripped = []  # docker keeps the layers: a copy laid over would only add to the image
+        if backend != "docker":
+            stripped = strip_out_of_image(cli, tag, env, Path(context) / "stripped")
+            log(f"image {tag}: {len(stripped)} shared libraries stripped of their symbols")
+        overlay = "COPY stripped/ /\n" if stripped else ""
+        containerfile = HARDENING.format(image=tag, overlay=overlay)
         subprocess.run(cmd, cwd=context, env=env, input=containerfile, text=True, check=True)
+    if stripped:
+        check_loads(cli, tag, env, stripped)
     if backend != "docker":  # the squashed image does not need it; its build cache stays
         subprocess.run([cli, "rmi", before], env=env, capture_output=True)
 

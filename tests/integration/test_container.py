@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import uvloop
 
 from iris_pipeline.paths import PROJECT_ROOT
 from iris_service.inference.model_aliases import read_aliases
@@ -254,3 +255,16 @@ def test_the_image_declares_the_http_and_grpc_ports(image):
         timeout=60,
     ).stdout
     assert {"3000/tcp", f"{DEFAULT_GRPC_PORT}/tcp"} <= set(json.loads(exposed)), exposed
+
+
+def test_the_images_compiled_extensions_have_no_symbol_tables(container):
+    """The hardening layer lays stripped copies over the shared libraries whose wheels ship
+    symbol tables (tools/stripped_libraries.py): uvloop's event loop in the image is smaller
+    than the same pinned wheel's file in the project's environment, and it still loads (the
+    server runs on uvloop)."""
+    relative = "uvloop/loop.cpython-311-x86_64-linux-gnu.so"
+    in_image = int(_exec(container, "stat", "-c", "%s", f"{containers.SITE_PACKAGES}/{relative}"))
+    in_wheel = (Path(uvloop.__file__).parent / Path(relative).name).stat().st_size
+    assert in_image < in_wheel / 2, (in_image, in_wheel)
+    loop = _exec(container, "python", "-c", "import uvloop; print(uvloop.new_event_loop())")
+    assert "uvloop.Loop" in loop, loop
