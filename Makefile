@@ -130,23 +130,27 @@ test-setup: $(INSTALLED) ## What the tests need, installed before they run (Debi
 	tools/ensure-debian-packages.sh prometheus chromium nginx-light libnginx-mod-stream wrk openjdk-17-jre-headless postgresql curl
 	$(PY) -m tools.test_setup
 
+# Test processes (pytest-xdist): one per core of a 2-core CI machine; PYTEST_WORKERS=0 runs
+# the tests in this process (for a debugger), in file order.
+PYTEST_WORKERS ?= 2
+
 # Unit tests run first (pyproject's testpaths), then the integration tests; the dependency
 # audit runs after the tests and reports an unreachable vulnerability database as such
 # without failing the run (`make audit` alone fails on it).
 test: test-setup ## Run the whole test suite, unit tests first (installs what the tests need), then the dependency audit
 	$(BIN)/ruff check .
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 	$(PY) -m tools.audit_dependencies --unreachable-ok
 
 test-fast: $(INSTALLED) ## ruff and the unit tests only (no server, no network; ~1.5 min)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) tests/unit $(PYTEST_ARGS)
 
 # pytest-randomly is installed but off by default (pyproject's addopts); this turns it on:
 # modules, then the tests in each module, in a random order (RANDOM_SEED=n repeats one).
 RANDOM_SEED ?= random
 test-random: test-setup ## The whole suite in random module and test order (pytest-randomly; RANDOM_SEED=n repeats an order)
-	$(BIN)/pytest -p randomly --randomly-seed=$(RANDOM_SEED) $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -p randomly --randomly-seed=$(RANDOM_SEED) $(PYTEST_ARGS)
 
 audit: $(INSTALLED) ## Vulnerability audit of the pinned dependencies (fails on fixable ones, and when no database can be reached)
 	$(PY) -m tools.audit_dependencies

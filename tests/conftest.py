@@ -1,5 +1,6 @@
-"""Session fixtures: one trained model in an isolated store, one real server. And the
-Hypothesis profile every property test runs under."""
+"""Session fixtures: one trained model in an isolated store, one real server. The Hypothesis
+profile every property test runs under. And the order and sharing of the tests between the
+processes of `make test` (tests/scheduling.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests import scheduling
 from tools.local_server import LocalServer, ProjectState, bento_server
 
 # Property tests are seeded: the same examples on every run and machine (derandomize), no
@@ -21,6 +23,19 @@ settings.register_profile(
     "explore", derandomize=False, database=None, deadline=None, max_examples=1000
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "seeded"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Unit tests first, then the longest integration modules (tests/scheduling.py); and no
+    shared session fixture made twice."""
+    scheduling.check_shared_fixtures(items)
+    scheduling.order(items)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """A module, or the modules sharing a costly fixture, run whole in one test process."""
+    return scheduling.ByModuleAndSharedFixture(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from iris_service.names import FEATURE_NAMES, MODEL_NAME
+from iris_service.settings import Settings
 from tools.local_server import ProjectState
+
+# Seconds between two looks of each API worker at the serving aliases (the default, which the
+# servers of these tests use): after a write, workers may disagree for up to that long.
+ALIAS_POLL_S = float(Settings.model_fields["alias_poll_seconds"].default)
 
 # The `trained_copy` fixture (tests/integration/conftest.py): a copy of a trained BentoML
 # store, as (its state, the tag of each version, in training order).

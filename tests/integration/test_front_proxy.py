@@ -74,8 +74,9 @@ def _wait_until_closed(
     return closed
 
 
-def _answered_meanwhile(url: str, seconds: float) -> tuple[int, list[float], list[int]]:
-    """Requests paced at 20/s through the front for `seconds`: (sent, latencies s, statuses)."""
+def _answered_meanwhile(url: str, seconds: float) -> tuple[float, list[float], list[int]]:
+    """Requests paced at 20/s through the front for `seconds`: (the monotonic time the last
+    answer came, latencies s, statuses)."""
     latencies: list[float] = []
     statuses: list[int] = []
     with requests.Session() as session:
@@ -88,7 +89,7 @@ def _answered_meanwhile(url: str, seconds: float) -> tuple[int, list[float], lis
             if response.status_code == 200:
                 assert response.json()["class_name"] == "versicolor"
             time.sleep(max(0.0, 0.05 - (time.monotonic() - started)))
-    return len(statuses), latencies, statuses
+    return started + latencies[-1], latencies, statuses
 
 
 @pytest.mark.timeout(120)
@@ -99,17 +100,20 @@ def test_slow_clients_are_closed_and_others_keep_being_answered(front: LocalServ
     slow = _open_slow_connections(front.port, SLOW_CONNECTIONS)
     try:
         opening_s = time.monotonic() - opened_at
-        sent, latencies, statuses = _answered_meanwhile(front.url, HEADER_TIMEOUT_S - 3)
+        last_answer, latencies, statuses = _answered_meanwhile(front.url, HEADER_TIMEOUT_S - 3)
         closed = _wait_until_closed(slow, opened_at, HEADER_TIMEOUT_S + opening_s + 5)
     finally:
         for conn in slow:
             conn.close()
+    sent = len(statuses)
     assert sent >= 50 and statuses.count(200) == sent, statuses
-    p99 = statistics.quantiles(latencies, n=100)[98]
-    assert p99 < 1.0, sorted(latencies)[-5:]
     assert len(closed) == SLOW_CONNECTIONS, f"{SLOW_CONNECTIONS - len(closed)} still open"
     held = sorted(closed.values())
     assert held[0] >= HEADER_TIMEOUT_S - 1, held[:5]  # closed by the timeout, not before
+    # Every answer came while all the slow clients were still held: none waited for nginx to
+    # drop them (a causal bound, not a latency threshold; make overload measures latency).
+    assert last_answer - opened_at < held[0], (last_answer - opened_at, held[0])
+    p99 = statistics.quantiles(latencies, n=100)[98]
     print(
         f"\nslow clients: {SLOW_CONNECTIONS} partial headers opened in {opening_s:.1f} s; "
         f"meanwhile {statuses.count(200)}/{sent} answered 200 through nginx (p50 "

@@ -25,7 +25,12 @@ import requests
 
 from iris_service.inference.model_aliases import ServingAliases, write_aliases
 from iris_service.names import CLASS_NAMES, FEATURE_NAMES, MODEL_NAME
-from tests.integration.model_support import TrainedCopy, model_file, probabilities_by_tag
+from tests.integration.model_support import (
+    ALIAS_POLL_S,
+    TrainedCopy,
+    model_file,
+    probabilities_by_tag,
+)
 from tests.integration.reliability_support import Outcome, TrafficLog, drive
 from tests.support import VERSICOLOR
 from tools.local_server import LocalServer, ProjectState, bento_server
@@ -34,7 +39,6 @@ from tools.report import take_snapshot
 pytestmark = pytest.mark.server
 
 SWITCH_LIMIT_S = 30.0
-ALIAS_POLL_S = 2.0  # IRIS_ALIAS_POLL_SECONDS's default, which the servers here use
 EVERY_WORKER_S = 5.0
 
 

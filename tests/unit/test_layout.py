@@ -9,6 +9,7 @@ distribution pinned in requirements-serve.txt or required by one of them.
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +28,13 @@ PIPELINE_AND_TOOLS = {
 }
 
 
+@functools.cache
+def _served_set() -> tuple[frozenset[str], dict[str, list[str]]]:
+    """(the serve closure, the installed distributions of each top-level name): read once for
+    the module's fifty-odd parametrized checks (each read walks every installed package)."""
+    return frozenset(serve_closure()), dict(metadata.packages_distributions())
+
+
 def _imported_top_levels(path: Path) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -43,8 +51,7 @@ def test_the_served_package_is_found() -> None:
 
 @pytest.mark.parametrize("path", SERVED_FILES, ids=lambda p: str(p.relative_to(PROJECT_ROOT)))
 def test_served_module_imports_only_serve_requirements(path: Path) -> None:
-    allowed = serve_closure()
-    providers = metadata.packages_distributions()
+    allowed, providers = _served_set()
     for name in sorted(_imported_top_levels(path)):
         assert name not in NEVER_SERVED, f"{path.name} imports {name}, which is never packed"
         if name in sys.stdlib_module_names or name in OUR_PACKAGES or name == "__future__":
