@@ -127,7 +127,7 @@ serve-tiers: $(INSTALLED) ## API tier on $(HOST):$(PORT) + RUNNER_REPLICAS runne
 # Everything the tests need, installed before they run, never inside a test: Debian's tools,
 # MLServer's own venv, the container tools and base image (tools/test_setup.py; no-ops when done).
 test-setup: $(INSTALLED) ## What the tests need, installed before they run (Debian tools, MLServer venv, container tools and base image)
-	tools/ensure-debian-packages.sh prometheus chromium nginx-light libnginx-mod-stream wrk openjdk-17-jre-headless postgresql curl
+	tools/ensure-debian-packages.sh prometheus chromium nginx-light libnginx-mod-stream wrk openjdk-17-jre-headless postgresql curl binutils
 	$(PY) -m tools.test_setup
 
 # Test processes (pytest-xdist): one per core of a 2-core CI machine; PYTEST_WORKERS=0 runs
