@@ -157,10 +157,15 @@ def test_the_old_and_new_versions_keep_their_own_live_figures(loop: Loop) -> Non
 # --- POST /feedback's refusals, on the same server -------------------------------------------
 
 
-def _predict(server: LocalServer, path: str, body: dict, client_id: str | None = None):
+def _predict(loop: Loop, path: str, body: dict, client_id: str | None = None):
+    """One answer, returned once its record is in the store: the answering API worker's
+    writer stores it within 50 ms, and the feedback desk flushes only its own worker's, so a
+    label sent at once to the other worker could otherwise come before the prediction."""
     headers = {**AUTH, **({"X-Request-ID": client_id} if client_id else {})}
-    answer = requests.post(f"{server.url}{path}", json=body, headers=headers, timeout=10)
+    answer = requests.post(f"{loop.server.url}{path}", json=body, headers=headers, timeout=10)
     assert answer.status_code == 200, answer.text
+    server_id = answer.headers["x-server-request-id"]
+    assert records_by_request_id(loop.env["IRIS_RECORD_STORE_URL"], server_id), server_id
     return answer
 
 
@@ -177,7 +182,7 @@ def _assert_refused(answer: requests.Response, status: int, code: str) -> str:
 
 
 def test_feedback_needs_the_api_key(loop: Loop) -> None:
-    answer = _predict(loop.server, "/predict", SETOSA)
+    answer = _predict(loop, "/predict", SETOSA)
     label = {"request_id": answer.headers["x-request-id"], "class_name": "setosa"}
     _assert_refused(_feedback(loop.server, label, headers={}), 401, "unauthorized")
     assert _feedback(loop.server, label).status_code == 200
@@ -203,7 +208,7 @@ def test_unknown_already_labelled_and_ambiguous_ids_are_refused(loop: Loop) -> N
         404,
         "unknown_request_id",
     )
-    batch = _predict(loop.server, "/predict_batch", {"flowers": [SETOSA, VERSICOLOR]}, "twice")
+    batch = _predict(loop, "/predict_batch", {"flowers": [SETOSA, VERSICOLOR]}, "twice")
     labels = [
         {"request_id": "twice/0", "class_name": "setosa"},
         {"request_id": "twice/1", "class_name": "versicolor"},
@@ -214,7 +219,7 @@ def test_unknown_already_labelled_and_ambiguous_ids_are_refused(loop: Loop) -> N
     server_id = batch.headers["x-server-request-id"]
     again = {"request_id": f"{server_id}/1", "class_name": "versicolor"}
     _assert_refused(_feedback(loop.server, again), 409, "already_labelled")
-    _predict(loop.server, "/predict", SETOSA, "twice")
+    _predict(loop, "/predict", SETOSA, "twice")
     detail = _assert_refused(
         _feedback(loop.server, {"request_id": "twice", "class_name": "setosa"}),
         409,
@@ -300,10 +305,10 @@ def test_labels_survive_a_restart_and_two_workers_count_each_once(
     loop: Loop, tmp_path: Path
 ) -> None:
     before = loop.labels()
-    unlabelled_answer = _predict(loop.server, "/predict", VERSICOLOR)
+    unlabelled_answer = _predict(loop, "/predict", VERSICOLOR)
     unlabelled = unlabelled_answer.headers["x-request-id"]
     population = draw(20, seed=99, shifted=True)
-    batch = _predict(loop.server, "/predict_batch", {"flowers": population.flowers})
+    batch = _predict(loop, "/predict_batch", {"flowers": population.flowers})
     # Both answers are on disk (records are written after the answer) before a new server
     # process, with nothing in memory from this one, reads the same stores: a restart as the
     # store sees it, while the module's server keeps serving the other tests, in any order.
