@@ -40,12 +40,18 @@ _VERSION = re.compile(r"[a-z0-9](?:[-._a-z0-9]{0,61}[a-z0-9])?")
 _MAX_TIME_CHARS = 64
 
 
-class InvalidAliases(ValueError):
-    """An aliases file the service refuses; `reason` says why without the file's path."""
+# What tells one version of the file from another: (mtime_ns, inode, size); None: no file.
+FileIdentity = tuple[int, int, int] | None
 
-    def __init__(self, path: Path, reason: str) -> None:
+
+class InvalidAliases(ValueError):
+    """An aliases file the service refuses; `reason` says why without the file's path, and
+    `identity` is the identity of the file refused (when it could be opened)."""
+
+    def __init__(self, path: Path, reason: str, identity: FileIdentity = None) -> None:
         super().__init__(f"cannot use the serving aliases {path}: {reason}")
         self.reason = reason
+        self.identity = identity
 
 
 @dataclass(frozen=True)
@@ -59,18 +65,43 @@ def aliases_path(model_name: str, home: Path | None = None) -> Path:
     return (home or bentoml_home()) / ALIASES_DIR / f"{model_name}.json"
 
 
+def file_identity(path: Path) -> FileIdentity:
+    """The identity of the file at `path` now (None: no file): cheap enough to poll."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_mtime_ns, stat.st_ino, stat.st_size)
+
+
 def read_aliases(model_name: str, home: Path | None = None) -> ServingAliases | None:
     """The aliases, or None when no file exists; InvalidAliases (a ValueError) when the file
     cannot be read or holds anything but tags of `model_name`."""
-    path = aliases_path(model_name, home)
+    return read_aliases_file(aliases_path(model_name, home), model_name)[0]
+
+
+def read_aliases_file(path: Path, model_name: str) -> tuple[ServingAliases | None, FileIdentity]:
+    """read_aliases, with the identity of the very file read (taken from the open file, so a
+    replacement between a poll's look and this read is not mistaken for the file read)."""
     try:
         with path.open("rb") as file:
+            stat = os.fstat(file.fileno())
+            identity = (stat.st_mtime_ns, stat.st_ino, stat.st_size)
             content = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        return None
+        return None, None
     except OSError as exc:
         reason = f"cannot be read ({exc.strerror or type(exc).__name__})"
-        raise InvalidAliases(path, reason) from None
+        raise InvalidAliases(path, reason, file_identity(path)) from None
+    try:
+        return _parse(content, path, model_name), identity
+    except InvalidAliases as exc:
+        exc.identity = identity
+        raise
+
+
+def _parse(content: bytes, path: Path, model_name: str) -> ServingAliases:
+    """The aliases in `content`; InvalidAliases for anything the pipeline does not write."""
     if len(content) > MAX_FILE_BYTES:
         raise InvalidAliases(path, f"larger than {MAX_FILE_BYTES} bytes")
     try:

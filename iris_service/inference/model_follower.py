@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from iris_service.errors import first_line
-from iris_service.inference.model_aliases import ServingAliases, aliases_path, read_aliases
+from iris_service.inference.model_aliases import (
+    FileIdentity,
+    InvalidAliases,
+    ServingAliases,
+    aliases_path,
+    file_identity,
+    read_aliases_file,
+)
 from iris_service.inference.model_loading import CompiledModel, load_stored_model
 from iris_service.monitoring import metrics
 from iris_service.settings import settings
@@ -58,16 +65,7 @@ class ChampionAndChallenger:
         return roles
 
 
-FileIdentity = tuple[int, int, int] | None  # (mtime_ns, inode, size); None: no file
 ModelsChanged = Callable[[ChampionAndChallenger | None, ChampionAndChallenger], None]
-
-
-def _identity(path: Path) -> FileIdentity:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return (stat.st_mtime_ns, stat.st_ino, stat.st_size)
 
 
 def _reason(exc: BaseException) -> str:
@@ -108,7 +106,6 @@ class ModelFollower:
     def _first_models(self) -> ChampionAndChallenger:
         """The models to start with: the aliases' when they load, else `default_tag`'s (whose
         failure to load is the runner's failure to start)."""
-        self._seen = _identity(self.path)
         champion_tag, challenger_tag = self._wanted() or (self.default_tag, None)
         champion = self._try_load(champion_tag, CHAMPION, serving=None)
         if champion is None:
@@ -122,10 +119,12 @@ class ModelFollower:
 
     def _wanted(self) -> tuple[str, str | None] | None:
         """(champion tag, challenger tag or None) as the aliases file says now; None (after one
-        log line) when the file cannot be read."""
+        log line) when the file cannot be read. The file read is marked seen by its own
+        identity, so a file replaced just before this read is not read (and refused) twice."""
         try:
-            self.aliases = read_aliases(self.model_name, self.home)
-        except ValueError as exc:
+            self.aliases, self._seen = read_aliases_file(self.path, self.model_name)
+        except InvalidAliases as exc:
+            self._seen = exc.identity
             self.refused = f"ignored the serving aliases: {_reason(exc)}"
             self.refusal = f"ignored the serving aliases: {getattr(exc, 'reason', 'malformed')}"
             logger.error("%s; the models in service keep serving", self.refused)
@@ -166,10 +165,8 @@ class ModelFollower:
     def poll(self) -> bool:
         """Apply the aliases file if it changed since the last look; True when `models` was
         replaced."""
-        identity = _identity(self.path)
-        if identity == self._seen:
+        if file_identity(self.path) == self._seen:
             return False
-        self._seen = identity
         current = self.models
         wanted = self._wanted()
         if wanted is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from iris_service.inference import model_follower
 from iris_service.inference.model_aliases import ServingAliases, aliases_path, write_aliases
 from iris_service.inference.model_follower import ModelFollower, publish_model_info
 from iris_service.inference.model_loading import CompiledModel, ModelUnavailableError
@@ -154,6 +155,35 @@ def test_a_malformed_file_keeps_the_models_in_service(
     aliases_path(NAME, tmp_path).write_text("{not json")
     assert f.poll() is False and served(f) == (f"{NAME}:a", None)
     assert any("ignored the serving aliases" in r.getMessage() for r in caplog.records)
+
+
+def test_a_file_replaced_between_the_look_and_the_read_is_refused_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline (or a person) replaces the file just after a poll looked at it: the poll
+    reads the new file, and the next poll knows it read that one (the CI failure of
+    2026-12-03: a worker logged the same refusal twice)."""
+    write_aliases(NAME, name("a"), tmp_path)
+    f = follower(tmp_path, Store())
+    path = aliases_path(NAME, tmp_path)
+    look = model_follower.file_identity
+
+    def look_then_replace(at: Path) -> object:
+        seen = look(at)
+        replacement = path.with_suffix(".tmp")
+        replacement.write_text("{not json")
+        replacement.replace(path)
+        return seen
+
+    monkeypatch.setattr(model_follower, "file_identity", look_then_replace)
+    assert f.poll() is False
+    monkeypatch.setattr(model_follower, "file_identity", look)
+    for _ in range(3):
+        assert f.poll() is False and served(f) == (f"{NAME}:a", None)
+    refusals = [r for r in caplog.records if "not valid JSON" in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in refusals]
+    write_aliases(NAME, name("b"), tmp_path)
+    assert f.poll() is True and served(f) == (f"{NAME}:b", None)
 
 
 def test_removing_the_file_returns_to_the_default(tmp_path: Path) -> None:
