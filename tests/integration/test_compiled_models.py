@@ -121,9 +121,11 @@ def test_training_fails_in_one_line_when_no_candidate_is_equivalent(tmp_path: Pa
 
 
 @dataclass(frozen=True)
-class TwoVersions:
+class Registry:
+    """A state whose registry has a champion; each test trains the challenger it needs, so
+    the tests here pass in any order."""
+
     state: ProjectState
-    challenger_onnx: Path
 
     def aliases(self) -> dict[str, str]:
         client = MlflowClient(self.state.mlflow_uri)
@@ -137,22 +139,33 @@ class TwoVersions:
     def promote_runs(self) -> list:
         client = MlflowClient(self.state.mlflow_uri)
         experiment = client.get_experiment_by_name(f"{MODEL_NAME}-lifecycle")
+        if experiment is None:
+            return []
         return client.search_runs(
             [experiment.experiment_id], order_by=["attributes.start_time ASC"]
         )
 
+    def train(self, seed: str) -> str:
+        """Train one more (equivalent) logistic regression; its version number."""
+        result = self.state.train("--candidates", "logistic_regression", *SMALL, "--seed", seed)
+        assert result.returncode == 0, result.stdout + result.stderr
+        versions = MlflowClient(self.state.mlflow_uri).search_model_versions(
+            f"name = '{MODEL_NAME}'"
+        )
+        return str(max(int(v.version) for v in versions))
+
+    def onnx_file(self, version: str) -> Path:
+        client = MlflowClient(self.state.mlflow_uri)
+        tag = client.get_model_version(MODEL_NAME, version).tags["bentoml_tag"]
+        return self.state.bentoml_home / "models" / MODEL_NAME / tag.split(":")[1] / "model.onnx"
+
 
 @pytest.fixture(scope="module")
-def two_versions(tmp_path_factory: pytest.TempPathFactory) -> TwoVersions:
-    """Version 1 champion, version 2 challenger: both logistic regressions, equivalent."""
-    state = ProjectState(tmp_path_factory.mktemp("compiled-promote"))
-    for seed in ("1", "2"):
-        result = state.train("--candidates", "logistic_regression", *SMALL, "--seed", seed)
-        assert result.returncode == 0, result.stdout + result.stderr
-    tag = MlflowClient(state.mlflow_uri).get_model_version(MODEL_NAME, "2").tags["bentoml_tag"]
-    onnx_file = state.bentoml_home / "models" / MODEL_NAME / tag.split(":")[1] / "model.onnx"
-    assert onnx_file.is_file()
-    return TwoVersions(state, onnx_file)
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A champion: a logistic regression."""
+    registry = Registry(ProjectState(tmp_path_factory.mktemp("compiled-promote")))
+    assert registry.train("1") == "1" and registry.aliases() == {"champion": "1"}
+    return registry
 
 
 def _make_promote(state: ProjectState, *variables: str) -> subprocess.CompletedProcess[str]:
@@ -176,62 +189,62 @@ def _make_promote(state: ProjectState, *variables: str) -> subprocess.CompletedP
 
 
 def test_promote_refuses_a_version_the_service_cannot_run_even_forced(
-    two_versions: TwoVersions,
+    registry: Registry,
 ) -> None:
-    state, onnx_file = two_versions.state, two_versions.challenger_onnx
+    state, at_start = registry.state, registry.aliases()
+    champion = at_start["champion"]
+    v = registry.train("2")
+    onnx_file = registry.onnx_file(v)
     before = read_aliases(MODEL_NAME, state.bentoml_home)
-    assert two_versions.aliases() == {"champion": "1", "challenger": "2"}
+    assert registry.aliases() == {**at_start, "challenger": v}
+    runs_before = len(registry.promote_runs())
     original = onnx_file.read_bytes()
 
     onnx_file.write_bytes(original + b"\0")  # altered after training
-    altered = _make_promote(state, "VERSION=2", "FORCE=1")
+    altered = _make_promote(state, f"VERSION={v}", "FORCE=1")
     assert altered.returncode != 0, altered.stdout + altered.stderr
     assert f"Error {EXIT_REFUSED}" in altered.stderr  # make's report of the exit status
-    assert "Refused: version 2's model.onnx is not the file whose equivalence" in altered.stderr
+    assert f"Refused: version {v}'s model.onnx is not the file whose equivalence" in (
+        altered.stderr
+    )
     assert "FORCE cannot override this" in altered.stderr
 
     onnx_file.unlink()  # as a version trained before models were compiled
     missing = state.lifecycle("promote", "--force")
     assert missing.returncode == EXIT_REFUSED
-    assert "version 2 has no ONNX model" in missing.stderr
+    assert f"version {v} has no ONNX model" in missing.stderr
     onnx_file.write_bytes(original)
 
     client = MlflowClient(state.mlflow_uri)
-    client.set_model_version_tag(MODEL_NAME, "2", "onnx_equivalent", "false")
+    client.set_model_version_tag(MODEL_NAME, v, "onnx_equivalent", "false")
     recorded = state.lifecycle("promote", "--force")
     judged = state.lifecycle("gate")
-    client.set_model_version_tag(MODEL_NAME, "2", "onnx_equivalent", "true")
+    client.set_model_version_tag(MODEL_NAME, v, "onnx_equivalent", "true")
     assert recorded.returncode == EXIT_REFUSED
-    assert "version 2's ONNX model does not answer like its scikit-learn model" in recorded.stderr
+    assert f"version {v}'s ONNX model does not answer like its scikit-learn model" in (
+        recorded.stderr
+    )
     assert judged.returncode == EXIT_REFUSED
-    assert "Version 2 cannot be promoted" in judged.stderr
+    assert f"Version {v} cannot be promoted" in judged.stderr
 
-    assert two_versions.aliases() == {"champion": "1", "challenger": "2"}
+    assert registry.aliases() == {**at_start, "challenger": v}
     assert read_aliases(MODEL_NAME, state.bentoml_home) == before
-    refusals = [run.data.tags for run in two_versions.promote_runs()]
+    refusals = [run.data.tags for run in registry.promote_runs()[runs_before:]]
     assert [tags["verdict"] for tags in refusals] == ["not-servable"] * 3
-    assert all(tags["forced"] == "true" and tags["version"] == "2" for tags in refusals)
+    assert all(tags["forced"] == "true" and tags["version"] == v for tags in refusals)
     assert "SHA-256 differs" in refusals[0]["reason"]
 
     promoted = state.lifecycle("promote")  # the intact, equivalent version passes
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
-    assert two_versions.aliases() == {"champion": "2", "previous-champion": "1"}
+    assert registry.aliases() == {"champion": v, "previous-champion": champion}
 
 
-def test_the_gate_judges_the_onnx_models_the_service_runs(two_versions: TwoVersions) -> None:
+def test_the_gate_judges_the_onnx_models_the_service_runs(registry: Registry) -> None:
     """The gate's figures come from model.onnx: a stored champion without one cannot be
     compared (promotion then needs FORCE, as for any champion the gate cannot judge)."""
-    state = two_versions.state
-    result = state.train("--candidates", "logistic_regression", *SMALL, "--seed", "3")
-    assert result.returncode == 0, result.stdout + result.stderr
-    champion_tag = MlflowClient(state.mlflow_uri).get_model_version_by_alias(MODEL_NAME, "champion")
-    onnx_file = (
-        state.bentoml_home
-        / "models"
-        / MODEL_NAME
-        / champion_tag.tags["bentoml_tag"].split(":")[1]
-        / "model.onnx"
-    )
+    state = registry.state
+    version = registry.train("3")
+    onnx_file = registry.onnx_file(registry.aliases()["champion"])
     original = onnx_file.read_bytes()
     onnx_file.unlink()
     try:
@@ -243,4 +256,4 @@ def test_the_gate_judges_the_onnx_models_the_service_runs(two_versions: TwoVersi
     assert "has no ONNX model" in refused.stderr
     passed = state.lifecycle("promote")
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert "Quality gate: version 3" in passed.stdout
+    assert f"Quality gate: version {version}" in passed.stdout

@@ -32,7 +32,7 @@ from tests.integration.model_support import train
 from tests.support import SETOSA, VERSICOLOR
 from tools.feedback_loop import LoopClient, LoopRun, make_in, run_loop, service_env
 from tools.local_server import LocalServer, ProjectState, bento_server
-from tools.report import take_snapshot
+from tools.report import Snapshot, take_snapshot
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(900)]
 
@@ -51,6 +51,10 @@ class Loop:
     server: LocalServer
     run: LoopRun
     env: dict[str, str]
+    # The live figures as the loop left them, before the other tests here add predictions and
+    # labels of their own to the same server (they would move the windowed figures).
+    figures: Snapshot
+    live_quality: dict
 
     def labels(self) -> list[dict]:
         """Every label in the loop's prediction store, oldest first."""
@@ -79,7 +83,10 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         (PROJECT_ROOT / "reports" / "feedback-loop.json").write_text(
             json.dumps(run.record(), indent=2)
         )
-        yield Loop(state, champion, server, run, env)
+        figures = take_snapshot(server.url)
+        live_quality = requests.get(f"{server.url}/live_quality", headers=AUTH, timeout=10)
+        live_quality.raise_for_status()
+        yield Loop(state, champion, server, run, env, figures, live_quality.json())
 
 
 def test_live_accuracy_is_high_on_iris_and_falls_below_the_threshold_on_the_shift(
@@ -136,7 +143,7 @@ def test_promotion_is_followed_and_live_accuracy_recovers(loop: Loop) -> None:
 
 
 def test_the_old_and_new_versions_keep_their_own_live_figures(loop: Loop) -> None:
-    snapshot = take_snapshot(loop.server.url)
+    snapshot = loop.figures
     accuracy = {labels["model_version"]: v for labels, v in snapshot.select("iris_live_accuracy")}
     recall = {
         (labels["model_version"], labels["class_name"]): v
@@ -146,7 +153,7 @@ def test_the_old_and_new_versions_keep_their_own_live_figures(loop: Loop) -> Non
     assert accuracy[loop.champion] == pytest.approx(loop.run.phase("shift").accuracy)
     assert accuracy[new_model] == pytest.approx(loop.run.phase("recovered").accuracy)
     assert recall[(loop.champion, "versicolor")] < 0.5 < recall[(new_model, "versicolor")]
-    answer = requests.get(f"{loop.server.url}/live_quality", headers=AUTH, timeout=10).json()
+    answer = loop.live_quality
     assert answer["window"] == FLOWERS_PER_PHASE
     assert answer["models"][new_model]["accuracy"] == pytest.approx(accuracy[new_model])
     assert answer["models"][loop.champion]["labelled"] == FLOWERS_PER_PHASE
