@@ -109,6 +109,7 @@ def log_candidate(
                 input_example=example,
                 pyfunc_predict_fn="predict_proba",
                 serialization_format="pickle",
+                pip_requirements=_pinned("scikit-learn", "numpy", "scipy", "pandas"),
             )
         result.model_uri = info.model_uri
         log_compilation(result)
@@ -142,7 +143,7 @@ def log_compilation(result: CandidateResult) -> None:
         onnx.load_from_string(compiled.onnx_bytes),
         name=ONNX_ARTIFACT,
         signature=_onnx_signature(),
-        pip_requirements=_onnx_requirements(),
+        pip_requirements=_pinned("onnx", "onnxruntime"),
         save_as_external_data=False,
         onnx_execution_providers=["CPUExecutionProvider"],
         metadata={"sha256": compiled.sha256, "opset": compiled.opset},
@@ -169,12 +170,13 @@ def _onnx_signature() -> Any:
     )
 
 
-def _onnx_requirements() -> list[str]:
-    """Exact pins of what runs the ONNX model (MLflow would otherwise infer them by loading
-    the model in a subprocess, seconds per candidate)."""
+def _pinned(*distributions: str) -> list[str]:
+    """Exact pins (the installed versions) of what a logged model needs to run; MLflow adds
+    itself. Given, because MLflow would otherwise infer them by loading the model in a
+    subprocess: about 5 s per logged model, most of a small training."""
     from importlib.metadata import version
 
-    return [f"onnx=={version('onnx')}", f"onnxruntime=={version('onnxruntime')}"]
+    return [f"{name}=={version(name)}" for name in distributions]
 
 
 class _DropMessage(logging.Filter):

@@ -153,12 +153,17 @@ def build_candidate(family: str, seed: int) -> BaseEstimator:
     return factory(seed)
 
 
-def single_row_latency_ms(model: Any, row: np.ndarray, repeats: int = 200) -> float:
+def single_row_latency_ms(
+    model: Any, row: np.ndarray, repeats: int = 200, budget_s: float = 0.5
+) -> float:
     """Median wall time of predict_proba on one row: the serving cost of the model itself
-    (a scikit-learn estimator, or the ONNX Runtime session of compiling.OnnxPredictor)."""
+    (a scikit-learn estimator, or the ONNX Runtime session of compiling.OnnxPredictor).
+    `repeats` calls, or as many as fit in `budget_s` (at least 11): a median of tens of
+    calls of a slow model says as much as 200, which would take seconds."""
     model.predict_proba(row)  # warm-up
-    timings = []
-    for _ in range(repeats):
+    timings: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(timings) < repeats and (len(timings) < 11 or time.perf_counter() < deadline):
         start = time.perf_counter()
         model.predict_proba(row)
         timings.append(time.perf_counter() - start)

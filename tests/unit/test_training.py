@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,26 @@ def test_the_choice_says_which_criterion_decided() -> None:
         faster, training.select_best(faster)
     )
     assert training.explain_choice(tied[:1], tied[0]) == "a_lr is the only candidate."
+
+
+class _Counted:
+    """A model whose predict_proba takes `seconds` and is counted."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.calls = seconds, 0
+
+    def predict_proba(self, row: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.seconds:
+            time.sleep(self.seconds)
+        return np.zeros((len(row), 3))
+
+
+def test_single_row_latency_is_bounded_in_time_for_a_slow_model() -> None:
+    slow = _Counted(0.05)
+    median_ms = training.single_row_latency_ms(slow, np.zeros((1, 4)), budget_s=0.2)
+    assert slow.calls == 1 + 11  # the warm-up, then the minimum once the budget is spent
+    assert 50 <= median_ms < 500
+    fast = _Counted(0.0)
+    training.single_row_latency_ms(fast, np.zeros((1, 4)), repeats=200, budget_s=10)
+    assert fast.calls == 1 + 200
