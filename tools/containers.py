@@ -34,7 +34,7 @@ from pathlib import Path
 
 from iris_pipeline.paths import PROJECT_ROOT, STATE_DIR, TOOLS_DIR
 from iris_service.settings import DEFAULT_GRPC_PORT
-from tools.stripped_libraries import check_loads, strip_out_of_image
+from tools.stripped_libraries import IMAGE_SITE_PACKAGES, check_loads, strip_out_of_image
 
 ROOT = PROJECT_ROOT
 SCRIPTS = TOOLS_DIR / "container"
@@ -314,7 +314,7 @@ def build(
 # tables of the compiled extensions (tools/stripped_libraries.py). The layer also
 # declares the V2 gRPC port (BentoML's Dockerfile exposes only its HTTP ports).
 RUNTIME_HOME = "/var/lib/bentoml"
-SITE_PACKAGES = "/app/.venv/lib/python3.11/site-packages"
+SITE_PACKAGES = IMAGE_SITE_PACKAGES
 NEVER_IMPORTED = " ".join(
     f"{SITE_PACKAGES}/onnxruntime/{tool}" for tool in ("transformers", "quantization", "tools")
 )

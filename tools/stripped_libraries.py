@@ -21,10 +21,12 @@ import tarfile
 from pathlib import Path
 
 # Where the server's Python environment keeps its compiled extensions (BentoML's layout).
-VENV = "app/.venv"
-SITE_PACKAGES = f"{VENV}/lib/python3.11/site-packages/"
-LIST_AND_TAR = f"cd / && find {VENV} -type f -name '*.so*' | tar -cf - -T -"
-RUN_AS_ROOT = ("run", "--rm", "--network", "none", "--user", "root", "--entrypoint", "python")
+# Absolute in the image; the tar archive names files relative to / (no leading slash).
+IMAGE_VENV = "/app/.venv"
+IMAGE_SITE_PACKAGES = f"{IMAGE_VENV}/lib/python3.11/site-packages"
+SITE_PACKAGES = f"{IMAGE_SITE_PACKAGES.removeprefix('/')}/"
+LIST_AND_TAR = f"cd / && find {IMAGE_VENV.removeprefix('/')} -type f -name '*.so*' | tar -cf - -T -"
+RUN_AS_ROOT = ("run", "--rm", "--network", "none", "--user", "root", "--entrypoint")
 # Below this saving a file is not worth a layer entry.
 MIN_SAVING_BYTES = 64 * 1024
 # Loads each file given: an extension module by its dotted name, any other library by ctypes.
@@ -56,9 +58,12 @@ def _patched(readelf: str, path: Path) -> bool:
 def strip_out_of_image(cli: str, tag: str, env: dict[str, str], into: Path) -> list[str]:
     """Write stripped copies of the image's shared libraries under `into`, at their paths
     relative to /; the paths (relative to /) of the files written."""
-    tar_run = [cli, "run", "--rm", "--network", "none", "--user", "root", "--entrypoint", "sh"]
     archive = subprocess.run(
-        [*tar_run, tag, "-c", LIST_AND_TAR], env=env, capture_output=True, check=True, timeout=300
+        [cli, *RUN_AS_ROOT, "sh", tag, "-c", LIST_AND_TAR],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=300,
     ).stdout
     strip, readelf = binutils()
     written = []
@@ -95,7 +100,7 @@ def load_name(path: str) -> str:
 def check_loads(cli: str, tag: str, env: dict[str, str], paths: list[str]) -> None:
     """Load every stripped file in the built image; raise with the image's error if one fails."""
     result = subprocess.run(
-        [cli, *RUN_AS_ROOT, tag, "-c", LOAD_EACH, *(load_name(path) for path in paths)],
+        [cli, *RUN_AS_ROOT, "python", tag, "-c", LOAD_EACH, *(load_name(path) for path in paths)],
         env=env,
         capture_output=True,
         text=True,

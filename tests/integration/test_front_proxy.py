@@ -100,13 +100,16 @@ def test_slow_clients_are_closed_and_others_keep_being_answered(front: LocalServ
     slow = _open_slow_connections(front.port, SLOW_CONNECTIONS)
     try:
         opening_s = time.monotonic() - opened_at
-        last_answer, latencies, statuses = _answered_meanwhile(front.url, HEADER_TIMEOUT_S - 3)
+        # Until 3 s before nginx may drop the first slow client, however long opening took
+        # (seconds on a busy machine), and at least 2 s.
+        meanwhile_s = max(2.0, HEADER_TIMEOUT_S - 3 - opening_s)
+        last_answer, latencies, statuses = _answered_meanwhile(front.url, meanwhile_s)
         closed = _wait_until_closed(slow, opened_at, HEADER_TIMEOUT_S + opening_s + 5)
     finally:
         for conn in slow:
             conn.close()
     sent = len(statuses)
-    assert sent >= 50 and statuses.count(200) == sent, statuses
+    assert sent >= 20 and statuses.count(200) == sent, statuses  # 20/s for >= 2 s
     assert len(closed) == SLOW_CONNECTIONS, f"{SLOW_CONNECTIONS - len(closed)} still open"
     held = sorted(closed.values())
     assert held[0] >= HEADER_TIMEOUT_S - 1, held[:5]  # closed by the timeout, not before
