@@ -130,6 +130,16 @@ def _series(server: LocalServer) -> set[tuple]:
     return set(take_snapshot(server.url).samples)
 
 
+def _per_process(series: set[tuple]) -> tuple[set[tuple], set[str]]:
+    """The series with their `pid` label left out, and the pids seen. A gauge of a process
+    (BentoML's last-request time, a worker's drift) is one series per process: a worker that
+    answered its first request of a kind only in the measured round adds one, bounded by
+    the processes, not by the requests."""
+    without_pid = {(name, tuple(kv for kv in labels if kv[0] != "pid")) for name, labels in series}
+    pids = {value for _, labels in series for key, value in labels if key == "pid"}
+    return without_pid, pids
+
+
 def _bytes(folder: Path, pattern: str = "*") -> int:
     return sum(path.stat().st_size for path in folder.glob(pattern) if path.is_file())
 
@@ -160,8 +170,10 @@ def test_twenty_thousand_distinct_requests_leave_every_resource_within_its_bound
     for kind, statuses in by_kind.items():
         assert statuses == {EXPECTED[kind]: KINDS[kind]}, (kind, statuses)
     assert sent >= 20_000
-    new_series = sorted(series_after - series_before)
+    (kinds_before, _), (kinds_after, pids) = _per_process(series_before), _per_process(series_after)
+    new_series = sorted(kinds_after - kinds_before)
     assert new_series == [], new_series[:10]
+    assert pids <= {str(pid) for pid in server.worker_pids()}, pids
     # A worker's file may grow once (files double) when it first writes a series another
     # worker created while priming; thousands of new series would multiply the bytes.
     assert metric_bytes_after <= 2 * metric_bytes_before
