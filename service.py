@@ -188,7 +188,9 @@ class IrisClassifier:
         else:
             self.record_store = record_writer.store
             self.feedback_desk = FeedbackDesk(
-                self.record_store, flush_predictions=lambda: record_writer.flush(timeout=0.5)
+                self.record_store,
+                flush_predictions=lambda: record_writer.flush(timeout=0.5),
+                settle_s=5 * record_writer.interval_s,
             )
             self.label_follower = LabelFollower(
                 self.record_store,

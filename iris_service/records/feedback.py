@@ -22,8 +22,11 @@ Refusals (FeedbackRefused, answered in the service's one error shape):
   (the V2 and MLflow protocol routes);
 - 503 `store_unavailable` (with Retry-After): the store cannot be reached now.
 A prediction's record reaches the store a few milliseconds after its answer (a background
-writer, iris_service/records/writer.py): a label that comes sooner is looked up again for up
-to `wait_s`.
+writer in each API worker, iris_service/records/writer.py): a label that comes sooner is
+looked up again for up to `wait_s`. A client's id is settled the same way: an id found once is
+looked up again `settle_s` (a few writer intervals) after the label arrived, so that a second
+prediction with that id, answered before the label by another worker whose writer has not
+written it yet, still makes the label 409 `ambiguous_request_id` rather than name the first.
 """
 
 from __future__ import annotations
@@ -155,11 +158,13 @@ class FeedbackDesk:
         store: RecordStore,
         flush_predictions: Callable[[], object] = lambda: None,
         wait_s: float = 0.25,
+        settle_s: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self._flush_predictions = flush_predictions
         self.wait_s = wait_s
+        self.settle_s = settle_s
         self._clock = clock
         self._last_warning = -WARN_EVERY_S
 
@@ -189,10 +194,12 @@ class FeedbackDesk:
         now = self._clock()
         addresses = [parse_address(request_id) for request_id, _ in labels]
         self._flush_predictions()  # this worker's answers already sent, not yet written
-        deadline = time.monotonic() + self.wait_s  # for the whole request, not per label
+        arrived = time.monotonic()
+        deadline = arrived + self.wait_s  # for the whole request, not per label
+        settled = arrived + self.settle_s  # every answer sent before now is stored by then
         records = []
         for address, (_, class_name) in zip(addresses, labels, strict=True):
-            server_id, prediction = self._prediction(address, key_id, deadline)
+            server_id, prediction = self._prediction(address, key_id, deadline, settled)
             records.append(join(address, server_id, class_name, prediction, now))
         try:
             self.store.add_labels(records)
@@ -204,12 +211,17 @@ class FeedbackDesk:
         return records
 
     def _prediction(
-        self, address: Address, key_id: str | None, deadline: float
+        self, address: Address, key_id: str | None, deadline: float, settled: float
     ) -> tuple[str, dict[str, Any]]:
         """The server id and the stored prediction `address` names (waiting, within the
-        deadline, for a record another worker has not written yet)."""
+        deadline, for a record another worker has not written yet; and, for a client's id,
+        until `settled`, for a second prediction with that id another worker is writing)."""
         while True:
             found = self._find(address.request_id, key_id)
+            by_client_id = found is not None and found[0] != address.request_id
+            if by_client_id and (wait := settled - time.monotonic()) > 0:
+                time.sleep(wait)
+                found = self._find(address.request_id, key_id)
             if found is not None:
                 return found
             if time.monotonic() >= deadline:

@@ -183,6 +183,25 @@ def test_a_client_id_works_until_it_is_ambiguous(log: RecordWriter, tmp_path: Pa
     assert desk.label([(second, "setosa")])[0]["correct"]  # the server id still works
 
 
+def test_a_client_id_another_worker_has_not_stored_yet_still_makes_the_label_ambiguous(
+    log: RecordWriter,
+) -> None:
+    """Two API workers: this one stored a prediction with the client's id; the other answered
+    a second one with the same id before the label came and writes it a writer interval
+    later. The desk settles a client's id before naming a prediction: 409, not the first."""
+    first = predict(log, "/predict", SETOSA, client_id="twice")
+    log.flush()
+    other_worker = RecordWriter(log.store, interval_s=0.3)
+    try:
+        predict(other_worker, "/predict", VIRGINICA, client_id="twice")
+        desk = FeedbackDesk(log.store, flush_predictions=log.flush, wait_s=0.2, settle_s=2.0)
+        refused = _refusal(desk, [("twice", "setosa")])
+        assert (refused.status, refused.code) == (409, "ambiguous_request_id")
+        assert desk.label([(first, "setosa")])[0]["correct"]  # a server id is not settled
+    finally:
+        other_worker.close()
+
+
 def test_a_client_id_names_only_the_predictions_of_the_key_that_sends_the_label(
     log: RecordWriter, tmp_path: Path
 ) -> None:
