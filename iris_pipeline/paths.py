@@ -11,6 +11,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Generated state (git-ignored): MLflow store, BentoML home, container store, benchmark models.
 STATE_DIR = PROJECT_ROOT / "state"
 REPORTS_DIR = PROJECT_ROOT / "reports"
+# Tools the project makes for itself, keyed by their content and shared by every clone on the
+# machine (like pip's cache): MLServer's venv, the container base image's archive.
+USER_CACHE_DIR = Path(os.environ.get("IRIS_CACHE_DIR", Path.home() / ".cache" / "iris-service"))
 CONFIGURATION = PROJECT_ROOT / "configuration.yaml"
 LOCUSTFILE = PROJECT_ROOT / "locustfile.py"
 TOOLS_DIR = PROJECT_ROOT / "tools"

@@ -32,16 +32,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from iris_pipeline.paths import PROJECT_ROOT, STATE_DIR, TOOLS_DIR
+from iris_pipeline.paths import PROJECT_ROOT, STATE_DIR, TOOLS_DIR, USER_CACHE_DIR
 from iris_service.settings import DEFAULT_GRPC_PORT
 from tools.stripped_libraries import IMAGE_SITE_PACKAGES, check_loads, strip_out_of_image
 
 ROOT = PROJECT_ROOT
 SCRIPTS = TOOLS_DIR / "container"
 STATE = Path(os.environ.get("CONTAINERS_STATE_DIR", STATE_DIR / "containers"))
-CACHE = Path(
-    os.environ.get("IRIS_CONTAINER_CACHE", Path.home() / ".cache" / "iris-service" / "containers")
-)
+CACHE = Path(os.environ.get("IRIS_CONTAINER_CACHE", USER_CACHE_DIR / "containers"))
 # The build host's CA bundle (with its locally added certificates, e.g. for a TLS-inspecting
 # egress proxy): mounted read-only over the image's bundle during the build steps only, so
 # that pip/uv can reach the package index while the image itself keeps Debian's bundle.

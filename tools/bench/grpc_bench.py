@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mlserver",
         action="store_true",
-        help="also MLServer 1.7.1's gRPC (builds state/mlserver-venv on first use)",
+        help="also MLServer 1.7.1's gRPC (builds its venv on first use)",
     )
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.concurrency < 1:

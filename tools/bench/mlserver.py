@@ -2,9 +2,12 @@
 
 MLServer is what teams on KServe or Seldon deploy for scikit-learn. It does not run in the
 project's venv (its pins differ, and MLServer 1.7.1 needs uvloop 0.21), so `ensure_venv`
-creates `state/mlserver-venv` on first use with the project interpreter's `-m venv` and
-installs tools/bench/mlserver-requirements.txt (every package pinned); a marker holding the
-file's hash makes later runs reuse it and a changed file rebuild it.
+creates one on first use with the project interpreter's `-m venv` and installs
+tools/bench/mlserver-requirements.txt (every package pinned). The venv lives in the user's
+cache (`~/.cache/iris-service/mlserver-venv-<hash>`, IRIS_CACHE_DIR), named by the hash of
+that file and the interpreter: every clone on the machine reuses it (a new clone's
+`make test` does not install MLServer again), a changed file makes a new one, and the venvs
+of older files are removed.
 
 `write_config` writes the two files `mlserver start <folder>` reads: settings.json (127.0.0.1,
 free ports, everything else at MLServer's defaults) and model-settings.json (the MLflow
@@ -22,12 +25,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from iris_pipeline.paths import STATE_DIR, TOOLS_DIR
+from iris_pipeline.paths import TOOLS_DIR, USER_CACHE_DIR
 from iris_service.names import FEATURE_NAMES, MODEL_NAME
 from tools.local_server import HOST, free_port
 
 REQUIREMENTS = TOOLS_DIR / "bench" / "mlserver-requirements.txt"
-DEFAULT_VENV = STATE_DIR / "mlserver-venv"
 MARKER = ".requirements-sha256"
 INSTALL_TIMEOUT_S = 1200
 # The V2 input name in our payloads; MLServer's scikit-learn runtime takes any single input.
@@ -51,6 +53,14 @@ def requirements_hash(path: Path = REQUIREMENTS) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+VENV_PREFIX = "mlserver-venv-"
+# The interpreter is part of the name: a venv is bound to the Python that made it.
+DEFAULT_VENV = USER_CACHE_DIR / (
+    VENV_PREFIX
+    + hashlib.sha256(f"{requirements_hash()} {sys.base_prefix}".encode()).hexdigest()[:16]
+)
+
+
 def ensure_venv(venv: Path = DEFAULT_VENV, requirements: Path = REQUIREMENTS) -> Path:
     """The `mlserver` executable of a venv holding exactly `requirements`, created if needed."""
     mlserver = venv / "bin" / "mlserver"
@@ -68,6 +78,9 @@ def ensure_venv(venv: Path = DEFAULT_VENV, requirements: Path = REQUIREMENTS) ->
     if not mlserver.exists():
         raise RuntimeError(f"installing {requirements} gave no {mlserver}")
     marker.write_text(wanted + "\n")
+    for old in venv.parent.glob(VENV_PREFIX + "*"):
+        if old != venv and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
     return mlserver
 
 
