@@ -24,13 +24,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from bentoml.exceptions import NotFound as NotInStore
 from bentoml.exceptions import ServiceUnavailable
 
 from iris_service.errors import BadRequest, Conflict, Unavailable
@@ -164,6 +167,10 @@ def count_shadow(champion_classes: np.ndarray, challenger_classes: np.ndarray) -
         metrics.SHADOW_CONFUSION_TOTAL.labels(CLASS_NAMES[champion], CLASS_NAMES[challenger]).inc(
             count
         )
+
+
+# A version as BentoML spells one (its tag rule, lower case): anything else is no stored version.
+_STORED_VERSION = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?")
 
 
 def _stored_model(tag: str) -> ModelVersion:
@@ -353,6 +360,31 @@ class InferenceCore:
         found = self._stored.get(tag)
         if found is None:
             found = self._stored[tag] = self._read_stored(tag)
+        return found
+
+    def version(self, version: str) -> ModelVersion | None:
+        """The stored version `version` of the served model, or None. A version in service is
+        answered from memory; another is looked up by its tag (a missing one costs a folder
+        lookup) and kept while its folder exists. Never a listing of the store: `versions()`
+        reads every version's metadata (tens of ms each), which any client naming a version
+        in a path would otherwise cost the worker's event loop per request."""
+        for loaded in self.follower.models.roles_models():
+            if loaded is not None and loaded.version == version:
+                return loaded
+        if not _STORED_VERSION.fullmatch(version) or version == "latest":
+            return None  # no stored version is spelled so (BentoML tags are lower case)
+        tag = f"{self.follower.model_name}:{version}"
+        found = self._stored.get(tag)
+        if found is not None and (found.path is None or os.path.isdir(found.path)):
+            return found
+        self._stored.pop(tag, None)
+        try:
+            found = self._read_stored(tag)
+        except (LookupError, NotInStore):
+            return None
+        if found.tag != tag:
+            return None
+        self._stored[tag] = found
         return found
 
     def versions(self) -> dict[str, ModelVersion]:

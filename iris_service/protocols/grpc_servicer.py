@@ -61,7 +61,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
         if not version:
             return core.models.champion
-        model = core.versions().get(version)
+        model = core.version(version)
         if model is None:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"model {name!r} has no version {version!r}"

@@ -76,7 +76,7 @@ def protocol_app(core_of: Callable[[], InferenceCore]) -> Starlette:
             raise NotFound(f"unknown model {name!r}; this server serves {MODEL_NAME!r}")
         if version is None:
             return core.models.champion
-        model = core.versions().get(version)
+        model = core.version(version)
         if model is None:
             raise NotFound(f"model {name!r} has no version {version!r}")
         return model

@@ -297,3 +297,36 @@ async def test_drift_counts_every_answered_flower_of_the_answering_model(
     finally:
         for model in models.values():
             model.metadata.pop("feature_statistics")
+
+
+def test_a_version_is_found_without_listing_the_store(
+    tmp_path: Path, models: dict[str, CompiledModel]
+) -> None:
+    """A version in a path costs no listing of the store (every version's metadata read): one
+    served is answered from memory, another stored one is read once by its tag, and an unknown
+    or impossible one is None (a 404) after at most one lookup."""
+    from iris_service.inference.model_loading import ModelVersion
+
+    old = ModelVersion(f"{NAME}:old1", CLASS_NAMES, {})
+    reads: list[str] = []
+
+    def stored(tag: str) -> ModelVersion:
+        reads.append(tag)
+        if tag == old.tag:
+            return old
+        if tag == f"{NAME}:latest":
+            return old  # BentoML resolves "latest" to a real version
+        raise KeyError(tag)
+
+    core = InferenceCore(_follower(tmp_path, models, challenger=True), stored=stored)
+    core.versions = None  # type: ignore[assignment,method-assign]  # never called
+    assert core.version("champ") is models[CHAMPION]
+    assert core.version("chall") is models[CHALLENGER]
+    assert reads == []
+    assert core.version("old1") is old and core.version("old1") is old
+    assert reads == [old.tag]
+    assert core.version("0123abcd") is None
+    assert core.version("latest") is None
+    for impossible in ("OLD1", "-x", "a" * 64, "../x", ""):
+        assert core.version(impossible) is None
+    assert reads == [old.tag, f"{NAME}:0123abcd"]
