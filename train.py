@@ -123,12 +123,11 @@ def run(args: argparse.Namespace) -> int:
     from iris_pipeline.compiling import compile_candidate, servable_candidates
 
     print(f"Stores: MLflow {tracking.tracking_uri()}, BentoML {os.environ['BENTOML_HOME']}")
+    # The champion's tag once its model is in the BentoML store (restored if it was lost).
     restored = _restore_champion(args.model_name)
-    if args.if_missing:
-        champion = registry.serving_champion(args.model_name)
-        if champion is not None:
-            print(f"Champion {champion} is in the BentoML store; not training.")
-            return EXIT_OK
+    if args.if_missing and restored is not None:
+        print(f"Champion {restored} is in the BentoML store; not training.")
+        return EXIT_OK
 
     feedback, extra = None, None
     if args.with_feedback:

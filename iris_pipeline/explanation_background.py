@@ -11,13 +11,15 @@ service reads it (iris_service/inference/model_loading.py, BACKGROUND_FILE).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from iris_service.inference.model_loading import BACKGROUND_FILE
 from iris_service.names import FEATURE_NAMES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BACKGROUND_ROWS = 50
 BACKGROUND_SEED = 20261203

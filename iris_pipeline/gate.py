@@ -26,12 +26,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, recall_score
+from typing import TYPE_CHECKING, Any
 
 from iris_service.names import CLASS_NAMES
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_RECALL_MARGIN = 0.05
 ROUND_DIGITS = 6
@@ -44,6 +44,10 @@ def recall_metric(class_name: str) -> str:
 
 def gate_metrics(model: Any, features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """macro-F1, accuracy and each class's recall of `model` on the gate set."""
+    # Imported here: scikit-learn (and SciPy under it) costs a second and a half to import,
+    # which `models` and `rollback` would otherwise pay for a figure they never compute.
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
     predicted = model.predict(features)
     recalls = recall_score(
         labels, predicted, labels=list(range(len(CLASS_NAMES))), average=None, zero_division=0

@@ -16,11 +16,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from iris_pipeline import feedback_data, gate, registry
+from iris_pipeline import gate, registry
 from iris_pipeline.served_version import DEFAULT_SERVICE_URL, ask_service
 from iris_service.inference.model_aliases import aliases_path
 from iris_service.names import MODEL_NAME
+
+if TYPE_CHECKING:
+    from iris_pipeline.feedback_data import EvaluationSet
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
@@ -59,7 +63,7 @@ def _compiled_check(name: str, version: str, tag: str) -> gate.CompiledCheck:
     return gate.compiled_check(version, tags, metadata, onnx_bytes)
 
 
-def _gate_figures(tag: str, evaluation: feedback_data.EvaluationSet) -> dict[str, float]:
+def _gate_figures(tag: str, evaluation: EvaluationSet) -> dict[str, float]:
     """The stored model's gate metrics, computed by ONNX Runtime from the very `model.onnx`
     the service loads."""
     import hashlib
@@ -118,6 +122,9 @@ def _run_gate(
 ) -> gate.Verdict:
     """Compare both stored models on the gate set (and the held-out recent feedback) and
     print every figure."""
+    # Only the gate reads the prediction store (and needs the dataset and scikit-learn).
+    from iris_pipeline import feedback_data
+
     champion_tag = _stored_tag(name, champion)
     evaluation = feedback_data.evaluation_set()
     verdict = gate.judge(

@@ -7,6 +7,10 @@ Models are fitted on plain arrays whose columns are in FEATURE_NAMES order: the 
 builds its rows from named, validated fields in that order, so the serving path needs no
 pandas (which would add a second of cold start and a DataFrame per batch). The MLflow
 signature still names the columns, so MLflow's own pyfunc maps DataFrames by name.
+
+scikit-learn is imported by the functions that use it, not here: importing it (and SciPy)
+takes about a second and a half, which `train.py --if-missing` would pay for the names of
+the candidates alone.
 """
 
 from __future__ import annotations
@@ -18,39 +22,46 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, clone
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.datasets import load_iris
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
-from sklearn.model_selection import StratifiedKFold, cross_validate, train_test_split
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
 
 from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 
 if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+
     from .compiling import Compilation
 
 QUANTILE_LEVELS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def _logistic_regression(seed: int) -> Pipeline:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
 
 
 def _random_forest(seed: int) -> RandomForestClassifier:
+    from sklearn.ensemble import RandomForestClassifier
+
     return RandomForestClassifier(n_estimators=100, random_state=seed)
 
 
 def _svm(seed: int) -> Pipeline:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
     calibrated = CalibratedClassifierCV(SVC(random_state=seed), ensemble=False)
     return make_pipeline(StandardScaler(), calibrated)
 
 
 def _gradient_boosting(seed: int) -> GradientBoostingClassifier:
+    from sklearn.ensemble import GradientBoostingClassifier
+
     return GradientBoostingClassifier(random_state=seed)
 
 
@@ -98,6 +109,9 @@ class CandidateResult:
 
 def gate_set() -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
     """(features, labels) of the rest of Iris and of the gate set, split the same way always."""
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import train_test_split
+
     iris = load_iris()
     features = pd.DataFrame(iris.data, columns=list(FEATURE_NAMES))
     x_rest, x_gate, y_rest, y_gate = train_test_split(
@@ -115,6 +129,8 @@ def load_dataset(
     """Iris (shipped with scikit-learn, no download) without the gate set, plus the `extra`
     labelled flowers (feedback, for `make retrain`), split with stratification into train
     and test; `label_noise` corrupts that share of the training labels (see corrupt_labels)."""
+    from sklearn.model_selection import train_test_split
+
     x_rest, y_rest, x_gate, y_gate = gate_set()
     if extra is not None and len(extra[1]):
         x_rest = pd.concat([x_rest, extra[0]], ignore_index=True)
@@ -172,6 +188,10 @@ def single_row_latency_ms(
 
 def evaluate_candidate(family: str, data: Dataset, seed: int, cv_folds: int = 5) -> CandidateResult:
     """Cross-validate on the training split, then fit on it and score the held-out split."""
+    from sklearn.base import clone
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    from sklearn.model_selection import StratifiedKFold, cross_validate
+
     estimator = build_candidate(family, seed)
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
     x_train, x_test = data.x_train.to_numpy(), data.x_test.to_numpy()

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
 
 from iris_pipeline import compiling, training
@@ -27,7 +28,7 @@ def _fitted(family: str, data: training.Dataset):
 
 def test_the_checked_rows_are_every_iris_flower(rows: np.ndarray) -> None:
     assert rows.shape == (150, 4)
-    assert len(np.unique(rows, axis=0)) == len(np.unique(training.load_iris().data, axis=0))
+    assert len(np.unique(rows, axis=0)) == len(np.unique(load_iris().data, axis=0))
 
 
 @pytest.mark.parametrize("family", list(training.CANDIDATES))
