@@ -81,7 +81,11 @@ class RequestLog:
             self.enabled = False  # a closed stdout must never fail requests
 
     def close(self) -> None:
+        """Stop the writer thread and write what waits: every line is written on return."""
         self._stop.set()
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout=1.0)  # a write it started finishes before ours
         self.flush()
 
     def _write(self) -> None:

@@ -141,7 +141,10 @@ async def test_shadow_predictions_are_batched_off_the_answer_and_counted(
         answer = await core.infer(_rows(3, seed=i))
         assert answer.model.tag == CHAMPION
     assert core.shadow._waiting == 30  # waiting, not yet predicted: off the answers' path
-    await asyncio.sleep(core.shadow.delay_s * 4)
+    for _ in range(500):  # the flush runs delay_s after the first row: wait for it, bounded
+        if core.shadow._waiting == 0:
+            break
+        await asyncio.sleep(core.shadow.delay_s)
     after = _count("iris_shadow_predictions_total", agreement="agree") + _count(
         "iris_shadow_predictions_total", agreement="disagree"
     )

@@ -1,6 +1,5 @@
 """The middleware around a small real Starlette app, driven through httpx's ASGI transport."""
 
-import asyncio
 import json
 
 import httpx
@@ -12,6 +11,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from iris_service.http.middleware import RequestMonitoringMiddleware
+from iris_service.http.request_log import RequestLog
 
 
 async def predict(request: Request) -> JSONResponse:
@@ -29,10 +29,12 @@ async def health(_: Request) -> PlainTextResponse:
     return PlainTextResponse("\n")
 
 
-def _client(max_body_bytes: int = 1024, expose: bool = False) -> httpx.AsyncClient:
+def _client(
+    max_body_bytes: int = 1024, expose: bool = False, request_log: RequestLog | None = None
+) -> httpx.AsyncClient:
     app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/livez", health)])
     wrapped = RequestMonitoringMiddleware(
-        app, max_body_bytes=max_body_bytes, expose_measurements=expose
+        app, max_body_bytes=max_body_bytes, expose_measurements=expose, request_log=request_log
     )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped), base_url="http://t")
 
@@ -149,13 +151,11 @@ def test_success_series_exist_at_zero_before_the_first_request() -> None:
 
 
 async def test_one_json_log_line_per_request(capfd: pytest.CaptureFixture[str]) -> None:
-    async with _client() as client:
+    request_log = RequestLog()
+    async with _client(request_log=request_log) as client:
         response = await client.post("/predict", json={}, headers={"x-request-id": "line-1"})
         await client.get("/livez")
-    # The line is written by the log's writer thread, at most WRITE_INTERVAL_S later.
-    from iris_service.http.request_log import WRITE_INTERVAL_S
-
-    await asyncio.sleep(WRITE_INTERVAL_S * 4)
+    request_log.close()  # the writer thread's lines, all written (not a wait of fixed length)
     lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line]
     # Earlier tests' logs may still flush their own lines here: keep this client's.
     lines = [
