@@ -42,14 +42,17 @@ def spark_class() -> Path:
     return Path(pyspark.__file__).parent / "bin" / "spark-class"
 
 
-def spark_env(work_dir: Path) -> dict[str, str]:
-    return {
+def spark_env(work_dir: Path, java_options: str | None = None) -> dict[str, str]:
+    env = {
         **os.environ,
         "SPARK_LOCAL_IP": HOST,
         "SPARK_LOCAL_DIRS": str(work_dir / "local"),
         "SPARK_LOG_DIR": str(work_dir / "logs"),
         "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable),
     }
+    if java_options:
+        env["SPARK_DAEMON_JAVA_OPTS"] = java_options  # the master's and workers' JVMs
+    return env
 
 
 @dataclass
@@ -101,11 +104,16 @@ def _wait_for(daemon: Daemon, pattern: str, timeout: float, count: int = 1) -> N
 
 @contextmanager
 def standalone_cluster(
-    work_dir: Path, workers: int = 2, cores: int = 1, memory: str = "1g"
+    work_dir: Path,
+    workers: int = 2,
+    cores: int = 1,
+    memory: str = "1g",
+    java_options: str | None = None,
 ) -> Iterator[Cluster]:
-    """A master and `workers` workers on 127.0.0.1, each worker with `cores` and `memory`;
-    yields once every worker has registered with the master."""
-    env = spark_env(work_dir)
+    """A master and `workers` workers on 127.0.0.1, each worker with `cores` and `memory`
+    (`java_options`: HotSpot options of the daemons, e.g. tools/spark_jvm.py's); yields once
+    every worker has registered with the master."""
+    env = spark_env(work_dir, java_options)
     (work_dir / "local").mkdir(parents=True, exist_ok=True)
     port, ui_port = free_port(), free_port()
     with ExitStack() as stack:
