@@ -6,10 +6,10 @@ cost about 28 s of CPU. Three standard HotSpot options cut that to about 7 s wit
 what Spark runs:
 
 - a dynamic class-data-sharing archive (`-XX:SharedArchiveFile`, JDK 13+) of the classes a
-  Spark JVM loads, written once by a small warm-up job (`-XX:ArchiveClassesAtExit`) and kept
-  under ~/.cache/iris-pipeline/spark-cds, named after the Java and pyspark versions and the
-  jar list (a JVM that cannot map it, say after an upgrade, ignores it and loads classes
-  the ordinary way);
+  Spark JVM loads, written once by a small warm-up job (`-XX:ArchiveClassesAtExit`) in
+  `make test`'s set-up (tools/test_setup.py) and kept under ~/.cache/iris-service/spark-cds,
+  named after the Java and pyspark versions and the jar list (a JVM that cannot map it, say
+  after an upgrade, ignores it and loads classes the ordinary way);
 - the C1 compiler only (`-XX:TieredStopAtLevel=1`) for short-lived JVMs: for a run of
   seconds, C2's compile work costs more than its faster code saves;
 - the serial garbage collector: small heaps, no parallel GC threads fighting for 2 cores.
@@ -29,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from iris_pipeline.paths import USER_CACHE_DIR
 
 JIT_AND_GC = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 ARCHIVE_TIMEOUT_S = 300
@@ -62,8 +64,7 @@ spark.stop()
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "iris-pipeline" / "spark-cds"
+    return USER_CACHE_DIR / "spark-cds"
 
 
 def _java_version() -> str:
