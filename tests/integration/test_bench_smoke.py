@@ -1,4 +1,4 @@
-"""The benchmark harness end to end with --quick (1-2 s runs): real servers, well-formed
+"""The benchmark harness end to end with --quick (1 s runs): real servers, well-formed
 reports whose numbers all come from the run, and the minimal BentoML peer's own answers."""
 
 from __future__ import annotations

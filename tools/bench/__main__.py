@@ -19,7 +19,7 @@ from .capacity import DEFAULT_OBJECTIVE_P99_MS
 from .models import FAMILIES, MODEL_NAMES, SHIPPED
 from .sweep import DEFAULT_CONNECTIONS
 
-QUICK = {"duration": 2.0, "warmup": 0.5, "batch_duration": 1.0, "sweep_duration": 1.0}
+QUICK = {"duration": 1.0, "warmup": 0.5, "batch_duration": 1.0, "sweep_duration": 1.0}
 DEFAULT_BATCHING = servers.ServerSettings().mlserver_batching
 # The largest batch measured: its bodies are built in memory and in wrk's Lua script.
 MAX_BATCH_SIZE = 10000
