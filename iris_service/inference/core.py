@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -169,8 +168,17 @@ def count_shadow(champion_classes: np.ndarray, challenger_classes: np.ndarray) -
         )
 
 
-# A version as BentoML spells one (its tag rule, lower case): anything else is no stored version.
-_STORED_VERSION = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?")
+def _spells_a_stored_version(version: str) -> bool:
+    """Whether `version` is spelled as BentoML stores a version (its own tag rule, lower
+    case; "latest" names no version): anything else is no stored version, and is answered
+    without touching the store."""
+    from bentoml._internal.tag import validate_tag_str
+
+    try:
+        validate_tag_str(version)
+    except ValueError:
+        return False
+    return version != "latest"
 
 
 def _stored_model(tag: str) -> ModelVersion:
@@ -371,8 +379,8 @@ class InferenceCore:
         for loaded in self.follower.models.roles_models():
             if loaded is not None and loaded.version == version:
                 return loaded
-        if not _STORED_VERSION.fullmatch(version) or version == "latest":
-            return None  # no stored version is spelled so (BentoML tags are lower case)
+        if not _spells_a_stored_version(version):
+            return None
         tag = f"{self.follower.model_name}:{version}"
         found = self._stored.get(tag)
         if found is not None and (found.path is None or os.path.isdir(found.path)):
