@@ -187,6 +187,24 @@ def _stored_model(tag: str) -> ModelVersion:
     return model_version(bentoml.models.get(tag))
 
 
+def _stored_models(name: str) -> dict[str, ModelVersion]:
+    import bentoml
+
+    return {str(m.tag.version): model_version(m) for m in bentoml.models.list(name)}
+
+
+def _model_store_folder() -> str:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return str(BentoMLContainer.model_store_dir.get())
+
+
+# A listing is kept only once the model's store folder has not changed for this long: a
+# folder's modification time ticks coarsely, so a version added in the tick of a listing
+# could otherwise leave it stale.
+_SETTLED_NS = 1_000_000_000
+
+
 class _PendingRows:
     """Flowers waiting to be counted by a drift monitor in one call (per DRIFT_BATCH_ROWS)."""
 
@@ -224,6 +242,8 @@ class InferenceCore:
         largest_request_rows: int = 1000,
         shadow_max_rows: int = 4096,
         stored: Callable[[str], ModelVersion] | None = None,
+        listed: Callable[[str], dict[str, ModelVersion]] = _stored_models,
+        store_folder: str | None = None,
         max_explain_rows: int = settings.max_explain_flowers,
         runner_required: bool = False,
     ) -> None:
@@ -241,6 +261,9 @@ class InferenceCore:
         self._drift_waiting: dict[str, _PendingRows] = {}
         self._stored: dict[str, ModelVersion] = {}
         self._read_stored = stored or _stored_model
+        self._list_stored = listed
+        self._store_folder = store_folder
+        self._listing: tuple[int, dict[str, ModelVersion]] | None = None
         self._drift = self._drift_monitor(follower.models.champion)
         self._runner_failed_at = -math.inf
         self.max_explain_rows = max_explain_rows
@@ -396,11 +419,22 @@ class InferenceCore:
         return found
 
     def versions(self) -> dict[str, ModelVersion]:
-        """Every stored version of the served model, by version (the store read again)."""
-        import bentoml
-
+        """Every stored version of the served model, by version. Listing the store reads
+        every version's metadata (tens of ms each), so the listing is kept while the model's
+        folder in the store is unchanged (a version added or deleted changes its modification
+        time): a metadata request, which any client may send, costs one stat."""
         name = self.follower.model_name
-        return {str(m.tag.version): model_version(m) for m in bentoml.models.list(name)}
+        folder = os.path.join(self._store_folder or _model_store_folder(), name)
+        try:
+            stamp = os.stat(folder).st_mtime_ns
+        except OSError:
+            return self._list_stored(name)
+        if self._listing is not None and self._listing[0] == stamp:
+            return self._listing[1]
+        listing = self._list_stored(name)
+        settled = time.time_ns() - stamp > _SETTLED_NS
+        self._listing = (stamp, listing) if settled else None
+        return listing
 
     def served(self, version: str, models: ChampionAndChallenger | None = None) -> CompiledModel:
         """The model in service with this version (ModelNotServed: stored but not served)."""

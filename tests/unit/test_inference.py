@@ -8,7 +8,9 @@ function that answers as the runner does, or raises what a failing runner call r
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
+import time
 from http import HTTPStatus
 from pathlib import Path
 
@@ -333,3 +335,39 @@ def test_a_version_is_found_without_listing_the_store(
     for impossible in ("OLD1", "-x", "a" * 64, "../x", ""):
         assert core.version(impossible) is None
     assert reads == [old.tag, f"{NAME}:0123abcd"]
+
+
+def test_the_list_of_stored_versions_is_read_again_only_when_the_store_changed(
+    tmp_path: Path, models: dict[str, CompiledModel]
+) -> None:
+    """`/v2/models/<name>` lists every stored version; reading each one's metadata per request
+    would let any client load a worker, so the listing is kept while the model's folder in the
+    store is unchanged, and read again when a version is added (the folder changes)."""
+    from iris_service.inference.model_loading import ModelVersion
+
+    store = tmp_path / "store"
+    (store / NAME / "v1").mkdir(parents=True)
+    listings: list[list[str]] = []
+
+    def listed(name: str) -> dict[str, ModelVersion]:
+        names = sorted(p.name for p in (store / name).iterdir())
+        listings.append(names)
+        return {v: ModelVersion(f"{name}:{v}", CLASS_NAMES, {}) for v in names}
+
+    def settle(seconds_ago: float) -> None:  # as if the folder last changed then
+        past = time.time() - seconds_ago
+        os.utime(store / NAME, (past, past))
+
+    core = InferenceCore(
+        _follower(tmp_path, models, challenger=False), listed=listed, store_folder=str(store)
+    )
+    assert sorted(core.versions()) == ["v1"]
+    assert sorted(core.versions()) == ["v1"]
+    assert len(listings) == 2  # a folder changed just now is listed again: its time is coarse
+    settle(60)
+    assert sorted(core.versions()) == ["v1"] and sorted(core.versions()) == ["v1"]
+    assert len(listings) == 3
+    (store / NAME / "v2").mkdir()
+    settle(30)
+    assert sorted(core.versions()) == ["v1", "v2"] and sorted(core.versions()) == ["v1", "v2"]
+    assert listings[3:] == [["v1", "v2"]]
