@@ -13,6 +13,7 @@ are still joined and counted once. Every wait and every traffic phase is bounded
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ FLOWERS_PER_PHASE = 150
 RETRAIN_ARGS = "--candidates logistic_regression random_forest svm --cv-folds 2"
 ACCURACY_THRESHOLD = 0.9  # IrisLiveAccuracyLow in deploy/monitoring/alerts.yaml
 SIGNIFICANT_DRIFT = 0.25
+NOISY = "--candidates logistic_regression --cv-folds 2 --label-noise 0.9"
 
 
 @dataclass(frozen=True)
@@ -240,35 +242,61 @@ def _gate_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.strip().endswith(("ok", "FAILED"))]
 
 
-def test_auto_promote_refuses_a_worse_challenger(loop: Loop) -> None:
-    """`make retrain AUTO_PROMOTE=1` whose challenger learnt from labels that are 90 % wrong:
-    the gate must refuse it (exit 3 through make, `Error 3`), the champion stays."""
+@dataclass(frozen=True)
+class RefusedRetrain:
+    """`make retrain AUTO_PROMOTE=1` whose challenger learnt from labels that are 90 % wrong,
+    with the champion and challenger before and after it."""
+
+    result: subprocess.CompletedProcess[str]
+    champion_before: str
+    champion_after: str
+    challenger: str
+
+    @property
+    def output(self) -> str:
+        return self.result.stdout + self.result.stderr
+
+
+@pytest.fixture(scope="module")
+def refused_retrain(loop: Loop) -> RefusedRetrain:
+    """Played once: its refusal is one test's claim, its noisy version (a worse model) the
+    champion another test needs (a retraining costs a process's imports and a gate)."""
     client = MlflowClient(loop.state.mlflow_uri)
     champion_before = client.get_model_version_by_alias(MODEL_NAME, "champion").version
-    noisy = "--candidates logistic_regression --cv-folds 2 --label-noise 0.9"
-    result = make_in(loop.state, loop.env)("retrain", "AUTO_PROMOTE=1", f"RETRAIN_ARGS={noisy}")
-    output = result.stdout + result.stderr
+    result = make_in(loop.state, loop.env)("retrain", "AUTO_PROMOTE=1", f"RETRAIN_ARGS={NOISY}")
+    return RefusedRetrain(
+        result,
+        champion_before,
+        client.get_model_version_by_alias(MODEL_NAME, "champion").version,
+        client.get_model_version_by_alias(MODEL_NAME, "challenger").version,
+    )
+
+
+def test_auto_promote_refuses_a_worse_challenger(refused_retrain: RefusedRetrain) -> None:
+    """`make retrain AUTO_PROMOTE=1` whose challenger learnt from labels that are 90 % wrong:
+    the gate must refuse it (exit 3 through make, `Error 3`), the champion stays."""
+    output = refused_retrain.output
     checks = _gate_lines(output)
     assert len(checks) == 4, output  # macro-F1 and three recalls, printed once (promote)
     assert any(line.strip().endswith("FAILED") for line in checks), output
-    assert result.returncode == 2 and "Error 3" in output, output
-    challenger = client.get_model_version_by_alias(MODEL_NAME, "challenger").version
-    assert int(challenger) > int(champion_before)
+    assert refused_retrain.result.returncode == 2 and "Error 3" in output, output
+    challenger = refused_retrain.challenger
+    assert int(challenger) > int(refused_retrain.champion_before)
     assert f"Refused: version {challenger}" in output
-    assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == champion_before
+    assert refused_retrain.champion_after == refused_retrain.champion_before
 
 
-def test_auto_promote_promotes_a_better_challenger_and_the_service_follows(loop: Loop) -> None:
-    """A champion that learnt from 90 % wrong labels (made champion with FORCE=1), then
-    `make retrain AUTO_PROMOTE=1` on the real labels: the gate must pass, the challenger is
-    champion, and the running service follows."""
+def test_auto_promote_promotes_a_better_challenger_and_the_service_follows(
+    loop: Loop, refused_retrain: RefusedRetrain
+) -> None:
+    """The refused noisy version made champion with FORCE=1, then `make retrain
+    AUTO_PROMOTE=1` on the real labels: the gate must pass, the challenger is champion, and
+    the running service follows."""
     client = MlflowClient(loop.state.mlflow_uri)
     make = make_in(loop.state, loop.env)
-    noisy = "--candidates logistic_regression --cv-folds 2 --label-noise 0.9"
-    trained = make("retrain", f"RETRAIN_ARGS={noisy}")  # gate only, no promotion
-    worse = client.get_model_version_by_alias(MODEL_NAME, "challenger").version
+    worse = refused_retrain.challenger
     forced = make("promote", f"VERSION={worse}", "FORCE=1")
-    assert forced.returncode == 0, trained.stdout + trained.stderr + forced.stdout + forced.stderr
+    assert forced.returncode == 0, forced.stdout + forced.stderr
     assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == worse
 
     # One candidate is enough to beat it (the loop's own retrain compares three).
