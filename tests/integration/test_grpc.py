@@ -218,6 +218,17 @@ def test_the_api_key_guards_all_but_health(
     assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
 
 
+def _log_lines_with(server: LocalServer, text: str, timeout_s: float = 10.0) -> list[dict]:
+    """The server's JSON log lines containing `text`, once there is one (a request's line is
+    written by the request log's thread after the answer), or none after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = [json.loads(line) for line in server.log().splitlines() if text in line]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.1)
+
+
 def test_calls_are_logged_and_measured_with_their_protocol(
     stub: pb_grpc.GRPCInferenceServiceStub, keyed_server: LocalServer
 ) -> None:
@@ -226,10 +237,14 @@ def test_calls_are_logged_and_measured_with_their_protocol(
         infer_request(FLOWERS[:1]), metadata=metadata, timeout=TIMEOUT_S
     )
     assert dict(call.trailing_metadata())["x-request-id"] == "grpc-probe-1"
+    # A refusal of its own (this test must not rely on the refusal tests having run before).
+    not_a_number = infer_request(np.array([[5.1, np.nan, 1.4, 0.2]]))
+    refused = _code(lambda: stub.ModelInfer(not_a_number, metadata=AUTH, timeout=TIMEOUT_S))
+    assert refused == grpc.StatusCode.INVALID_ARGUMENT
     metrics = requests.get(f"{keyed_server.url}/metrics", timeout=TIMEOUT_S).text
     assert f'iris_request_latency_ms_count{{endpoint="{INFER}",status="OK"}}' in metrics
     assert f'iris_errors_total{{endpoint="{INFER}",error="invalid_argument"}}' in metrics
-    lines = [json.loads(line) for line in keyed_server.log().splitlines() if "grpc-probe-1" in line]
+    lines = _log_lines_with(keyed_server, "grpc-probe-1")
     assert lines and lines[-1]["protocol"] == "grpc" and lines[-1]["endpoint"] == INFER
     assert lines[-1]["status"] == 0
 
