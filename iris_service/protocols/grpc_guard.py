@@ -131,6 +131,15 @@ class CallGuard(grpc.aio.ServerInterceptor):
                 )
             )
             taken = False
+
+            def give_back() -> None:
+                """The admission place given back; before the guard's own refusal is sent,
+                so a client that has seen it finds the place free if it retries at once."""
+                nonlocal taken
+                if taken:
+                    self.in_flight.count -= 1
+                    taken = False
+
             try:
                 if not accepted:
                     code = grpc.StatusCode.UNAUTHENTICATED
@@ -152,6 +161,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
                         return await behaviour(request, context)
                 except TimeoutError:
                     code = grpc.StatusCode.DEADLINE_EXCEEDED
+                    give_back()
                     await context.abort(code, f"no answer within {self.timeout_s:g} s")
             except grpc.aio.AbortError:
                 code = context.code() or code
@@ -162,10 +172,10 @@ class CallGuard(grpc.aio.ServerInterceptor):
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 logger.exception("unhandled error in gRPC call %s", call.server_request_id)
+                give_back()
                 await context.abort(code, "internal error")
             finally:
-                if taken:
-                    self.in_flight.count -= 1
+                give_back()
                 self._measured(method, code, call, cpu_before, rss_before)
 
         return guarded
