@@ -27,6 +27,10 @@ $(warning only one of BENTOML_HOME and MLFLOW_TRACKING_URI is set; the other is 
 endif
 endif
 export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
+# The venv is installed by uv (the version constraints.txt pins), without compiling its ~14,000
+# modules ahead; each module is compiled when first imported and kept. A PYTHONDONTWRITEBYTECODE
+# from the environment would make every process compile its imports again (docs/testing.md).
+unexport PYTHONDONTWRITEBYTECODE
 export BENTOML_DO_NOT_TRACK := True
 
 .PHONY: help venv train serve test test-setup test-fast test-random lint audit lock clean finops container container-run \
@@ -39,10 +43,9 @@ help: ## List the targets
 
 $(INSTALLED): requirements-serve.txt requirements.txt requirements-spark.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
-	@echo "Installing the pinned dependencies into $(VENV) (1 to 4 minutes on a fresh machine)..."
-	$(PY) -m pip install --quiet --upgrade pip
-	@set -o pipefail; $(PY) -m pip install --progress-bar off -r requirements-dev.txt -c constraints.txt \
-		| { grep --line-buffered -E '^(Collecting|Successfully installed)' || true; } | sed -u 's/^/  /'
+	@echo "Installing the pinned dependencies into $(VENV) (about a minute on a fresh machine)..."
+	$(PY) -m pip install --quiet "$$(grep -E '^uv==' constraints.txt)"
+	$(BIN)/uv pip install --python $(PY) -r requirements-dev.txt -c constraints.txt
 	@touch $@
 
 venv: $(INSTALLED) ## Create .venv and install the pinned dependencies
