@@ -45,7 +45,10 @@ $(INSTALLED): requirements-serve.txt requirements.txt requirements-spark.txt req
 	@test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	@echo "Installing the pinned dependencies into $(VENV) (about a minute on a fresh machine)..."
 	$(PY) -m pip install --quiet "$$(grep -E '^uv==' constraints.txt)"
-	$(BIN)/uv pip install --python $(PY) -r requirements-dev.txt -c constraints.txt
+	@# Every version is pinned, so uv's cache alone can install the set when it holds it (in a
+	@# second); a cold or partial cache fails before installing anything, and the index is asked.
+	$(BIN)/uv pip install --python $(PY) -r requirements-dev.txt -c constraints.txt --offline --quiet 2>/dev/null \
+		|| $(BIN)/uv pip install --python $(PY) -r requirements-dev.txt -c constraints.txt
 	@touch $@
 
 venv: $(INSTALLED) ## Create .venv and install the pinned dependencies
