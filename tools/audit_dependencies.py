@@ -67,6 +67,14 @@ def fixable(report: dict) -> list[str]:
     return found
 
 
+def last_line(stderr: str) -> str:
+    """The line of pip-audit's traceback that says what failed (the exception's own line), so
+    that a failure reads as one line, not as the tail of a traceback."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    reasons = [line for line in lines if UNREACHABLE.search(line)]
+    return (reasons or lines or ["no output"])[-1][:500]
+
+
 def classify_failure(stderr: str) -> type[Exception]:
     """Unreachable when pip-audit died of a network error, RuntimeError otherwise."""
     return Unreachable if UNREACHABLE.search(stderr) else RuntimeError
@@ -87,7 +95,8 @@ def run_pip_audit(requirements: Path, service: str) -> dict:
         return json.loads(result.stdout)
     except ValueError:
         error = classify_failure(result.stderr)
-        raise error(f"pip-audit ({service}) failed: {result.stderr.strip()[-500:]}") from None
+        what = "could not reach its database" if error is Unreachable else "failed"
+        raise error(f"pip-audit ({service}) {what}: {last_line(result.stderr)}") from None
 
 
 def audit(requirements: Path, services: tuple[str, ...] = ("osv", "pypi")) -> tuple[str, dict]:
@@ -100,7 +109,7 @@ def audit(requirements: Path, services: tuple[str, ...] = ("osv", "pypi")) -> tu
         try:
             return service, run_pip_audit(requirements, service)
         except Unreachable as error:
-            print(str(error)[-300:], file=sys.stderr)
+            print(str(error), file=sys.stderr)
             unreachable.append(service)
         except RuntimeError as error:
             print(str(error), file=sys.stderr)

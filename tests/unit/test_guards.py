@@ -219,6 +219,21 @@ def test_audit_tells_a_network_failure_from_other_failures() -> None:
     assert audit.classify_failure("pip_audit: error: unrecognized arguments: --x") is RuntimeError
 
 
+def test_a_failed_audit_is_told_in_the_line_that_says_why() -> None:
+    audit = _audit_module()
+    traceback = (
+        'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+        "    raise ConnectionError(e, request=request)\n"
+        "requests.exceptions.ConnectionError: HTTPSConnectionPool(host='api.osv.dev', port=443)\n"
+        "\n"
+    )
+    assert audit.last_line(traceback).startswith("requests.exceptions.ConnectionError: ")
+    assert audit.last_line("usage: pip-audit\npip_audit: error: bad flag\n") == (
+        "pip_audit: error: bad flag"
+    )
+    assert audit.last_line("") == "no output"
+
+
 @pytest.mark.parametrize(("flags", "status"), [((), 2), (("--unreachable-ok",), 0)])
 def test_an_unreachable_vulnerability_database_is_reported_as_not_run(
     flags: tuple[str, ...], status: int
