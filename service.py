@@ -63,6 +63,7 @@ from iris_service.inference.runner_health import RunnerHeartbeat, runner_ping
 from iris_service.monitoring.bentoml_metrics import bound_bentoml_request_metrics, fixed_paths
 from iris_service.monitoring.drift import drift_route
 from iris_service.monitoring.live_quality import LiveQuality, live_quality_route
+from iris_service.monitoring.metric_files import read_empty_metric_files_as_empty
 from iris_service.names import CLASS_NAMES, FEATURE_NAMES
 from iris_service.protocols import grpc_server
 from iris_service.protocols.routes import protocol_app
@@ -334,3 +335,5 @@ IrisClassifier.add_asgi_middleware(AdmissionControlMiddleware, counter=in_flight
 log_filters.install()
 # BentoML's own request metrics name only the routes above, never a path a client made up.
 bound_bentoml_request_metrics(fixed_paths([*IrisClassifier.openapi_spec.paths, "/", "/docs.json"]))
+# A scrape while a worker is creating its metric file answers, not 500 (metric_files.py).
+read_empty_metric_files_as_empty()

@@ -352,3 +352,21 @@ def test_prometheus_scrapes_the_service_and_every_dashboard_query_has_data(
     (PROJECT_ROOT / "reports" / "prometheus-findings.json").write_text(
         json.dumps(findings, indent=2)
     )
+
+
+@pytest.mark.server
+def test_a_metric_file_left_empty_does_not_break_the_scrape(server: LocalServer) -> None:
+    """A process killed as it created its metric file leaves it empty; the scrape still answers
+    with every other worker's metrics (iris_service/monitoring/metric_files.py)."""
+    assert server.bentoml_home is not None
+    metric_dir = server.bentoml_home / "prometheus_multiproc_dir"
+    assert any(metric_dir.glob("*.db")), "the server writes no metric files"
+    requests.post(f"{server.url}/predict", json=SETOSA, timeout=10).raise_for_status()
+    left_empty = metric_dir / "counter_999999999.db"  # no such process: one that was killed
+    left_empty.touch()
+    try:
+        answer = requests.get(f"{server.url}/metrics", timeout=10)
+    finally:
+        left_empty.unlink()
+    assert answer.status_code == 200, answer.text[:300]
+    assert 'iris_request_latency_ms_count{endpoint="/predict",status="200"}' in answer.text
