@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client.mmap_dict import MmapedDict
 
@@ -30,8 +29,7 @@ def read_metric_file(filename: str) -> Iterator[tuple[str, float, float, int]]:
     holds at least its header."""
     if os.path.getsize(filename) == 0:
         return iter(())
-    values: Any = _read_all_values_from_file(filename)
-    return values
+    return _read_all_values_from_file(filename)  # type: ignore[no-any-return]
 
 
 def read_empty_metric_files_as_empty() -> None:
